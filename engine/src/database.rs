@@ -1,0 +1,339 @@
+//! [`Database`]: the handle an embedding program (or the server) opens.
+
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, RwLock};
+
+use datafusion::arrow::datatypes::{DataType, Schema};
+use datafusion::catalog::{CatalogProvider, MemoryCatalogProviderList, MemorySchemaProvider, SchemaProvider, TableProvider};
+use datafusion::common::{ResolvedTableReference, ScalarValue, TableReference};
+use datafusion::execution::SessionStateBuilder;
+use datafusion::execution::context::SessionState;
+use datafusion::execution::runtime_env::RuntimeEnv;
+use datafusion::logical_expr::{ColumnarValue, LogicalPlan, Volatility, create_udf};
+use datafusion::prelude::{SessionConfig, SessionContext};
+use futures::TryStreamExt;
+use tokio::sync::Mutex;
+use tracing::{info, warn};
+
+use crate::catalog::{Catalog, TableEntry};
+use crate::error::{Error, Result};
+use crate::executor::CpuExecutor;
+use crate::provider::TableAtFunction;
+use crate::schema::{PUBLIC_SCHEMA, RunbaseCatalog, SYSTEM_SCHEMA, UserSchema};
+use crate::session::Session;
+use crate::storage::{ObjectStoreRoot, StoredTable, conform_batch, storable_schema};
+use crate::system::{SystemTable, SystemTableProvider, TableVersions};
+
+/// Name of the one database (DataFusion catalog) a runbase instance serves.
+pub const DATABASE_NAME: &str = "runbase";
+
+/// What `SELECT version()` answers. Starts with "PostgreSQL" because client libraries parse it.
+pub fn version_string() -> String {
+    format!(
+        "PostgreSQL 16.0 (runbase {}, DataFusion {}) on {}-{}",
+        env!("CARGO_PKG_VERSION"),
+        datafusion::DATAFUSION_VERSION,
+        std::env::consts::ARCH,
+        std::env::consts::OS
+    )
+}
+
+/// Options for [`Database::open`].
+#[derive(Debug, Clone)]
+pub struct DatabaseOptions {
+    /// Directory for the RocksDB catalog (and, by default, the object store).
+    pub data_dir: PathBuf,
+    /// Where table data lives; `None` means `<data_dir>/objects` on the local file system.
+    pub object_store: Option<ObjectStoreRoot>,
+    /// Worker threads of the query runtime; `None` means one per core.
+    pub cpu_threads: Option<usize>,
+}
+
+impl DatabaseOptions {
+    /// Defaults for a data directory.
+    pub fn new(data_dir: impl Into<PathBuf>) -> Self {
+        Self {
+            data_dir: data_dir.into(),
+            object_store: None,
+            cpu_threads: None,
+        }
+    }
+}
+
+/// An open runbase database. Cheap to clone; all clones share one instance.
+#[derive(Debug, Clone)]
+pub struct Database {
+    inner: Arc<Inner>,
+}
+
+#[derive(Debug)]
+struct Inner {
+    data_dir: PathBuf,
+    catalog: Catalog,
+    root: ObjectStoreRoot,
+    user: Arc<UserSchema>,
+    system: Arc<MemorySchemaProvider>,
+    /// Every session starts as a copy of this state.
+    template: RwLock<SessionState>,
+    /// Serializes DDL so two `CREATE TABLE`s of one name cannot both succeed.
+    ddl_lock: Mutex<()>,
+    executor: CpuExecutor,
+}
+
+impl Database {
+    /// Opens (creating if needed) the database in `options.data_dir`.
+    ///
+    /// Startup reads only the RocksDB catalog; each table's Delta log is read on first use.
+    pub async fn open(options: DatabaseOptions) -> Result<Self> {
+        std::fs::create_dir_all(&options.data_dir)?;
+        let catalog = Catalog::open(&options.data_dir.join("catalog"))?;
+        let root = match options.object_store {
+            Some(root) => root,
+            None => ObjectStoreRoot::local(&options.data_dir.join("objects"))?,
+        };
+        let user = Arc::new(UserSchema::default());
+        let entries = catalog.tables()?;
+        let count = entries.len();
+        for entry in entries {
+            user.add(Arc::new(StoredTable::new(entry, root.clone())?));
+        }
+        let system = Arc::new(MemorySchemaProvider::new());
+        system.register_table(
+            "table_versions".into(),
+            Arc::new(SystemTableProvider(Arc::new(TableVersions::new(user.clone())))),
+        )?;
+
+        let threads = options
+            .cpu_threads
+            .unwrap_or_else(|| std::thread::available_parallelism().map_or(2, |n| n.get()));
+        let template = template_state(user.clone(), system.clone(), threads)?;
+        info!(data_dir = %options.data_dir.display(), object_store = %root.url, tables = count, "database opened");
+        Ok(Self {
+            inner: Arc::new(Inner {
+                data_dir: options.data_dir,
+                catalog,
+                root,
+                user,
+                system,
+                template: RwLock::new(template),
+                ddl_lock: Mutex::new(()),
+                executor: CpuExecutor::new(threads)?,
+            }),
+        })
+    }
+
+    /// Opens the database at `data_dir` with default options.
+    pub async fn open_dir(data_dir: impl AsRef<Path>) -> Result<Self> {
+        Self::open(DatabaseOptions::new(data_dir.as_ref())).await
+    }
+
+    /// The data directory.
+    pub fn data_dir(&self) -> &Path {
+        &self.inner.data_dir
+    }
+
+    /// The object store tables live in.
+    pub fn object_store(&self) -> &ObjectStoreRoot {
+        &self.inner.root
+    }
+
+    /// A new session: its own settings, sharing tables with every other session.
+    pub fn session(&self) -> Session {
+        let state = self
+            .inner
+            .template
+            .read()
+            .expect("template lock poisoned")
+            .clone();
+        Session::new(self.clone(), SessionContext::new_with_state(state))
+    }
+
+    /// The hook through which other crates add functions: `f` gets a context whose
+    /// registrations (UDFs, UDTFs, …) every session created afterwards inherits.
+    pub fn configure(&self, f: impl FnOnce(&SessionContext) -> Result<()>) -> Result<()> {
+        let mut template = self.inner.template.write().expect("template lock poisoned");
+        let ctx = SessionContext::new_with_state(template.clone());
+        f(&ctx)?;
+        *template = ctx.state();
+        Ok(())
+    }
+
+    /// Adds a table to the `runbase` system schema.
+    pub fn register_system_table<T: SystemTable>(&self, name: &str, table: Arc<T>) -> Result<()> {
+        self.inner
+            .system
+            .register_table(name.to_string(), Arc::new(SystemTableProvider(table)) as Arc<dyn TableProvider>)?;
+        Ok(())
+    }
+
+    /// Names of the user tables.
+    pub fn table_names(&self) -> Vec<String> {
+        self.inner.user.table_names()
+    }
+
+    pub(crate) fn executor(&self) -> &CpuExecutor {
+        &self.inner.executor
+    }
+
+    /// Executes `CREATE TABLE [IF NOT EXISTS] … [AS …]`; returns the rows written.
+    pub(crate) async fn create_table(
+        &self,
+        ctx: &SessionContext,
+        name: &TableReference,
+        input: &LogicalPlan,
+        if_not_exists: bool,
+    ) -> Result<u64> {
+        let resolved = resolve(name)?;
+        let table_name = resolved.table.to_string();
+        if self.inner.user.stored(&table_name).is_some() {
+            return if if_not_exists {
+                Ok(0)
+            } else {
+                Err(Error::TableExists(table_name))
+            };
+        }
+        let is_plain_create = matches!(input, LogicalPlan::EmptyRelation(e) if !e.produce_one_row);
+        let (batches, schema) = if is_plain_create {
+            (vec![], Arc::new(input.schema().as_arrow().clone()))
+        } else {
+            // CREATE TABLE AS: columns are nullable, as in PostgreSQL.
+            let schema = input.schema().as_arrow();
+            let nullable = Schema::new(
+                schema
+                    .fields()
+                    .iter()
+                    .map(|f| f.as_ref().clone().with_nullable(true))
+                    .collect::<Vec<_>>(),
+            );
+            let plan = ctx.state().create_physical_plan(input).await?;
+            let stream = self.inner.executor.execute(plan, ctx.task_ctx());
+            let batches: Vec<_> = stream.try_collect().await?;
+            (batches, Arc::new(nullable))
+        };
+        let (delta_schema, arrow_schema) = storable_schema(&schema)?;
+        let batches = batches
+            .iter()
+            .filter(|b| b.num_rows() > 0)
+            .map(|b| conform_batch(b, &arrow_schema))
+            .collect::<Result<Vec<_>>>()?;
+        let rows: usize = batches.iter().map(|b| b.num_rows()).sum();
+
+        let _ddl = self.inner.ddl_lock.lock().await;
+        if self.inner.user.stored(&table_name).is_some() {
+            return if if_not_exists {
+                Ok(0)
+            } else {
+                Err(Error::TableExists(table_name))
+            };
+        }
+        let id = uuid::Uuid::new_v4().to_string();
+        let location = format!("tables/{id}");
+        let root = self.inner.root.clone();
+        let delta = if batches.is_empty() {
+            root.create_empty(&location, &delta_schema).await?
+        } else {
+            root.create_with_data(&location, batches).await?
+        };
+        let entry = TableEntry {
+            schema: PUBLIC_SCHEMA.to_string(),
+            name: table_name,
+            id,
+            location,
+            delta_schema: serde_json::to_string(&delta_schema)
+                .map_err(|e| Error::corrupt("table schema being written", e))?,
+            created_at_us: chrono::Utc::now().timestamp_micros(),
+        };
+        // The Delta commit is durable; the catalog entry makes the table visible. A crash
+        // between the two leaves an unreferenced directory, never a dangling entry.
+        self.inner.catalog.insert_table(&entry)?;
+        self.inner
+            .user
+            .add(Arc::new(StoredTable::with_state(entry, root, delta)?));
+        Ok(rows as u64)
+    }
+
+    /// Executes `DROP TABLE [IF EXISTS]`; returns whether a table was dropped.
+    pub(crate) async fn drop_table(&self, name: &TableReference, if_exists: bool) -> Result<bool> {
+        let resolved = resolve(name)?;
+        let _ddl = self.inner.ddl_lock.lock().await;
+        let table_name = resolved.table.to_string();
+        let Some(table) = self.inner.user.stored(&table_name) else {
+            return if if_exists {
+                Ok(false)
+            } else {
+                Err(Error::TableNotFound(table_name))
+            };
+        };
+        self.inner.catalog.remove_table(PUBLIC_SCHEMA, &table_name)?;
+        self.inner.user.remove(&table_name);
+        // The table is gone once the catalog says so; its files are garbage from here on.
+        if let Err(err) = self.inner.root.delete_table_files(&table.entry.location).await {
+            warn!(%err, table = %table_name, location = %table.entry.location, "could not delete dropped table's files");
+        }
+        Ok(true)
+    }
+}
+
+/// Resolves a table name for DDL: only `public` (the default) may hold user tables.
+fn resolve(name: &TableReference) -> Result<ResolvedTableReference> {
+    let resolved = name.clone().resolve(DATABASE_NAME, PUBLIC_SCHEMA);
+    if resolved.catalog.as_ref() != DATABASE_NAME {
+        return Err(Error::InvalidArgument(format!(
+            "cross-database references are not implemented: {name}"
+        )));
+    }
+    match resolved.schema.as_ref() {
+        PUBLIC_SCHEMA => Ok(resolved),
+        SYSTEM_SCHEMA => Err(Error::ReadOnly(format!(
+            "schema \"{SYSTEM_SCHEMA}\" is read-only: it holds system tables"
+        ))),
+        other => Err(Error::SchemaNotFound(other.to_string())),
+    }
+}
+
+fn template_state(
+    user: Arc<UserSchema>,
+    system: Arc<MemorySchemaProvider>,
+    threads: usize,
+) -> Result<SessionState> {
+    let mut config = SessionConfig::new()
+        .with_default_catalog_and_schema(DATABASE_NAME, PUBLIC_SCHEMA)
+        .with_create_default_catalog_and_schema(false)
+        .with_information_schema(true)
+        .with_target_partitions(threads.max(1));
+    let options = config.options_mut();
+    options.sql_parser.dialect = datafusion::config::Dialect::PostgreSQL;
+    options.sql_parser.map_string_types_to_utf8view = false;
+    options.execution.parquet.schema_force_view_types = false;
+
+    let catalogs = Arc::new(MemoryCatalogProviderList::new());
+    let catalog: Arc<dyn CatalogProvider> = Arc::new(RunbaseCatalog::new(user.clone(), system));
+    datafusion::catalog::CatalogProviderList::register_catalog(
+        catalogs.as_ref(),
+        DATABASE_NAME.to_string(),
+        catalog,
+    );
+    let state = SessionStateBuilder::new()
+        .with_config(config)
+        .with_runtime_env(Arc::new(RuntimeEnv::default()))
+        .with_catalog_list(catalogs)
+        .with_default_features()
+        .build();
+    let ctx = SessionContext::new_with_state(state);
+    ctx.register_udtf("table_at", Arc::new(TableAtFunction::new(user)));
+    let version = version_string();
+    ctx.register_udf(create_udf(
+        "version",
+        vec![],
+        DataType::Utf8,
+        Volatility::Immutable,
+        Arc::new(move |_| Ok(ColumnarValue::Scalar(ScalarValue::Utf8(Some(version.clone()))))),
+    ));
+    datafusion_pg_catalog::pg_catalog::setup_pg_catalog(
+        &ctx,
+        DATABASE_NAME,
+        datafusion_pg_catalog::pg_catalog::context::EmptyContextProvider,
+    )
+    .map_err(|e| Error::DataFusion(*e))?;
+    Ok(ctx.state())
+}

@@ -1,0 +1,86 @@
+//! The engine's error type.
+
+use datafusion::error::DataFusionError;
+
+/// Errors raised by the runbase engine.
+///
+/// Variants that carry a user-facing condition (unknown table, existing table, bad argument)
+/// are distinct so front ends can map them to precise SQLSTATE codes; the wrapped library
+/// errors keep their source for logging.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// A table named in a statement does not exist.
+    #[error("relation \"{0}\" does not exist")]
+    TableNotFound(String),
+
+    /// `CREATE TABLE` of a name that is already taken.
+    #[error("relation \"{0}\" already exists")]
+    TableExists(String),
+
+    /// A schema named in a statement does not exist or cannot hold user tables.
+    #[error("schema \"{0}\" does not exist")]
+    SchemaNotFound(String),
+
+    /// An attempt to change something that is read-only, such as the `runbase` schema.
+    #[error("{0}")]
+    ReadOnly(String),
+
+    /// A well-formed statement asks for something runbase does not do (yet).
+    #[error("{0} is not supported")]
+    NotSupported(String),
+
+    /// An argument has the right type but an unusable value (a missing table version, …).
+    #[error("{0}")]
+    InvalidArgument(String),
+
+    /// Data on disk that cannot be read back: a corrupt catalog entry or commit file.
+    #[error("corrupt {what}: {detail}")]
+    Corrupt {
+        /// What was being read.
+        what: String,
+        /// Why it could not be decoded.
+        detail: String,
+    },
+
+    /// The catalog store failed.
+    #[error("catalog store: {0}")]
+    RocksDb(#[from] rocksdb::Error),
+
+    /// The object store failed.
+    #[error("object store: {0}")]
+    ObjectStore(#[from] datafusion::object_store::Error),
+
+    /// The Delta Lake layer failed.
+    #[error("delta: {0}")]
+    Delta(#[from] deltalake::DeltaTableError),
+
+    /// Planning or execution failed inside DataFusion.
+    #[error(transparent)]
+    DataFusion(#[from] DataFusionError),
+
+    /// Local I/O (creating the data directory, …) failed.
+    #[error("io: {0}")]
+    Io(#[from] std::io::Error),
+}
+
+/// Result type of the engine.
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+impl From<Error> for DataFusionError {
+    fn from(err: Error) -> Self {
+        match err {
+            Error::DataFusion(e) => e,
+            other => DataFusionError::External(Box::new(other)),
+        }
+    }
+}
+
+impl Error {
+    /// Wraps a `serde_json` failure while decoding `what`.
+    pub(crate) fn corrupt(what: impl Into<String>, detail: impl std::fmt::Display) -> Self {
+        Error::Corrupt {
+            what: what.into(),
+            detail: detail.to_string(),
+        }
+    }
+}

@@ -1,0 +1,211 @@
+//! DataFusion providers over stored tables: scans, `INSERT` sinks and `table_at`.
+
+use std::fmt;
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use datafusion::arrow::datatypes::SchemaRef;
+use datafusion::catalog::{Session, TableFunctionArgs, TableFunctionImpl, TableProvider};
+use datafusion::common::{ScalarValue, plan_err};
+use datafusion::datasource::sink::{DataSink, DataSinkExec};
+use datafusion::error::{DataFusionError, Result as DfResult};
+use datafusion::execution::context::SessionState;
+use datafusion::execution::{SendableRecordBatchStream, TaskContext};
+use datafusion::logical_expr::dml::InsertOp;
+use datafusion::logical_expr::{Expr, TableProviderFilterPushDown, TableType};
+use datafusion::physical_plan::{DisplayAs, DisplayFormatType, ExecutionPlan};
+use deltalake::DeltaTable;
+use futures::TryStreamExt;
+
+use crate::error::Error;
+use crate::schema::UserSchema;
+use crate::storage::StoredTable;
+
+/// Builds a DataFusion scan over one loaded Delta version.
+async fn delta_scan(
+    table: &DeltaTable,
+    state: &dyn Session,
+    projection: Option<&Vec<usize>>,
+    filters: &[Expr],
+    limit: Option<usize>,
+) -> DfResult<Arc<dyn ExecutionPlan>> {
+    table
+        .update_datafusion_session(state)
+        .map_err(|e| DataFusionError::External(Box::new(Error::from(e))))?;
+    let mut builder = table.table_provider();
+    // The scan's schema follows the session's view-type setting, which runbase turns off;
+    // pass the session so the scan agrees with the catalog schema.
+    if let Some(session) = state.as_any().downcast_ref::<SessionState>() {
+        builder = builder.with_session(Arc::new(session.clone()));
+    }
+    let provider = builder.await?;
+    provider.scan(state, projection, filters, limit).await
+}
+
+/// The latest version of a user table, as DataFusion sees it.
+#[derive(Debug)]
+pub struct UserTableProvider {
+    table: Arc<StoredTable>,
+}
+
+impl UserTableProvider {
+    /// Wraps a stored table.
+    pub fn new(table: Arc<StoredTable>) -> Self {
+        Self { table }
+    }
+}
+
+#[async_trait]
+impl TableProvider for UserTableProvider {
+    fn schema(&self) -> SchemaRef {
+        self.table.schema.clone()
+    }
+
+    fn table_type(&self) -> TableType {
+        TableType::Base
+    }
+
+    fn supports_filters_pushdown(
+        &self,
+        filters: &[&Expr],
+    ) -> DfResult<Vec<TableProviderFilterPushDown>> {
+        Ok(vec![TableProviderFilterPushDown::Inexact; filters.len()])
+    }
+
+    async fn scan(
+        &self,
+        state: &dyn Session,
+        projection: Option<&Vec<usize>>,
+        filters: &[Expr],
+        limit: Option<usize>,
+    ) -> DfResult<Arc<dyn ExecutionPlan>> {
+        let table = self.table.latest().await?;
+        delta_scan(&table, state, projection, filters, limit).await
+    }
+
+    async fn insert_into(
+        &self,
+        _state: &dyn Session,
+        input: Arc<dyn ExecutionPlan>,
+        insert_op: InsertOp,
+    ) -> DfResult<Arc<dyn ExecutionPlan>> {
+        if insert_op != InsertOp::Append {
+            return Err(Error::NotSupported(format!("INSERT with {insert_op}")).into());
+        }
+        let sink = AppendSink {
+            table: self.table.clone(),
+        };
+        Ok(Arc::new(DataSinkExec::new(input, Arc::new(sink), None)))
+    }
+}
+
+/// Collects an `INSERT`'s rows and commits them as one table version.
+struct AppendSink {
+    table: Arc<StoredTable>,
+}
+
+impl fmt::Debug for AppendSink {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("AppendSink")
+            .field("table", &self.table.entry.name)
+            .finish()
+    }
+}
+
+impl DisplayAs for AppendSink {
+    fn fmt_as(&self, _t: DisplayFormatType, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "DeltaAppend: table={}", self.table.entry.name)
+    }
+}
+
+#[async_trait]
+impl DataSink for AppendSink {
+    fn schema(&self) -> &SchemaRef {
+        &self.table.schema
+    }
+
+    async fn write_all(
+        &self,
+        data: SendableRecordBatchStream,
+        _context: &Arc<TaskContext>,
+    ) -> DfResult<u64> {
+        let batches: Vec<_> = data.try_collect().await?;
+        Ok(self.table.append(batches).await?)
+    }
+}
+
+/// A user table as of one past version, the result of `table_at(name, version)`.
+#[derive(Debug)]
+struct VersionProvider {
+    table: Arc<StoredTable>,
+    version: i64,
+}
+
+#[async_trait]
+impl TableProvider for VersionProvider {
+    fn schema(&self) -> SchemaRef {
+        self.table.schema.clone()
+    }
+
+    fn table_type(&self) -> TableType {
+        TableType::Temporary
+    }
+
+    async fn scan(
+        &self,
+        state: &dyn Session,
+        projection: Option<&Vec<usize>>,
+        filters: &[Expr],
+        limit: Option<usize>,
+    ) -> DfResult<Arc<dyn ExecutionPlan>> {
+        let table = self.table.at_version(self.version).await?;
+        delta_scan(&table, state, projection, filters, limit).await
+    }
+}
+
+/// `table_at(name, version)`: a table read as it was at a version.
+#[derive(Debug)]
+pub struct TableAtFunction {
+    schema: Arc<UserSchema>,
+}
+
+impl TableAtFunction {
+    /// The function over the tables of `schema`.
+    pub fn new(schema: Arc<UserSchema>) -> Self {
+        Self { schema }
+    }
+}
+
+impl TableFunctionImpl for TableAtFunction {
+    fn call_with_args(&self, args: TableFunctionArgs) -> DfResult<Arc<dyn TableProvider>> {
+        let exprs = args.exprs();
+        let [name, version] = exprs else {
+            return plan_err!("table_at takes 2 arguments (table name, version), got {}", exprs.len());
+        };
+        let name = match literal(name) {
+            Some(ScalarValue::Utf8(Some(s)) | ScalarValue::Utf8View(Some(s)) | ScalarValue::LargeUtf8(Some(s))) => s,
+            _ => return plan_err!("table_at: the first argument must be a table name as a string literal"),
+        };
+        let version = match literal(version) {
+            Some(v) => match v.cast_to(&datafusion::arrow::datatypes::DataType::Int64)? {
+                ScalarValue::Int64(Some(v)) => v,
+                _ => return plan_err!("table_at: the version must not be NULL"),
+            },
+            None => return plan_err!("table_at: the second argument must be an integer literal version"),
+        };
+        let bare = name.strip_prefix("public.").unwrap_or(&name);
+        let table = self
+            .schema
+            .stored(bare)
+            .ok_or_else(|| DataFusionError::from(Error::TableNotFound(name.clone())))?;
+        Ok(Arc::new(VersionProvider { table, version }))
+    }
+}
+
+fn literal(expr: &Expr) -> Option<ScalarValue> {
+    match expr {
+        Expr::Literal(v, _) => Some(v.clone()),
+        Expr::Cast(c) => literal(&c.expr).and_then(|v| v.cast_to(c.field.data_type()).ok()),
+        _ => None,
+    }
+}

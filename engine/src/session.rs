@@ -1,0 +1,369 @@
+//! [`Session`]: one client's SQL conversation with a [`Database`].
+//!
+//! A session owns its DataFusion context, so `SET` changes only that client's settings,
+//! and shares the catalog with every other session. Statements are parsed with the
+//! PostgreSQL dialect (plus the rewrites that make psql's catalog queries plan), planned
+//! by DataFusion, and then either run by DataFusion or, for what changes stored data
+//! (`CREATE TABLE`, `DROP TABLE`), by the [`Database`].
+
+use std::collections::HashMap;
+use std::fmt;
+use std::sync::{Arc, Mutex};
+
+use datafusion::arrow::array::{RecordBatch, StringArray};
+use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef};
+use datafusion::common::ParamValues;
+use datafusion::execution::SendableRecordBatchStream;
+use datafusion::logical_expr::dml::WriteOp;
+use datafusion::logical_expr::{
+    DdlStatement, DmlStatement, LogicalPlan, Statement as PlanStatement, TransactionConclusion,
+};
+use datafusion::physical_plan::memory::MemoryStream;
+use datafusion::prelude::SessionContext;
+use datafusion::sql::parser::Statement as DfStatement;
+use datafusion::sql::sqlparser::ast::Statement as AstStatement;
+use datafusion_pg_catalog::sql::PostgresCompatibilityParser;
+use futures::TryStreamExt;
+
+use crate::database::{Database, version_string};
+use crate::error::{Error, Result};
+
+/// What executing one statement produced.
+pub enum QueryOutput {
+    /// A result set.
+    Rows(SendableRecordBatchStream),
+    /// A command's completion tag.
+    Command(CommandTag),
+}
+
+impl fmt::Debug for QueryOutput {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            QueryOutput::Rows(s) => write!(f, "Rows({:?})", s.schema()),
+            QueryOutput::Command(t) => write!(f, "Command({t})"),
+        }
+    }
+}
+
+impl QueryOutput {
+    /// Collects a result set (a command yields no batches).
+    pub async fn collect(self) -> Result<Vec<RecordBatch>> {
+        match self {
+            QueryOutput::Rows(stream) => Ok(stream.try_collect().await?),
+            QueryOutput::Command(_) => Ok(vec![]),
+        }
+    }
+}
+
+/// A PostgreSQL command tag: `CREATE TABLE`, `INSERT 0 3`, `SELECT 5`, …
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CommandTag {
+    /// The command word(s).
+    pub command: &'static str,
+    /// Rows affected, for commands that report them.
+    pub rows: Option<u64>,
+}
+
+impl CommandTag {
+    fn plain(command: &'static str) -> Self {
+        Self {
+            command,
+            rows: None,
+        }
+    }
+
+    fn with_rows(command: &'static str, rows: u64) -> Self {
+        Self {
+            command,
+            rows: Some(rows),
+        }
+    }
+}
+
+impl fmt::Display for CommandTag {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match (self.command, self.rows) {
+            ("INSERT", Some(n)) => write!(f, "INSERT 0 {n}"),
+            (c, Some(n)) => write!(f, "{c} {n}"),
+            (c, None) => f.write_str(c),
+        }
+    }
+}
+
+/// A parsed and planned statement, ready to execute (possibly many times, with parameters).
+#[derive(Debug, Clone)]
+pub enum Prepared {
+    /// A statement DataFusion planned.
+    Plan(LogicalPlan),
+    /// `SHOW <name>` of a PostgreSQL session variable.
+    Show(String),
+    /// An empty statement.
+    Empty,
+}
+
+impl Prepared {
+    /// The schema of the rows the statement returns; empty for commands.
+    pub fn output_schema(&self) -> SchemaRef {
+        match self {
+            Prepared::Plan(plan) if returns_rows(plan) => Arc::new(plan.schema().as_arrow().clone()),
+            Prepared::Plan(_) | Prepared::Empty => Arc::new(Schema::empty()),
+            Prepared::Show(name) => show_schema(name),
+        }
+    }
+
+    /// Types of the `$n` parameters, in order (`None` where it could not be inferred).
+    pub fn parameter_types(&self) -> Result<Vec<Option<DataType>>> {
+        let Prepared::Plan(plan) = self else {
+            return Ok(vec![]);
+        };
+        let types = plan.get_parameter_types()?;
+        let mut ids: Vec<(usize, Option<DataType>)> = types
+            .into_iter()
+            .map(|(id, ty)| {
+                let n = id.trim_start_matches('$').parse::<usize>().unwrap_or(usize::MAX);
+                (n, ty)
+            })
+            .collect();
+        ids.sort_by_key(|(n, _)| *n);
+        Ok(ids.into_iter().map(|(_, t)| t).collect())
+    }
+}
+
+fn returns_rows(plan: &LogicalPlan) -> bool {
+    !matches!(
+        plan,
+        LogicalPlan::Ddl(_) | LogicalPlan::Dml(_) | LogicalPlan::Statement(_) | LogicalPlan::Copy(_)
+    )
+}
+
+fn show_schema(name: &str) -> SchemaRef {
+    Arc::new(Schema::new(vec![Field::new(name, DataType::Utf8, false)]))
+}
+
+/// One client's session.
+pub struct Session {
+    db: Database,
+    ctx: SessionContext,
+    parser: PostgresCompatibilityParser,
+    /// PostgreSQL-level variables (`application_name`, `search_path`, …) set by clients.
+    variables: Mutex<HashMap<String, String>>,
+}
+
+impl fmt::Debug for Session {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Session").field("session_id", &self.ctx.session_id()).finish()
+    }
+}
+
+impl Session {
+    pub(crate) fn new(db: Database, ctx: SessionContext) -> Self {
+        Self {
+            db,
+            ctx,
+            parser: PostgresCompatibilityParser::new(),
+            variables: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// The DataFusion context behind this session.
+    pub fn context(&self) -> &SessionContext {
+        &self.ctx
+    }
+
+    /// Parses `sql` into statements.
+    pub fn parse(&self, sql: &str) -> Result<Vec<AstStatement>> {
+        self.parser
+            .parse(sql)
+            .map_err(|e| Error::DataFusion(datafusion::error::DataFusionError::SQL(Box::new(e), None)))
+    }
+
+    /// Plans one parsed statement.
+    pub async fn prepare(&self, statement: AstStatement) -> Result<Prepared> {
+        if let AstStatement::ShowVariable { variable } = &statement {
+            let name = variable
+                .iter()
+                .map(|i| i.value.to_lowercase())
+                .collect::<Vec<_>>()
+                .join(".");
+            if !name.starts_with("datafusion.") && name != "all" {
+                return Ok(Prepared::Show(name));
+            }
+        }
+        let plan = self
+            .ctx
+            .state()
+            .statement_to_plan(DfStatement::Statement(Box::new(statement)))
+            .await?;
+        Ok(Prepared::Plan(plan))
+    }
+
+    /// Executes a prepared statement with `params` bound to its `$n` placeholders.
+    pub async fn execute(&self, prepared: &Prepared, params: Option<ParamValues>) -> Result<QueryOutput> {
+        match prepared {
+            Prepared::Empty => Ok(QueryOutput::Command(CommandTag::plain(""))),
+            Prepared::Show(name) => self.show(name),
+            Prepared::Plan(plan) => {
+                let plan = match params {
+                    Some(p) => plan.clone().with_param_values(p)?,
+                    None => plan.clone(),
+                };
+                self.execute_plan(plan).await
+            }
+        }
+    }
+
+    /// Parses, plans and executes every statement in `sql`, in order; stops at the first error.
+    pub async fn sql(&self, sql: &str) -> Result<Vec<QueryOutput>> {
+        let mut out = Vec::new();
+        for statement in self.parse(sql)? {
+            let prepared = self.prepare(statement).await?;
+            out.push(self.execute(&prepared, None).await?);
+        }
+        Ok(out)
+    }
+
+    /// Runs `sql` and collects the rows of its last statement.
+    pub async fn query(&self, sql: &str) -> Result<Vec<RecordBatch>> {
+        match self.sql(sql).await?.pop() {
+            Some(output) => output.collect().await,
+            None => Ok(vec![]),
+        }
+    }
+
+    async fn execute_plan(&self, plan: LogicalPlan) -> Result<QueryOutput> {
+        let tag = match &plan {
+            LogicalPlan::Ddl(DdlStatement::CreateMemoryTable(create)) => {
+                if create.temporary || create.or_replace {
+                    return Err(Error::NotSupported(
+                        "CREATE TEMPORARY TABLE and CREATE OR REPLACE TABLE".into(),
+                    ));
+                }
+                if !create.column_defaults.is_empty() {
+                    return Err(Error::NotSupported("column DEFAULT values".into()));
+                }
+                if !create.constraints.is_empty() {
+                    return Err(Error::NotSupported(
+                        "PRIMARY KEY and UNIQUE constraints (declare columns NOT NULL instead)"
+                            .into(),
+                    ));
+                }
+                let is_ctas = !matches!(create.input.as_ref(), LogicalPlan::EmptyRelation(e) if !e.produce_one_row);
+                let rows = self
+                    .db
+                    .create_table(&self.ctx, &create.name, &create.input, create.if_not_exists)
+                    .await?;
+                if is_ctas {
+                    CommandTag::with_rows("SELECT", rows)
+                } else {
+                    CommandTag::plain("CREATE TABLE")
+                }
+            }
+            LogicalPlan::Ddl(DdlStatement::DropTable(drop)) => {
+                self.db.drop_table(&drop.name, drop.if_exists).await?;
+                CommandTag::plain("DROP TABLE")
+            }
+            LogicalPlan::Ddl(other) => {
+                return Err(Error::NotSupported(other.name().to_string()));
+            }
+            LogicalPlan::Dml(DmlStatement { op: WriteOp::Insert(_), .. }) => {
+                let rows = self.run_count(plan).await?;
+                CommandTag::with_rows("INSERT", rows)
+            }
+            LogicalPlan::Dml(dml) => {
+                return Err(Error::NotSupported(format!("{} (tables are append-only for now)", dml.op)));
+            }
+            LogicalPlan::Copy(_) => return Err(Error::NotSupported("COPY … TO".into())),
+            LogicalPlan::Statement(PlanStatement::TransactionStart(_)) => CommandTag::plain("BEGIN"),
+            LogicalPlan::Statement(PlanStatement::TransactionEnd(end)) => match end.conclusion {
+                TransactionConclusion::Commit => CommandTag::plain("COMMIT"),
+                TransactionConclusion::Rollback => CommandTag::plain("ROLLBACK"),
+            },
+            LogicalPlan::Statement(PlanStatement::SetVariable(set)) => {
+                let name = set.variable.to_lowercase();
+                if name.starts_with("datafusion.") {
+                    self.ctx.execute_logical_plan(plan).await?;
+                } else {
+                    self.variables
+                        .lock()
+                        .expect("variables lock poisoned")
+                        .insert(name, set.value.clone());
+                }
+                CommandTag::plain("SET")
+            }
+            LogicalPlan::Statement(other) => {
+                return Err(Error::NotSupported(other.name().to_string()));
+            }
+            _ => {
+                let df = self.ctx.execute_logical_plan(plan).await?;
+                let physical = df.create_physical_plan().await?;
+                let stream = self.db.executor().execute(physical, self.ctx.task_ctx());
+                return Ok(QueryOutput::Rows(stream));
+            }
+        };
+        Ok(QueryOutput::Command(tag))
+    }
+
+    /// Runs a DML plan and reads the row count it reports.
+    async fn run_count(&self, plan: LogicalPlan) -> Result<u64> {
+        let df = self.ctx.execute_logical_plan(plan).await?;
+        let physical = df.create_physical_plan().await?;
+        let batches: Vec<RecordBatch> = self
+            .db
+            .executor()
+            .execute(physical, self.ctx.task_ctx())
+            .try_collect()
+            .await?;
+        let count = batches
+            .first()
+            .and_then(|b| b.column_by_name("count"))
+            .and_then(|c| c.as_any().downcast_ref::<datafusion::arrow::array::UInt64Array>())
+            .map(|a| a.value(0))
+            .unwrap_or(0);
+        Ok(count)
+    }
+
+    fn show(&self, name: &str) -> Result<QueryOutput> {
+        let set = self
+            .variables
+            .lock()
+            .expect("variables lock poisoned")
+            .get(name)
+            .cloned();
+        let value = match set {
+            Some(v) => v,
+            None => default_variable(name).ok_or_else(|| {
+                Error::InvalidArgument(format!("unrecognized configuration parameter \"{name}\""))
+            })?,
+        };
+        let schema = show_schema(name);
+        let batch = RecordBatch::try_new(schema.clone(), vec![Arc::new(StringArray::from(vec![value]))])
+            .map_err(|e| Error::DataFusion(e.into()))?;
+        let stream = MemoryStream::try_new(vec![batch], schema, None)?;
+        Ok(QueryOutput::Rows(Box::pin(stream)))
+    }
+}
+
+/// Values of PostgreSQL's read-mostly settings that clients ask for.
+fn default_variable(name: &str) -> Option<String> {
+    Some(
+        match name {
+            "server_version" => "16.0",
+            "server_version_num" => "160000",
+            "server_encoding" | "client_encoding" => "UTF8",
+            "datestyle" => "ISO, MDY",
+            "intervalstyle" => "postgres",
+            "timezone" | "time zone" => "UTC",
+            "standard_conforming_strings" | "integer_datetimes" => "on",
+            "transaction_isolation" | "default_transaction_isolation" => "read committed",
+            "transaction_read_only" | "default_transaction_read_only" => "off",
+            "search_path" => "\"$user\", public",
+            "application_name" => "",
+            "max_identifier_length" => "63",
+            "lc_collate" | "lc_ctype" => "C",
+            "runbase_version" => env!("CARGO_PKG_VERSION"),
+            "version" => return Some(version_string()),
+            _ => return None,
+        }
+        .to_string(),
+    )
+}

@@ -1,0 +1,115 @@
+//! System tables in the `runbase` schema, computed when they are scanned.
+//!
+//! Other crates add their own through [`SystemTable`] and
+//! [`crate::Database::register_system_table`] (`udfs` adds `runbase.devices`).
+
+use std::fmt::Debug;
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use datafusion::arrow::array::{Int64Array, RecordBatch, StringArray, TimestampMicrosecondArray};
+use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef, TimeUnit};
+use datafusion::catalog::{Session, TableProvider};
+use datafusion::datasource::memory::MemorySourceConfig;
+use datafusion::error::Result as DfResult;
+use datafusion::logical_expr::{Expr, TableType};
+use datafusion::physical_plan::ExecutionPlan;
+
+use crate::error::{Error, Result};
+use crate::schema::UserSchema;
+
+/// A read-only table whose rows are computed on each scan.
+#[async_trait]
+pub trait SystemTable: Debug + Send + Sync + 'static {
+    /// The table's schema.
+    fn schema(&self) -> SchemaRef;
+    /// The table's current rows.
+    async fn rows(&self) -> Result<RecordBatch>;
+}
+
+/// Adapts a [`SystemTable`] to DataFusion.
+#[derive(Debug)]
+pub struct SystemTableProvider<T: SystemTable>(pub Arc<T>);
+
+#[async_trait]
+impl<T: SystemTable> TableProvider for SystemTableProvider<T> {
+    fn schema(&self) -> SchemaRef {
+        self.0.schema()
+    }
+
+    fn table_type(&self) -> TableType {
+        TableType::View
+    }
+
+    async fn scan(
+        &self,
+        _state: &dyn Session,
+        projection: Option<&Vec<usize>>,
+        _filters: &[Expr],
+        _limit: Option<usize>,
+    ) -> DfResult<Arc<dyn ExecutionPlan>> {
+        let batch = self.0.rows().await?;
+        Ok(MemorySourceConfig::try_new_exec(
+            &[vec![batch]],
+            self.0.schema(),
+            projection.cloned(),
+        )?)
+    }
+}
+
+/// `runbase.table_versions`: every version of every user table.
+#[derive(Debug)]
+pub struct TableVersions {
+    tables: Arc<UserSchema>,
+    schema: SchemaRef,
+}
+
+impl TableVersions {
+    /// The system table over `tables`.
+    pub fn new(tables: Arc<UserSchema>) -> Self {
+        let schema = Arc::new(Schema::new(vec![
+            Field::new("table_name", DataType::Utf8, false),
+            Field::new("version", DataType::Int64, false),
+            Field::new(
+                "committed_at",
+                DataType::Timestamp(TimeUnit::Microsecond, Some("UTC".into())),
+                false,
+            ),
+            Field::new("operation", DataType::Utf8, false),
+            Field::new("rows_added", DataType::Int64, false),
+        ]));
+        Self { tables, schema }
+    }
+}
+
+#[async_trait]
+impl SystemTable for TableVersions {
+    fn schema(&self) -> SchemaRef {
+        self.schema.clone()
+    }
+
+    async fn rows(&self) -> Result<RecordBatch> {
+        let (mut names, mut versions, mut times, mut ops, mut rows) =
+            (vec![], vec![], vec![], vec![], vec![]);
+        for table in self.tables.all() {
+            for v in table.history().await? {
+                names.push(table.entry.name.clone());
+                versions.push(v.version);
+                times.push(v.committed_at_ms.saturating_mul(1000));
+                ops.push(v.operation);
+                rows.push(v.rows_added);
+            }
+        }
+        RecordBatch::try_new(
+            self.schema.clone(),
+            vec![
+                Arc::new(StringArray::from(names)),
+                Arc::new(Int64Array::from(versions)),
+                Arc::new(TimestampMicrosecondArray::from(times).with_timezone("UTC")),
+                Arc::new(StringArray::from(ops)),
+                Arc::new(Int64Array::from(rows)),
+            ],
+        )
+        .map_err(|e| Error::DataFusion(e.into()))
+    }
+}

@@ -1,0 +1,69 @@
+//! The runbase server: the PostgreSQL wire protocol in front of the runbase engine.
+//!
+//! # Layout
+//! - [`config`]: the clap configuration (`runbase serve`, `runbase sql`).
+//! - [`server`]: the listener, per-connection tasks and graceful shutdown.
+//! - [`handler`]: pgwire handlers; one engine session per connection.
+//! - [`error`]: the one mapping from engine errors to SQLSTATE codes.
+//! - [`embedded`]: `runbase sql`, statements run in-process and printed as tables.
+//! - [`logging`]: the `tracing` subscriber.
+//!
+//! # Example
+//! ```no_run
+//! # async fn demo() -> Result<(), Box<dyn std::error::Error>> {
+//! let db = runbase_server::open_database(std::path::Path::new("./runbase-data"), None).await?;
+//! let listener = tokio::net::TcpListener::bind("127.0.0.1:5433").await?;
+//! runbase_server::server::serve(db, listener, std::future::pending(), std::time::Duration::from_secs(10)).await;
+//! # Ok(())
+//! # }
+//! ```
+
+pub mod config;
+pub mod embedded;
+pub mod error;
+pub mod handler;
+pub mod logging;
+pub mod server;
+
+use std::path::Path;
+
+use runbase_engine::{Database, DatabaseOptions};
+
+/// Opens the database with every function of `runbase-udfs` registered.
+pub async fn open_database(
+    data_dir: &Path,
+    query_threads: Option<usize>,
+) -> Result<Database, Box<dyn std::error::Error + Send + Sync>> {
+    let mut options = DatabaseOptions::new(data_dir);
+    options.cpu_threads = query_threads;
+    let db = Database::open(options).await.map_err(|e| match &e {
+        runbase_engine::Error::RocksDb(r) if r.to_string().contains("lock") => format!(
+            "data directory {} is in use by another runbase process ({r})",
+            data_dir.display()
+        )
+        .into(),
+        _ => Box::new(e) as Box<dyn std::error::Error + Send + Sync>,
+    })?;
+    runbase_udfs::register(&db)?;
+    Ok(db)
+}
+
+/// Runs the parsed command line; returns the process exit code.
+pub async fn run(cli: config::Cli) -> i32 {
+    match cli.command {
+        config::Command::Serve(args) => {
+            logging::init(args.common.log_format);
+            match server::run(args).await {
+                Ok(()) => 0,
+                Err(e) => {
+                    tracing::error!(error = %e, "server failed");
+                    1
+                }
+            }
+        }
+        config::Command::Sql(args) => {
+            logging::init(args.common.log_format);
+            embedded::run(args).await
+        }
+    }
+}

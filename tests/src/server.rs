@@ -1,0 +1,136 @@
+//! A real `runbase serve` process for tests.
+
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// Path of the `runbase` binary: `$RUNBASE_BIN`, else next to the test executable.
+pub fn runbase_bin() -> PathBuf {
+    if let Ok(p) = std::env::var("RUNBASE_BIN") {
+        return PathBuf::from(p);
+    }
+    let exe = std::env::current_exe().expect("test executable path");
+    // target/debug/deps/<test> -> target/debug/runbase
+    let dir = exe
+        .parent()
+        .and_then(Path::parent)
+        .expect("test executable lives in target/<profile>/deps");
+    dir.join("runbase")
+}
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("a free loopback port")
+}
+
+/// A running server over a data directory.
+pub struct TestServer {
+    child: Option<Child>,
+    /// The port it listens on.
+    pub port: u16,
+    /// Its data directory.
+    pub data_dir: PathBuf,
+}
+
+impl TestServer {
+    /// Starts a server on `data_dir` and waits until it accepts connections.
+    pub fn start(data_dir: &Path) -> Self {
+        let port = free_port();
+        let bin = runbase_bin();
+        assert!(
+            bin.exists(),
+            "runbase binary not found at {} (build it with `cargo build -p runbase-server`, or set RUNBASE_BIN)",
+            bin.display()
+        );
+        let child = Command::new(&bin)
+            .arg("serve")
+            .arg("--listen")
+            .arg(format!("127.0.0.1:{port}"))
+            .arg("--data-dir")
+            .arg(data_dir)
+            .env("RUST_LOG", "warn")
+            .stdout(Stdio::null())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("spawn runbase");
+        let server = Self {
+            child: Some(child),
+            port,
+            data_dir: data_dir.to_path_buf(),
+        };
+        server.wait_ready();
+        server
+    }
+
+    fn wait_ready(&self) {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while Instant::now() < deadline {
+            if std::net::TcpStream::connect(("127.0.0.1", self.port)).is_ok() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        panic!("runbase did not listen on port {} within 60 s", self.port);
+    }
+
+    /// The libpq connection string.
+    pub fn conn_str(&self) -> String {
+        format!("host=127.0.0.1 port={} user=runbase dbname=runbase", self.port)
+    }
+
+    /// Connects with tokio-postgres.
+    pub async fn connect(&self) -> tokio_postgres::Client {
+        let (client, conn) = tokio_postgres::connect(&self.conn_str(), tokio_postgres::NoTls)
+            .await
+            .expect("connect to runbase");
+        tokio::spawn(async move {
+            let _ = conn.await;
+        });
+        client
+    }
+
+    /// Runs `psql` with `args` (after the connection options) and returns its stdout.
+    pub fn psql(&self, args: &[&str]) -> std::process::Output {
+        Command::new("psql")
+            .args(["-h", "127.0.0.1", "-p", &self.port.to_string(), "-U", "runbase", "-X", "-v", "ON_ERROR_STOP=1"])
+            .args(args)
+            .env("PGCONNECT_TIMEOUT", "10")
+            .output()
+            .expect("run psql (install postgresql-client)")
+    }
+
+    /// Kills the server with SIGKILL: no shutdown code runs.
+    pub fn kill9(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            child.kill().expect("SIGKILL runbase");
+            child.wait().expect("reap runbase");
+        }
+    }
+
+    /// Sends SIGTERM and waits for a clean exit; returns the exit status.
+    pub fn terminate(&mut self) -> std::process::ExitStatus {
+        let mut child = self.child.take().expect("server is running");
+        let status = Command::new("kill")
+            .args(["-TERM", &child.id().to_string()])
+            .status()
+            .expect("send SIGTERM");
+        assert!(status.success());
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            if let Some(status) = child.try_wait().expect("wait for runbase") {
+                return status;
+            }
+            assert!(Instant::now() < deadline, "runbase ignored SIGTERM for 30 s");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+}
+
+impl Drop for TestServer {
+    fn drop(&mut self) {
+        self.kill9();
+    }
+}

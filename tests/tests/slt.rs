@@ -1,0 +1,61 @@
+//! Runs every `tests/slt/*.slt` file twice: in-process on the engine, and over the wire
+//! against a real server. Each file gets a database of its own.
+
+use std::path::PathBuf;
+
+use runbase_engine::Database;
+use runbase_tests::server::TestServer;
+use runbase_tests::slt::{Embedded, Wire};
+
+fn slt_files() -> Vec<PathBuf> {
+    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("slt");
+    let mut files: Vec<_> = std::fs::read_dir(&dir)
+        .expect("tests/slt exists")
+        .map(|e| e.expect("dir entry").path())
+        .filter(|p| p.extension().is_some_and(|e| e == "slt"))
+        .collect();
+    files.sort();
+    assert!(!files.is_empty(), "no .slt files in {}", dir.display());
+    files
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn slt_embedded() {
+    for file in slt_files() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let db = Database::open_dir(dir.path()).await.expect("open");
+        runbase_udfs::register(&db).expect("register udfs");
+        let mut runner = sqllogictest::Runner::new(move || {
+            let db = db.clone();
+            async move { Ok(Embedded::new(db)) }
+        });
+        runner.with_column_validator(sqllogictest::default_column_validator);
+        if let Err(e) = runner.run_file_async(&file).await {
+            panic!("{} (embedded): {e}", file.display());
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn slt_wire() {
+    for file in slt_files() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let server = TestServer::start(dir.path());
+        let conn_str = server.conn_str();
+        let mut runner = sqllogictest::Runner::new(move || {
+            let conn_str = conn_str.clone();
+            async move {
+                let (client, conn) = tokio_postgres::connect(&conn_str, tokio_postgres::NoTls)
+                    .await
+                    .expect("connect");
+                tokio::spawn(conn);
+                Ok(Wire::new(client))
+            }
+        });
+        runner.with_column_validator(sqllogictest::default_column_validator);
+        if let Err(e) = runner.run_file_async(&file).await {
+            panic!("{} (wire): {e}", file.display());
+        }
+        drop(server);
+    }
+}
