@@ -7,5 +7,6 @@ here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 # shellcheck source=env.sh
 source "$here/env.sh"
 cd "$here/.."
-cargo build -p runbase-server --bin runbase
+# Whole-workspace builds share compiled dependencies with `scripts/test.sh`.
+cargo build --workspace --bins
 exec "$CARGO_TARGET_DIR/debug/runbase" serve "$@"

@@ -7,7 +7,6 @@ here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 # shellcheck source=env.sh
 source "$here/env.sh"
 cd "$here/.."
-# The end-to-end tests start the real binary; build it first.
-cargo build -p runbase-server --bin runbase
-export RUNBASE_BIN="$CARGO_TARGET_DIR/debug/runbase"
+# `cargo test --workspace` also builds the `runbase` binary (the server crate has
+# integration tests), which the end-to-end tests in tests/ start.
 cargo test --workspace "$@"

@@ -116,7 +116,16 @@ impl Prepared {
         let Prepared::Plan(plan) = self else {
             return Ok(vec![]);
         };
-        let types = plan.get_parameter_types()?;
+        let mut types = plan.get_parameter_types()?;
+        // A placeholder DataFusion could not type from context may still be cast
+        // (`$1::int`); the cast's type is what the client should send.
+        if types.values().any(Option::is_none) {
+            for (id, ty) in placeholder_cast_types(plan)? {
+                if let Some(slot) = types.get_mut(&id).filter(|t| t.is_none()) {
+                    *slot = Some(ty);
+                }
+            }
+        }
         let mut ids: Vec<(usize, Option<DataType>)> = types
             .into_iter()
             .map(|(id, ty)| {
@@ -127,6 +136,26 @@ impl Prepared {
         ids.sort_by_key(|(n, _)| *n);
         Ok(ids.into_iter().map(|(_, t)| t).collect())
     }
+}
+
+/// The target types of `CAST($n AS type)` expressions in `plan`.
+fn placeholder_cast_types(plan: &LogicalPlan) -> Result<Vec<(String, DataType)>> {
+    use datafusion::common::tree_node::{TreeNode, TreeNodeRecursion};
+    use datafusion::logical_expr::Expr;
+    let mut found = Vec::new();
+    plan.apply_with_subqueries(|node| {
+        node.apply_expressions(|expr| {
+            expr.apply(|e| {
+                if let Expr::Cast(cast) = e
+                    && let Expr::Placeholder(p) = cast.expr.as_ref()
+                {
+                    found.push((p.id.clone(), cast.field.data_type().clone()));
+                }
+                Ok(TreeNodeRecursion::Continue)
+            })
+        })
+    })?;
+    Ok(found)
 }
 
 fn returns_rows(plan: &LogicalPlan) -> bool {

@@ -81,7 +81,7 @@ impl ObjectStoreRoot {
     }
 
     /// Opens the Delta table at `location`, at its latest version or at `version`.
-    pub async fn open_table(&self, location: &str, version: Option<i64>) -> Result<DeltaTable> {
+    pub async fn open_table(&self, location: &str, version: Option<u64>) -> Result<DeltaTable> {
         let url = self.table_url(location)?;
         let mut builder = self.builder(&url)?;
         if let Some(v) = version {
@@ -366,14 +366,14 @@ impl StoredTable {
 
     /// The table as of `version`.
     pub async fn at_version(&self, version: i64) -> Result<DeltaTable> {
-        let latest = self.latest().await?.version().unwrap_or(-1);
-        if version < 0 || version > latest {
+        let latest = self.latest().await?.version().unwrap_or(0);
+        let Some(wanted) = u64::try_from(version).ok().filter(|v| *v <= latest) else {
             return Err(Error::InvalidArgument(format!(
                 "table \"{}\" has no version {version} (versions are 0 to {latest})",
                 self.entry.name
             )));
-        }
-        self.root.open_table(&self.entry.location, Some(version)).await
+        };
+        self.root.open_table(&self.entry.location, Some(wanted)).await
     }
 
     /// Appends `batches` as one commit; returns the number of rows written.
@@ -401,7 +401,7 @@ impl StoredTable {
 
     /// Every version of the table, oldest first.
     pub async fn history(&self) -> Result<Vec<VersionInfo>> {
-        let latest = self.latest().await?.version().unwrap_or(-1);
+        let latest = self.latest().await?.version().map_or(-1, |v| v as i64);
         let cached = {
             let cache = self.history_cache.lock().expect("history cache lock poisoned");
             cache.len() as i64 == latest + 1

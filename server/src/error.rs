@@ -94,7 +94,6 @@ fn datafusion_error(e: &DataFusionError) -> PgError {
             SchemaError::AmbiguousReference { .. } => PgError::new("42702", e.message()),
             SchemaError::DuplicateQualifiedField { .. }
             | SchemaError::DuplicateUnqualifiedField { .. } => PgError::new("42701", e.message()),
-            _ => PgError::new("42P10", e.message()),
         },
         DataFusionError::Plan(msg) => plan_error(msg),
         DataFusionError::NotImplemented(msg) => PgError::new("0A000", msg.clone()),

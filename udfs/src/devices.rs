@@ -172,6 +172,30 @@ mod tests {
         assert_eq!(rows[1], ("Tesla T4".to_string(), None));
     }
 
+    /// On a machine with a GPU, `RUNBASE_EXPECT_CUDA=1` turns this into a real check:
+    /// libtorch sees the GPU, the table lists it with a name and memory, and a tensor
+    /// operation runs on it.
+    #[test]
+    fn cuda_devices_are_listed_when_present() {
+        if std::env::var("RUNBASE_EXPECT_CUDA").as_deref() != Ok("1") {
+            return;
+        }
+        assert!(tch::Cuda::is_available(), "libtorch sees no CUDA device");
+        let devices = list_devices();
+        let gpu = devices
+            .iter()
+            .find(|d| d.device == "cuda:0")
+            .expect("cuda:0 is listed");
+        assert_eq!(gpu.kind, "cuda");
+        assert!(gpu.name.as_deref().is_some_and(|n| !n.is_empty()), "{gpu:?}");
+        assert!(gpu.total_memory_bytes.is_some_and(|m| m > 0), "{gpu:?}");
+        let t = tch::Tensor::from_slice(&[1.0f32, 2.0, 3.0]).to_device(tch::Device::Cuda(0));
+        assert_eq!(t.device(), tch::Device::Cuda(0));
+        let sum = t.sum(tch::Kind::Float).double_value(&[]);
+        assert!((sum - 6.0).abs() < 1e-9);
+        println!("{devices:#?}");
+    }
+
     #[test]
     fn libtorch_runs() {
         let t = tch::Tensor::from_slice(&[1.0f32, 2.0, 3.0]);
