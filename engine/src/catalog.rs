@@ -147,7 +147,12 @@ mod tests {
             ));
         }
         let cat = Catalog::open(dir.path()).expect("reopen");
-        let names: Vec<_> = cat.tables().expect("tables").into_iter().map(|e| e.name).collect();
+        let names: Vec<_> = cat
+            .tables()
+            .expect("tables")
+            .into_iter()
+            .map(|e| e.name)
+            .collect();
         assert_eq!(names, vec!["a", "b"]);
         assert!(cat.remove_table("public", "a").expect("remove"));
         assert!(!cat.remove_table("public", "a").expect("remove again"));

@@ -4,7 +4,9 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, RwLock};
 
 use datafusion::arrow::datatypes::{DataType, Schema};
-use datafusion::catalog::{CatalogProvider, MemoryCatalogProviderList, MemorySchemaProvider, SchemaProvider, TableProvider};
+use datafusion::catalog::{
+    CatalogProvider, MemoryCatalogProviderList, MemorySchemaProvider, SchemaProvider, TableProvider,
+};
 use datafusion::common::{ResolvedTableReference, ScalarValue, TableReference};
 use datafusion::execution::SessionStateBuilder;
 use datafusion::execution::context::SessionState;
@@ -100,7 +102,9 @@ impl Database {
         let system = Arc::new(MemorySchemaProvider::new());
         system.register_table(
             "table_versions".into(),
-            Arc::new(SystemTableProvider(Arc::new(TableVersions::new(user.clone())))),
+            Arc::new(SystemTableProvider(Arc::new(TableVersions::new(
+                user.clone(),
+            )))),
         )?;
 
         let threads = options
@@ -160,9 +164,10 @@ impl Database {
 
     /// Adds a table to the `runbase` system schema.
     pub fn register_system_table<T: SystemTable>(&self, name: &str, table: Arc<T>) -> Result<()> {
-        self.inner
-            .system
-            .register_table(name.to_string(), Arc::new(SystemTableProvider(table)) as Arc<dyn TableProvider>)?;
+        self.inner.system.register_table(
+            name.to_string(),
+            Arc::new(SystemTableProvider(table)) as Arc<dyn TableProvider>,
+        )?;
         Ok(())
     }
 
@@ -264,10 +269,17 @@ impl Database {
                 Err(Error::TableNotFound(table_name))
             };
         };
-        self.inner.catalog.remove_table(PUBLIC_SCHEMA, &table_name)?;
+        self.inner
+            .catalog
+            .remove_table(PUBLIC_SCHEMA, &table_name)?;
         self.inner.user.remove(&table_name);
         // The table is gone once the catalog says so; its files are garbage from here on.
-        if let Err(err) = self.inner.root.delete_table_files(&table.entry.location).await {
+        if let Err(err) = self
+            .inner
+            .root
+            .delete_table_files(&table.entry.location)
+            .await
+        {
             warn!(%err, table = %table_name, location = %table.entry.location, "could not delete dropped table's files");
         }
         Ok(true)
@@ -327,7 +339,11 @@ fn template_state(
         vec![],
         DataType::Utf8,
         Volatility::Immutable,
-        Arc::new(move |_| Ok(ColumnarValue::Scalar(ScalarValue::Utf8(Some(version.clone()))))),
+        Arc::new(move |_| {
+            Ok(ColumnarValue::Scalar(ScalarValue::Utf8(Some(
+                version.clone(),
+            ))))
+        }),
     ));
     datafusion_pg_catalog::pg_catalog::setup_pg_catalog(
         &ctx,

@@ -91,7 +91,10 @@ impl CpuExecutor {
                 }
             }
         });
-        Box::pin(RecordBatchStreamAdapter::new(schema, ReceiverStream::new(rx)))
+        Box::pin(RecordBatchStreamAdapter::new(
+            schema,
+            ReceiverStream::new(rx),
+        ))
     }
 }
 

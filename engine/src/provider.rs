@@ -180,18 +180,33 @@ impl TableFunctionImpl for TableAtFunction {
     fn call_with_args(&self, args: TableFunctionArgs) -> DfResult<Arc<dyn TableProvider>> {
         let exprs = args.exprs();
         let [name, version] = exprs else {
-            return plan_err!("table_at takes 2 arguments (table name, version), got {}", exprs.len());
+            return plan_err!(
+                "table_at takes 2 arguments (table name, version), got {}",
+                exprs.len()
+            );
         };
         let name = match literal(name) {
-            Some(ScalarValue::Utf8(Some(s)) | ScalarValue::Utf8View(Some(s)) | ScalarValue::LargeUtf8(Some(s))) => s,
-            _ => return plan_err!("table_at: the first argument must be a table name as a string literal"),
+            Some(
+                ScalarValue::Utf8(Some(s))
+                | ScalarValue::Utf8View(Some(s))
+                | ScalarValue::LargeUtf8(Some(s)),
+            ) => s,
+            _ => {
+                return plan_err!(
+                    "table_at: the first argument must be a table name as a string literal"
+                );
+            }
         };
         let version = match literal(version) {
             Some(v) => match v.cast_to(&datafusion::arrow::datatypes::DataType::Int64)? {
                 ScalarValue::Int64(Some(v)) => v,
                 _ => return plan_err!("table_at: the version must not be NULL"),
             },
-            None => return plan_err!("table_at: the second argument must be an integer literal version"),
+            None => {
+                return plan_err!(
+                    "table_at: the second argument must be an integer literal version"
+                );
+            }
         };
         let bare = name.strip_prefix("public.").unwrap_or(&name);
         let table = self

@@ -97,6 +97,9 @@ pub enum Prepared {
     Plan(LogicalPlan),
     /// `SHOW <name>` of a PostgreSQL session variable.
     Show(String),
+    /// `BEGIN`, `COMMIT` or `ROLLBACK`: accepted for client compatibility; every statement
+    /// commits on its own.
+    Transaction(&'static str),
     /// An empty statement.
     Empty,
 }
@@ -105,8 +108,12 @@ impl Prepared {
     /// The schema of the rows the statement returns; empty for commands.
     pub fn output_schema(&self) -> SchemaRef {
         match self {
-            Prepared::Plan(plan) if returns_rows(plan) => Arc::new(plan.schema().as_arrow().clone()),
-            Prepared::Plan(_) | Prepared::Empty => Arc::new(Schema::empty()),
+            Prepared::Plan(plan) if returns_rows(plan) => {
+                Arc::new(plan.schema().as_arrow().clone())
+            }
+            Prepared::Plan(_) | Prepared::Empty | Prepared::Transaction(_) => {
+                Arc::new(Schema::empty())
+            }
             Prepared::Show(name) => show_schema(name),
         }
     }
@@ -129,7 +136,10 @@ impl Prepared {
         let mut ids: Vec<(usize, Option<DataType>)> = types
             .into_iter()
             .map(|(id, ty)| {
-                let n = id.trim_start_matches('$').parse::<usize>().unwrap_or(usize::MAX);
+                let n = id
+                    .trim_start_matches('$')
+                    .parse::<usize>()
+                    .unwrap_or(usize::MAX);
                 (n, ty)
             })
             .collect();
@@ -161,7 +171,10 @@ fn placeholder_cast_types(plan: &LogicalPlan) -> Result<Vec<(String, DataType)>>
 fn returns_rows(plan: &LogicalPlan) -> bool {
     !matches!(
         plan,
-        LogicalPlan::Ddl(_) | LogicalPlan::Dml(_) | LogicalPlan::Statement(_) | LogicalPlan::Copy(_)
+        LogicalPlan::Ddl(_)
+            | LogicalPlan::Dml(_)
+            | LogicalPlan::Statement(_)
+            | LogicalPlan::Copy(_)
     )
 }
 
@@ -180,7 +193,9 @@ pub struct Session {
 
 impl fmt::Debug for Session {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Session").field("session_id", &self.ctx.session_id()).finish()
+        f.debug_struct("Session")
+            .field("session_id", &self.ctx.session_id())
+            .finish()
     }
 }
 
@@ -201,13 +216,19 @@ impl Session {
 
     /// Parses `sql` into statements.
     pub fn parse(&self, sql: &str) -> Result<Vec<AstStatement>> {
-        self.parser
-            .parse(sql)
-            .map_err(|e| Error::DataFusion(datafusion::error::DataFusionError::SQL(Box::new(e), None)))
+        self.parser.parse(sql).map_err(|e| {
+            Error::DataFusion(datafusion::error::DataFusionError::SQL(Box::new(e), None))
+        })
     }
 
     /// Plans one parsed statement.
     pub async fn prepare(&self, statement: AstStatement) -> Result<Prepared> {
+        match &statement {
+            AstStatement::StartTransaction { .. } => return Ok(Prepared::Transaction("BEGIN")),
+            AstStatement::Commit { .. } => return Ok(Prepared::Transaction("COMMIT")),
+            AstStatement::Rollback { .. } => return Ok(Prepared::Transaction("ROLLBACK")),
+            _ => {}
+        }
         if let AstStatement::ShowVariable { variable } = &statement {
             let name = variable
                 .iter()
@@ -227,10 +248,15 @@ impl Session {
     }
 
     /// Executes a prepared statement with `params` bound to its `$n` placeholders.
-    pub async fn execute(&self, prepared: &Prepared, params: Option<ParamValues>) -> Result<QueryOutput> {
+    pub async fn execute(
+        &self,
+        prepared: &Prepared,
+        params: Option<ParamValues>,
+    ) -> Result<QueryOutput> {
         match prepared {
             Prepared::Empty => Ok(QueryOutput::Command(CommandTag::plain(""))),
             Prepared::Show(name) => self.show(name),
+            Prepared::Transaction(tag) => Ok(QueryOutput::Command(CommandTag::plain(tag))),
             Prepared::Plan(plan) => {
                 let plan = match params {
                     Some(p) => plan.clone().with_param_values(p)?,
@@ -294,15 +320,23 @@ impl Session {
             LogicalPlan::Ddl(other) => {
                 return Err(Error::NotSupported(other.name().to_string()));
             }
-            LogicalPlan::Dml(DmlStatement { op: WriteOp::Insert(_), .. }) => {
+            LogicalPlan::Dml(DmlStatement {
+                op: WriteOp::Insert(_),
+                ..
+            }) => {
                 let rows = self.run_count(plan).await?;
                 CommandTag::with_rows("INSERT", rows)
             }
             LogicalPlan::Dml(dml) => {
-                return Err(Error::NotSupported(format!("{} (tables are append-only for now)", dml.op)));
+                return Err(Error::NotSupported(format!(
+                    "{} (tables are append-only for now)",
+                    dml.op
+                )));
             }
             LogicalPlan::Copy(_) => return Err(Error::NotSupported("COPY … TO".into())),
-            LogicalPlan::Statement(PlanStatement::TransactionStart(_)) => CommandTag::plain("BEGIN"),
+            LogicalPlan::Statement(PlanStatement::TransactionStart(_)) => {
+                CommandTag::plain("BEGIN")
+            }
             LogicalPlan::Statement(PlanStatement::TransactionEnd(end)) => match end.conclusion {
                 TransactionConclusion::Commit => CommandTag::plain("COMMIT"),
                 TransactionConclusion::Rollback => CommandTag::plain("ROLLBACK"),
@@ -345,7 +379,10 @@ impl Session {
         let count = batches
             .first()
             .and_then(|b| b.column_by_name("count"))
-            .and_then(|c| c.as_any().downcast_ref::<datafusion::arrow::array::UInt64Array>())
+            .and_then(|c| {
+                c.as_any()
+                    .downcast_ref::<datafusion::arrow::array::UInt64Array>()
+            })
             .map(|a| a.value(0))
             .unwrap_or(0);
         Ok(count)
@@ -365,8 +402,11 @@ impl Session {
             })?,
         };
         let schema = show_schema(name);
-        let batch = RecordBatch::try_new(schema.clone(), vec![Arc::new(StringArray::from(vec![value]))])
-            .map_err(|e| Error::DataFusion(e.into()))?;
+        let batch = RecordBatch::try_new(
+            schema.clone(),
+            vec![Arc::new(StringArray::from(vec![value]))],
+        )
+        .map_err(|e| Error::DataFusion(e.into()))?;
         let stream = MemoryStream::try_new(vec![batch], schema, None)?;
         Ok(QueryOutput::Rows(Box::pin(stream)))
     }

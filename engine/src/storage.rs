@@ -53,7 +53,10 @@ impl ObjectStoreRoot {
         std::fs::create_dir_all(dir)?;
         let dir = dir.canonicalize()?;
         let url = Url::from_directory_path(&dir).map_err(|()| {
-            Error::InvalidArgument(format!("object store path {} is not absolute", dir.display()))
+            Error::InvalidArgument(format!(
+                "object store path {} is not absolute",
+                dir.display()
+            ))
         })?;
         Ok(Self {
             store: Arc::new(datafusion::object_store::local::LocalFileSystem::new()),
@@ -178,7 +181,8 @@ impl VersionInfo {
     fn from_commit(version: i64, bytes: &[u8]) -> std::result::Result<Self, String> {
         let text = std::str::from_utf8(bytes).map_err(|e| e.to_string())?;
         for line in text.lines().filter(|l| !l.trim().is_empty()) {
-            let action: serde_json::Value = serde_json::from_str(line).map_err(|e| e.to_string())?;
+            let action: serde_json::Value =
+                serde_json::from_str(line).map_err(|e| e.to_string())?;
             let Some(info) = action.get("commitInfo") else {
                 continue;
             };
@@ -252,10 +256,7 @@ fn storable_type(column: &str, dt: &DataType) -> Result<DataType> {
         Float16 => Float32,
         Utf8View | LargeUtf8 => Utf8,
         BinaryView | LargeBinary | FixedSizeBinary(_) => Binary,
-        Timestamp(_, tz) => Timestamp(
-            TimeUnit::Microsecond,
-            tz.as_ref().map(|_| Arc::from("UTC")),
-        ),
+        Timestamp(_, tz) => Timestamp(TimeUnit::Microsecond, tz.as_ref().map(|_| Arc::from("UTC"))),
         List(inner) | LargeList(inner) | ListView(inner) | FixedSizeList(inner, _) => {
             List(Arc::new(Field::new(
                 "element",
@@ -373,7 +374,9 @@ impl StoredTable {
                 self.entry.name
             )));
         };
-        self.root.open_table(&self.entry.location, Some(wanted)).await
+        self.root
+            .open_table(&self.entry.location, Some(wanted))
+            .await
     }
 
     /// Appends `batches` as one commit; returns the number of rows written.
@@ -403,17 +406,26 @@ impl StoredTable {
     pub async fn history(&self) -> Result<Vec<VersionInfo>> {
         let latest = self.latest().await?.version().map_or(-1, |v| v as i64);
         let cached = {
-            let cache = self.history_cache.lock().expect("history cache lock poisoned");
+            let cache = self
+                .history_cache
+                .lock()
+                .expect("history cache lock poisoned");
             cache.len() as i64 == latest + 1
         };
         if !cached {
             let fresh = self.root.history(&self.entry.location).await?;
-            let mut cache = self.history_cache.lock().expect("history cache lock poisoned");
+            let mut cache = self
+                .history_cache
+                .lock()
+                .expect("history cache lock poisoned");
             for info in fresh {
                 cache.insert(info.version, info);
             }
         }
-        let cache = self.history_cache.lock().expect("history cache lock poisoned");
+        let cache = self
+            .history_cache
+            .lock()
+            .expect("history cache lock poisoned");
         Ok(cache.range(..=latest).map(|(_, v)| v.clone()).collect())
     }
 }
@@ -425,7 +437,10 @@ mod tests {
     #[test]
     fn commit_file_names() {
         assert_eq!(commit_file_version("00000000000000000003.json"), Some(3));
-        assert_eq!(commit_file_version("00000000000000000003.checkpoint.parquet"), None);
+        assert_eq!(
+            commit_file_version("00000000000000000003.checkpoint.parquet"),
+            None
+        );
         assert_eq!(commit_file_version("_last_checkpoint"), None);
         assert_eq!(commit_file_version("3.json"), None);
     }
@@ -466,6 +481,9 @@ mod tests {
         ));
         assert!(!arrow.field(1).is_nullable());
         let null = Schema::new(vec![Field::new("n", DataType::Null, true)]);
-        assert!(matches!(storable_schema(&null), Err(Error::InvalidArgument(_))));
+        assert!(matches!(
+            storable_schema(&null),
+            Err(Error::InvalidArgument(_))
+        ));
     }
 }

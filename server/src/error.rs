@@ -87,10 +87,9 @@ fn datafusion_error(e: &DataFusionError) -> PgError {
         }
         DataFusionError::SQL(parse, _) => PgError::new("42601", parse.to_string()),
         DataFusionError::SchemaError(schema, _) => match schema.as_ref() {
-            SchemaError::FieldNotFound { field, .. } => PgError::new(
-                "42703",
-                format!("column \"{}\" does not exist", field.name),
-            ),
+            SchemaError::FieldNotFound { field, .. } => {
+                PgError::new("42703", format!("column \"{}\" does not exist", field.name))
+            }
             SchemaError::AmbiguousReference { .. } => PgError::new("42702", e.message()),
             SchemaError::DuplicateQualifiedField { .. }
             | SchemaError::DuplicateUnqualifiedField { .. } => PgError::new("42701", e.message()),
@@ -101,9 +100,9 @@ fn datafusion_error(e: &DataFusionError) -> PgError {
         DataFusionError::Configuration(msg) => PgError::new("22023", msg.clone()),
         DataFusionError::ResourcesExhausted(msg) => PgError::new("53200", msg.clone()),
         DataFusionError::Execution(msg) => PgError::new(execution_code(msg), msg.clone()),
-        DataFusionError::ParquetError(_) | DataFusionError::ObjectStore(_) | DataFusionError::IoError(_) => {
-            PgError::new("58030", e.message())
-        }
+        DataFusionError::ParquetError(_)
+        | DataFusionError::ObjectStore(_)
+        | DataFusionError::IoError(_) => PgError::new("58030", e.message()),
         _ => PgError::new("XX000", e.message()),
     }
 }
@@ -152,7 +151,10 @@ fn execution_code(msg: &str) -> &'static str {
     let lower = msg.to_lowercase();
     if lower.contains("non-nullable") || lower.contains("null value") {
         "23502"
-    } else if lower.contains("cast error") || lower.contains("cannot cast") || lower.contains("invalid input syntax") {
+    } else if lower.contains("cast error")
+        || lower.contains("cannot cast")
+        || lower.contains("invalid input syntax")
+    {
         "22P02"
     } else if lower.contains("divide by zero") || lower.contains("division by zero") {
         "22012"
@@ -171,12 +173,18 @@ mod tests {
 
     #[test]
     fn plan_errors_are_classified() {
-        assert_eq!(plan_error("table 'runbase.public.nope' not found").code, "42P01");
+        assert_eq!(
+            plan_error("table 'runbase.public.nope' not found").code,
+            "42P01"
+        );
         assert_eq!(
             plan_error("table 'runbase.public.nope' not found").message,
             "relation \"nope\" does not exist"
         );
-        assert_eq!(plan_error("Invalid function 'foo'.\nDid you mean 'floor'?").code, "42883");
+        assert_eq!(
+            plan_error("Invalid function 'foo'.\nDid you mean 'floor'?").code,
+            "42883"
+        );
         assert_eq!(plan_error("something else").code, "42000");
     }
 
@@ -189,7 +197,9 @@ mod tests {
         ))));
         assert_eq!(to_pg_error(&wrapped).code, "0A000");
         let cast = Error::DataFusion(DataFusionError::ArrowError(
-            Box::new(ArrowError::CastError("Cannot cast string 'abc' to value of Int32 type".into())),
+            Box::new(ArrowError::CastError(
+                "Cannot cast string 'abc' to value of Int32 type".into(),
+            )),
             None,
         ));
         assert_eq!(to_pg_error(&cast).code, "22P02");

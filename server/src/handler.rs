@@ -3,7 +3,9 @@
 use std::fmt::Debug;
 use std::sync::Arc;
 
-use arrow_pg::datatypes::{arrow_schema_to_pg_fields, df::deserialize_parameters, encode_recordbatch, into_pg_type};
+use arrow_pg::datatypes::{
+    arrow_schema_to_pg_fields, df::deserialize_parameters, encode_recordbatch, into_pg_type,
+};
 use async_trait::async_trait;
 use datafusion::arrow::datatypes::DataType;
 use futures::{Sink, StreamExt, stream};
@@ -51,15 +53,21 @@ fn to_response(output: QueryOutput, format: &Format) -> PgWireResult<Response> {
     match output {
         QueryOutput::Command(tag) => Ok(command_response(&tag)),
         QueryOutput::Rows(stream) => {
-            let fields = Arc::new(arrow_schema_to_pg_fields(stream.schema().as_ref(), format, None)?);
+            let fields = Arc::new(arrow_schema_to_pg_fields(
+                stream.schema().as_ref(),
+                format,
+                None,
+            )?);
             let row_fields = fields.clone();
             let rows = stream
-                .map(move |batch| -> Box<dyn Iterator<Item = PgWireResult<DataRow>> + Send + Sync> {
-                    match batch {
-                        Ok(batch) => encode_recordbatch(row_fields.clone(), batch),
-                        Err(e) => Box::new(std::iter::once(Err(pg_err(&e.into())))),
-                    }
-                })
+                .map(
+                    move |batch| -> Box<dyn Iterator<Item = PgWireResult<DataRow>> + Send + Sync> {
+                        match batch {
+                            Ok(batch) => encode_recordbatch(row_fields.clone(), batch),
+                            Err(e) => Box::new(std::iter::once(Err(pg_err(&e.into())))),
+                        }
+                    },
+                )
                 .flat_map(stream::iter);
             Ok(Response::Query(QueryResponse::new(fields, rows)))
         }
@@ -132,7 +140,12 @@ fn parameter_wire_type(ty: Option<&DataType>) -> PgWireResult<Type> {
 impl QueryParser for StatementParser {
     type Statement = Prepared;
 
-    async fn parse_sql<C>(&self, _client: &C, sql: &str, _types: &[Option<Type>]) -> PgWireResult<Option<Prepared>>
+    async fn parse_sql<C>(
+        &self,
+        _client: &C,
+        sql: &str,
+        _types: &[Option<Type>],
+    ) -> PgWireResult<Option<Prepared>>
     where
         C: ClientInfo + Unpin + Send + Sync,
     {
@@ -148,7 +161,11 @@ impl QueryParser for StatementParser {
         let Some(statement) = statements.pop() else {
             return Ok(None);
         };
-        let prepared = self.session.prepare(statement).await.map_err(|e| pg_err(&e))?;
+        let prepared = self
+            .session
+            .prepare(statement)
+            .await
+            .map_err(|e| pg_err(&e))?;
         Ok(Some(prepared))
     }
 
@@ -160,7 +177,11 @@ impl QueryParser for StatementParser {
             .collect()
     }
 
-    fn get_result_schema(&self, stmt: &Prepared, column_format: Option<&Format>) -> PgWireResult<Vec<FieldInfo>> {
+    fn get_result_schema(
+        &self,
+        stmt: &Prepared,
+        column_format: Option<&Format>,
+    ) -> PgWireResult<Vec<FieldInfo>> {
         arrow_schema_to_pg_fields(
             stmt.output_schema().as_ref(),
             column_format.unwrap_or(&Format::UnifiedBinary),
@@ -178,7 +199,12 @@ impl ExtendedQueryHandler for Connection {
         self.parser.clone()
     }
 
-    async fn do_query<C>(&self, _client: &mut C, portal: &Portal<Prepared>, _max_rows: usize) -> PgWireResult<Response>
+    async fn do_query<C>(
+        &self,
+        _client: &mut C,
+        portal: &Portal<Prepared>,
+        _max_rows: usize,
+    ) -> PgWireResult<Response>
     where
         C: ClientInfo + ClientPortalStore + Sink<PgWireBackendMessage> + Unpin + Send + Sync,
         C::PortalStore: PortalStore<Statement = Prepared>,

@@ -10,7 +10,7 @@
 //!
 //! # Example
 //! ```no_run
-//! # async fn demo() -> Result<(), Box<dyn std::error::Error>> {
+//! # async fn demo() -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
 //! let db = runbase_server::open_database(std::path::Path::new("./runbase-data"), None).await?;
 //! let listener = tokio::net::TcpListener::bind("127.0.0.1:5433").await?;
 //! runbase_server::server::serve(db, listener, std::future::pending(), std::time::Duration::from_secs(10)).await;

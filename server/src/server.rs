@@ -62,13 +62,19 @@ pub async fn serve(
             Some(_) = connections.join_next(), if !connections.is_empty() => {}
         }
     }
-    info!(open = connections.len(), "shutting down: no new connections");
+    info!(
+        open = connections.len(),
+        "shutting down: no new connections"
+    );
     let drained = tokio::time::timeout(grace, async {
         while connections.join_next().await.is_some() {}
     })
     .await;
     if drained.is_err() {
-        warn!(open = connections.len(), "closing connections still open after the grace period");
+        warn!(
+            open = connections.len(),
+            "closing connections still open after the grace period"
+        );
         connections.shutdown().await;
     }
 }

@@ -12,9 +12,17 @@ fn help_lists_the_subcommands_and_env_vars() {
     assert!(out.status.success());
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(text.contains("serve") && text.contains("sql"), "{text}");
-    let out = runbase().args(["serve", "--help"]).output().expect("run runbase");
+    let out = runbase()
+        .args(["serve", "--help"])
+        .output()
+        .expect("run runbase");
     let text = String::from_utf8_lossy(&out.stdout);
-    for needle in ["RUNBASE_LISTEN", "127.0.0.1:5433", "RUNBASE_DATA_DIR", "./runbase-data"] {
+    for needle in [
+        "RUNBASE_LISTEN",
+        "127.0.0.1:5433",
+        "RUNBASE_DATA_DIR",
+        "./runbase-data",
+    ] {
         assert!(text.contains(needle), "{needle} missing from:\n{text}");
     }
 }
@@ -25,11 +33,17 @@ fn sql_runs_statements_embedded_and_reports_sqlstate() {
     let data = dir.path().to_str().expect("utf-8 path");
     let out = runbase()
         .args(["sql", "--data-dir", data])
-        .arg("CREATE TABLE t (x int); INSERT INTO t VALUES (41), (1); SELECT sum(x) AS total FROM t")
+        .arg(
+            "CREATE TABLE t (x int); INSERT INTO t VALUES (41), (1); SELECT sum(x) AS total FROM t",
+        )
         .output()
         .expect("run runbase sql");
     let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(out.status.success(), "{stdout}\n{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     assert!(stdout.contains("CREATE TABLE"), "{stdout}");
     assert!(stdout.contains("INSERT 0 2"), "{stdout}");
     assert!(stdout.contains("42"), "{stdout}");

@@ -78,7 +78,10 @@ impl TestServer {
 
     /// The libpq connection string.
     pub fn conn_str(&self) -> String {
-        format!("host=127.0.0.1 port={} user=runbase dbname=runbase", self.port)
+        format!(
+            "host=127.0.0.1 port={} user=runbase dbname=runbase",
+            self.port
+        )
     }
 
     /// Connects with tokio-postgres.
@@ -95,7 +98,17 @@ impl TestServer {
     /// Runs `psql` with `args` (after the connection options) and returns its stdout.
     pub fn psql(&self, args: &[&str]) -> std::process::Output {
         Command::new("psql")
-            .args(["-h", "127.0.0.1", "-p", &self.port.to_string(), "-U", "runbase", "-X", "-v", "ON_ERROR_STOP=1"])
+            .args([
+                "-h",
+                "127.0.0.1",
+                "-p",
+                &self.port.to_string(),
+                "-U",
+                "runbase",
+                "-X",
+                "-v",
+                "ON_ERROR_STOP=1",
+            ])
             .args(args)
             .env("PGCONNECT_TIMEOUT", "10")
             .output()
@@ -123,7 +136,10 @@ impl TestServer {
             if let Some(status) = child.try_wait().expect("wait for runbase") {
                 return status;
             }
-            assert!(Instant::now() < deadline, "runbase ignored SIGTERM for 30 s");
+            assert!(
+                Instant::now() < deadline,
+                "runbase ignored SIGTERM for 30 s"
+            );
             std::thread::sleep(Duration::from_millis(50));
         }
     }

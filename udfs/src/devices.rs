@@ -74,7 +74,10 @@ fn host_memory_bytes() -> Option<i64> {
 /// `(name, total bytes)` per GPU index, from `nvidia-smi`; empty if it is not installed.
 fn nvidia_smi() -> Vec<(String, Option<i64>)> {
     let Ok(out) = Command::new("nvidia-smi")
-        .args(["--query-gpu=name,memory.total", "--format=csv,noheader,nounits"])
+        .args([
+            "--query-gpu=name,memory.total",
+            "--format=csv,noheader,nounits",
+        ])
         .output()
     else {
         return vec![];
@@ -136,15 +139,26 @@ impl SystemTable for Devices {
         // Probing CUDA and running nvidia-smi block; keep them off the async workers.
         let devices = tokio::task::spawn_blocking(list_devices)
             .await
-            .map_err(|e| runbase_engine::Error::InvalidArgument(format!("device probe failed: {e}")))?;
+            .map_err(|e| {
+                runbase_engine::Error::InvalidArgument(format!("device probe failed: {e}"))
+            })?;
         RecordBatch::try_new(
             self.schema.clone(),
             vec![
-                Arc::new(StringArray::from_iter_values(devices.iter().map(|d| d.device.as_str()))),
-                Arc::new(StringArray::from_iter_values(devices.iter().map(|d| d.kind))),
-                Arc::new(StringArray::from(devices.iter().map(|d| d.name.clone()).collect::<Vec<_>>())),
+                Arc::new(StringArray::from_iter_values(
+                    devices.iter().map(|d| d.device.as_str()),
+                )),
+                Arc::new(StringArray::from_iter_values(
+                    devices.iter().map(|d| d.kind),
+                )),
+                Arc::new(StringArray::from(
+                    devices.iter().map(|d| d.name.clone()).collect::<Vec<_>>(),
+                )),
                 Arc::new(Int64Array::from(
-                    devices.iter().map(|d| d.total_memory_bytes).collect::<Vec<_>>(),
+                    devices
+                        .iter()
+                        .map(|d| d.total_memory_bytes)
+                        .collect::<Vec<_>>(),
                 )),
             ],
         )
@@ -168,7 +182,10 @@ mod tests {
     #[test]
     fn nvidia_smi_output_is_parsed() {
         let rows = parse_nvidia_smi("NVIDIA H200, 143771\nTesla T4, [N/A]\n\n");
-        assert_eq!(rows[0], ("NVIDIA H200".to_string(), Some(143_771 * 1024 * 1024)));
+        assert_eq!(
+            rows[0],
+            ("NVIDIA H200".to_string(), Some(143_771 * 1024 * 1024))
+        );
         assert_eq!(rows[1], ("Tesla T4".to_string(), None));
     }
 
@@ -187,7 +204,10 @@ mod tests {
             .find(|d| d.device == "cuda:0")
             .expect("cuda:0 is listed");
         assert_eq!(gpu.kind, "cuda");
-        assert!(gpu.name.as_deref().is_some_and(|n| !n.is_empty()), "{gpu:?}");
+        assert!(
+            gpu.name.as_deref().is_some_and(|n| !n.is_empty()),
+            "{gpu:?}"
+        );
         assert!(gpu.total_memory_bytes.is_some_and(|m| m > 0), "{gpu:?}");
         let t = tch::Tensor::from_slice(&[1.0f32, 2.0, 3.0]).to_device(tch::Device::Cuda(0));
         assert_eq!(t.device(), tch::Device::Cuda(0));
