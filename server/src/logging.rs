@@ -4,9 +4,15 @@ use tracing_subscriber::EnvFilter;
 
 use crate::config::LogFormat;
 
-/// Installs the global subscriber, filtered by `RUST_LOG` (default `info`), writing to stderr.
+/// Default filter: runbase at `info`; the Delta libraries log every snapshot and scan at
+/// `info`, which drowns the server's own lines, so they are held to `warn`.
+const DEFAULT_FILTER: &str = "info,buoyant_kernel=warn,deltalake_core=warn,deltalake=warn";
+
+/// Installs the global subscriber, filtered by `RUST_LOG` (default [`DEFAULT_FILTER`]),
+/// writing to stderr.
 pub fn init(format: LogFormat) {
-    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    let filter =
+        EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(DEFAULT_FILTER));
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr);
