@@ -42,16 +42,29 @@ async fn delta_scan(
     provider.scan(state, projection, filters, limit).await
 }
 
-/// The latest version of a user table, as DataFusion sees it.
+/// A user table as DataFusion sees it: the latest version, which takes `INSERT`s, or one
+/// past version (`table_at(name, version)`), which is read-only.
 #[derive(Debug)]
 pub struct UserTableProvider {
     table: Arc<StoredTable>,
+    version: Option<i64>,
 }
 
 impl UserTableProvider {
-    /// Wraps a stored table.
+    /// The latest version of `table`.
     pub fn new(table: Arc<StoredTable>) -> Self {
-        Self { table }
+        Self {
+            table,
+            version: None,
+        }
+    }
+
+    /// `table` as of `version`.
+    pub fn at_version(table: Arc<StoredTable>, version: i64) -> Self {
+        Self {
+            table,
+            version: Some(version),
+        }
     }
 }
 
@@ -62,7 +75,10 @@ impl TableProvider for UserTableProvider {
     }
 
     fn table_type(&self) -> TableType {
-        TableType::Base
+        match self.version {
+            None => TableType::Base,
+            Some(_) => TableType::Temporary,
+        }
     }
 
     fn supports_filters_pushdown(
@@ -79,7 +95,10 @@ impl TableProvider for UserTableProvider {
         filters: &[Expr],
         limit: Option<usize>,
     ) -> DfResult<Arc<dyn ExecutionPlan>> {
-        let table = self.table.latest().await?;
+        let table = match self.version {
+            None => self.table.latest().await?,
+            Some(v) => self.table.at_version(v).await?,
+        };
         delta_scan(&table, state, projection, filters, limit).await
     }
 
@@ -89,6 +108,9 @@ impl TableProvider for UserTableProvider {
         input: Arc<dyn ExecutionPlan>,
         insert_op: InsertOp,
     ) -> DfResult<Arc<dyn ExecutionPlan>> {
+        if self.version.is_some() {
+            return Err(Error::ReadOnly("a past table version is read-only".into()).into());
+        }
         if insert_op != InsertOp::Append {
             return Err(Error::NotSupported(format!("INSERT with {insert_op}")).into());
         }
@@ -131,35 +153,6 @@ impl DataSink for AppendSink {
     ) -> DfResult<u64> {
         let batches: Vec<_> = data.try_collect().await?;
         Ok(self.table.append(batches).await?)
-    }
-}
-
-/// A user table as of one past version, the result of `table_at(name, version)`.
-#[derive(Debug)]
-struct VersionProvider {
-    table: Arc<StoredTable>,
-    version: i64,
-}
-
-#[async_trait]
-impl TableProvider for VersionProvider {
-    fn schema(&self) -> SchemaRef {
-        self.table.schema.clone()
-    }
-
-    fn table_type(&self) -> TableType {
-        TableType::Temporary
-    }
-
-    async fn scan(
-        &self,
-        state: &dyn Session,
-        projection: Option<&Vec<usize>>,
-        filters: &[Expr],
-        limit: Option<usize>,
-    ) -> DfResult<Arc<dyn ExecutionPlan>> {
-        let table = self.table.at_version(self.version).await?;
-        delta_scan(&table, state, projection, filters, limit).await
     }
 }
 
@@ -213,7 +206,7 @@ impl TableFunctionImpl for TableAtFunction {
             .schema
             .stored(bare)
             .ok_or_else(|| DataFusionError::from(Error::TableNotFound(name.clone())))?;
-        Ok(Arc::new(VersionProvider { table, version }))
+        Ok(Arc::new(UserTableProvider::at_version(table, version)))
     }
 }
 

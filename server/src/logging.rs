@@ -6,7 +6,7 @@ use crate::config::LogFormat;
 
 /// Default filter: runbase at `info`; the Delta libraries log every snapshot and scan at
 /// `info`, which drowns the server's own lines, so they are held to `warn`.
-const DEFAULT_FILTER: &str = "info,buoyant_kernel=warn,deltalake_core=warn,deltalake=warn";
+pub const DEFAULT_FILTER: &str = "info,buoyant_kernel=warn,deltalake_core=warn,deltalake=warn";
 
 /// Installs the global subscriber, filtered by `RUST_LOG` (default [`DEFAULT_FILTER`]),
 /// writing to stderr.

@@ -195,3 +195,49 @@ async fn sigterm_shuts_down_cleanly() {
         .expect("table is back");
     assert_eq!(rows[0].get::<_, i64>(0), 0);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_writers_each_get_a_version() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let server = TestServer::start(dir.path());
+    let setup = server.connect().await;
+    setup
+        .batch_execute("CREATE TABLE points (writer int, i int)")
+        .await
+        .expect("create");
+    let mut tasks = Vec::new();
+    for writer in 0..4i32 {
+        let client = server.connect().await;
+        tasks.push(tokio::spawn(async move {
+            let insert = client
+                .prepare("INSERT INTO points VALUES ($1, $2)")
+                .await
+                .expect("prepare");
+            for i in 0..5i32 {
+                client
+                    .execute(&insert, &[&writer, &i])
+                    .await
+                    .expect("insert");
+            }
+        }));
+    }
+    for t in tasks {
+        t.await.expect("writer task");
+    }
+    let rows = setup
+        .query("SELECT count(*), count(DISTINCT writer) FROM points", &[])
+        .await
+        .expect("count");
+    assert_eq!(rows[0].get::<_, i64>(0), 20);
+    assert_eq!(rows[0].get::<_, i64>(1), 4);
+    let versions = setup
+        .query(
+            "SELECT max(version), count(*) FROM runbase.table_versions WHERE table_name = 'points'",
+            &[],
+        )
+        .await
+        .expect("versions");
+    // CREATE TABLE plus one version per acknowledged INSERT, numbered without gaps.
+    assert_eq!(versions[0].get::<_, i64>(0), 20);
+    assert_eq!(versions[0].get::<_, i64>(1), 21);
+}
