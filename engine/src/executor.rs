@@ -8,7 +8,8 @@
 use std::future::Future;
 use std::sync::Arc;
 
-use datafusion::error::DataFusionError;
+use datafusion::arrow::datatypes::SchemaRef;
+use datafusion::error::{DataFusionError, Result as DfResult};
 use datafusion::execution::{SendableRecordBatchStream, TaskContext};
 use datafusion::physical_plan::stream::RecordBatchStreamAdapter;
 use datafusion::physical_plan::{ExecutionPlan, execute_stream};
@@ -75,9 +76,21 @@ impl CpuExecutor {
         task_ctx: Arc<TaskContext>,
     ) -> SendableRecordBatchStream {
         let schema = plan.schema();
+        self.drive(schema, move || execute_stream(plan, task_ctx))
+    }
+
+    /// Polls the stream `make` returns on the CPU runtime and forwards its items.
+    ///
+    /// If the producer panics, the consumer gets an error rather than a stream that just
+    /// ends early, which would look like a complete (but short) result.
+    fn drive<F>(&self, schema: SchemaRef, make: F) -> SendableRecordBatchStream
+    where
+        F: FnOnce() -> DfResult<SendableRecordBatchStream> + Send + 'static,
+    {
         let (tx, rx) = mpsc::channel(CHANNEL_DEPTH);
-        self.handle().spawn(async move {
-            let mut stream = match execute_stream(plan, task_ctx) {
+        let panic_tx = tx.clone();
+        let producer = self.handle().spawn(async move {
+            let mut stream = match make() {
                 Ok(s) => s,
                 Err(e) => {
                     let _ = tx.send(Err(e)).await;
@@ -89,6 +102,17 @@ impl CpuExecutor {
                 if tx.send(item).await.is_err() || failed {
                     return;
                 }
+            }
+        });
+        self.handle().spawn(async move {
+            if let Err(e) = producer.await
+                && e.is_panic()
+            {
+                let _ = panic_tx
+                    .send(Err(DataFusionError::Internal(
+                        "query execution panicked".to_string(),
+                    )))
+                    .await;
             }
         });
         Box::pin(RecordBatchStreamAdapter::new(
@@ -111,5 +135,31 @@ struct AbortOnDrop(tokio::task::AbortHandle);
 impl Drop for AbortOnDrop {
     fn drop(&mut self) {
         self.0.abort();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use datafusion::arrow::array::RecordBatch;
+    use datafusion::arrow::datatypes::Schema;
+    use futures::TryStreamExt;
+
+    use super::*;
+
+    #[tokio::test]
+    async fn a_panicking_query_is_an_error_not_a_short_result() {
+        let exec = CpuExecutor::new(1).expect("runtime");
+        let schema = Arc::new(Schema::empty());
+        let inner = schema.clone();
+        let stream = exec.drive(schema, move || {
+            let panicking =
+                futures::stream::poll_fn(|_| -> std::task::Poll<Option<DfResult<RecordBatch>>> {
+                    panic!("boom")
+                });
+            Ok(Box::pin(RecordBatchStreamAdapter::new(inner, panicking))
+                as SendableRecordBatchStream)
+        });
+        let result: DfResult<Vec<RecordBatch>> = stream.try_collect().await;
+        assert!(result.is_err(), "{result:?}");
     }
 }
