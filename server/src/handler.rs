@@ -229,19 +229,23 @@ pub struct NoAuth;
 
 impl NoopStartupHandler for NoAuth {}
 
-impl PgWireServerHandlers for Connection {
+/// The handler set pgwire asks for; every handler is the one [`Connection`].
+pub struct ConnectionHandlers(Arc<Connection>);
+
+impl ConnectionHandlers {
+    /// Handlers over a new connection on `session`.
+    pub fn new(session: Session) -> Self {
+        Self(Arc::new(Connection::new(session)))
+    }
+}
+
+impl PgWireServerHandlers for ConnectionHandlers {
     fn simple_query_handler(&self) -> Arc<impl SimpleQueryHandler> {
-        Arc::new(Self {
-            session: self.session.clone(),
-            parser: self.parser.clone(),
-        })
+        self.0.clone()
     }
 
     fn extended_query_handler(&self) -> Arc<impl ExtendedQueryHandler> {
-        Arc::new(Self {
-            session: self.session.clone(),
-            parser: self.parser.clone(),
-        })
+        self.0.clone()
     }
 
     fn startup_handler(&self) -> Arc<impl StartupHandler> {

@@ -9,7 +9,7 @@ use tokio::task::JoinSet;
 use tracing::{Instrument, info, info_span, warn};
 
 use crate::config::ServeArgs;
-use crate::handler::Connection;
+use crate::handler::ConnectionHandlers;
 
 /// `runbase serve`: opens the database, listens, and serves until SIGINT or SIGTERM.
 pub async fn run(args: ServeArgs) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
@@ -44,7 +44,7 @@ pub async fn serve(
             accepted = listener.accept() => match accepted {
                 Ok((socket, peer)) => {
                     next_id += 1;
-                    let handlers = std::sync::Arc::new(Connection::new(db.session()));
+                    let handlers = std::sync::Arc::new(ConnectionHandlers::new(db.session()));
                     let span = info_span!("connection", id = next_id, %peer);
                     connections.spawn(async move {
                         info!("connected");
