@@ -8,7 +8,7 @@ use arrow_pg::datatypes::{
 };
 use async_trait::async_trait;
 use datafusion::arrow::datatypes::DataType;
-use futures::{Sink, StreamExt, stream};
+use futures::{Sink, SinkExt, StreamExt, stream};
 use pgwire::api::auth::StartupHandler;
 use pgwire::api::auth::noop::NoopStartupHandler;
 use pgwire::api::portal::{Format, Portal};
@@ -17,7 +17,7 @@ use pgwire::api::results::{FieldInfo, QueryResponse, Response, Tag};
 use pgwire::api::stmt::QueryParser;
 use pgwire::api::store::PortalStore;
 use pgwire::api::{ClientInfo, ClientPortalStore, PgWireServerHandlers, Type};
-use pgwire::error::{PgWireError, PgWireResult};
+use pgwire::error::{ErrorInfo, PgWireError, PgWireResult};
 use pgwire::messages::PgWireBackendMessage;
 use pgwire::messages::data::DataRow;
 use runbase_engine::{CommandTag, Prepared, QueryOutput, Session};
@@ -46,6 +46,37 @@ impl Connection {
             session,
         }
     }
+}
+
+/// PostgreSQL's WARNING for a `ROLLBACK` that cannot undo anything.
+fn rollback_warning() -> PgWireBackendMessage {
+    PgWireBackendMessage::NoticeResponse(
+        ErrorInfo::new(
+            "WARNING".to_string(),
+            "01000".to_string(),
+            "runbase commits every statement on its own: ROLLBACK did not undo earlier statements"
+                .to_string(),
+        )
+        .into(),
+    )
+}
+
+/// Whether `output` is the completion of a `ROLLBACK`.
+fn is_rollback(output: &QueryOutput) -> bool {
+    matches!(output, QueryOutput::Command(tag) if tag.command == "ROLLBACK")
+}
+
+/// Sends PostgreSQL's WARNING that a `ROLLBACK` undid nothing. (Takes a flag, not the
+/// output: a result stream is not `Sync`, so no reference to it may live across an await.)
+async fn warn_if_rollback<C>(client: &mut C, rollback: bool) -> PgWireResult<()>
+where
+    C: Sink<PgWireBackendMessage> + Unpin + Send,
+    PgWireError: From<<C as Sink<PgWireBackendMessage>>::Error>,
+{
+    if rollback {
+        client.send(rollback_warning()).await?;
+    }
+    Ok(())
 }
 
 /// Turns one statement's output into a pgwire response.
@@ -94,7 +125,7 @@ fn command_response(tag: &CommandTag) -> Response {
 
 #[async_trait]
 impl SimpleQueryHandler for Connection {
-    async fn do_query<C>(&self, _client: &mut C, query: &str) -> PgWireResult<Vec<Response>>
+    async fn do_query<C>(&self, client: &mut C, query: &str) -> PgWireResult<Vec<Response>>
     where
         C: ClientInfo + ClientPortalStore + Sink<PgWireBackendMessage> + Unpin + Send + Sync,
         C::PortalStore: PortalStore,
@@ -112,7 +143,10 @@ impl SimpleQueryHandler for Connection {
             }
             .await;
             match result {
-                Ok(output) => responses.push(to_response(output, &Format::UnifiedText)?),
+                Ok(output) => {
+                    warn_if_rollback(client, is_rollback(&output)).await?;
+                    responses.push(to_response(output, &Format::UnifiedText)?);
+                }
                 Err(e) => {
                     responses.push(Response::Error(Box::new(to_pg_error(&e).into())));
                     break;
@@ -201,7 +235,7 @@ impl ExtendedQueryHandler for Connection {
 
     async fn do_query<C>(
         &self,
-        _client: &mut C,
+        client: &mut C,
         portal: &Portal<Prepared>,
         _max_rows: usize,
     ) -> PgWireResult<Response>
@@ -220,6 +254,7 @@ impl ExtendedQueryHandler for Connection {
             .execute(prepared, Some(params))
             .await
             .map_err(|e| pg_err(&e))?;
+        warn_if_rollback(client, is_rollback(&output)).await?;
         to_response(output, &portal.result_column_format)
     }
 }

@@ -241,3 +241,29 @@ async fn concurrent_writers_each_get_a_version() {
     assert_eq!(versions[0].get::<_, i64>(0), 20);
     assert_eq!(versions[0].get::<_, i64>(1), 21);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rollback_warns_that_it_undoes_nothing() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let server = TestServer::start(dir.path());
+    let out = server.psql(&[
+        "-c",
+        "CREATE TABLE r (x int)",
+        "-c",
+        "BEGIN",
+        "-c",
+        "INSERT INTO r VALUES (1)",
+        "-c",
+        "ROLLBACK",
+        "-At",
+        "-c",
+        "SELECT count(*) FROM r",
+    ]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("WARNING") && stderr.contains("ROLLBACK did not undo"),
+        "{stderr}"
+    );
+    // The insert was acknowledged, so it stays.
+    assert!(stdout(&out).trim_end().ends_with('1'));
+}
