@@ -16,7 +16,7 @@ use datafusion::common::ParamValues;
 use datafusion::execution::SendableRecordBatchStream;
 use datafusion::logical_expr::dml::WriteOp;
 use datafusion::logical_expr::{
-    DdlStatement, DmlStatement, LogicalPlan, Statement as PlanStatement, TransactionConclusion,
+    DdlStatement, DmlStatement, LogicalPlan, Statement as PlanStatement,
 };
 use datafusion::physical_plan::memory::MemoryStream;
 use datafusion::prelude::SessionContext;
@@ -334,13 +334,6 @@ impl Session {
                 )));
             }
             LogicalPlan::Copy(_) => return Err(Error::NotSupported("COPY … TO".into())),
-            LogicalPlan::Statement(PlanStatement::TransactionStart(_)) => {
-                CommandTag::plain("BEGIN")
-            }
-            LogicalPlan::Statement(PlanStatement::TransactionEnd(end)) => match end.conclusion {
-                TransactionConclusion::Commit => CommandTag::plain("COMMIT"),
-                TransactionConclusion::Rollback => CommandTag::plain("ROLLBACK"),
-            },
             LogicalPlan::Statement(PlanStatement::SetVariable(set)) => {
                 let name = set.variable.to_lowercase();
                 if name.starts_with("datafusion.") {
