@@ -11,6 +11,7 @@
 //! acknowledged, its catalog change survives a crash of the process or the machine.
 
 use std::path::Path;
+use std::sync::Arc;
 
 use rocksdb::{DB, Options, WriteOptions};
 use serde::{Deserialize, Serialize};
@@ -41,7 +42,7 @@ pub struct TableEntry {
 /// The RocksDB-backed catalog.
 #[derive(Debug)]
 pub struct Catalog {
-    db: DB,
+    db: Arc<DB>,
 }
 
 impl Catalog {
@@ -49,8 +50,13 @@ impl Catalog {
     pub fn open(dir: &Path) -> Result<Self> {
         let mut opts = Options::default();
         opts.create_if_missing(true);
+        opts.create_missing_column_families(true);
         opts.set_compression_type(rocksdb::DBCompressionType::Lz4);
-        let db = DB::open(&opts, dir)?;
+        let db = Arc::new(DB::open_cf_descriptors(
+            &opts,
+            dir,
+            crate::tracking::column_families(),
+        )?);
         match db.get(FORMAT_KEY)? {
             None => db.put_opt(FORMAT_KEY, FORMAT_VERSION, &sync_writes())?,
             Some(v) if v == FORMAT_VERSION.as_bytes() => {}
@@ -65,6 +71,11 @@ impl Catalog {
             }
         }
         Ok(Self { db })
+    }
+
+    /// The RocksDB instance, shared with the tracking store.
+    pub(crate) fn db(&self) -> &Arc<DB> {
+        &self.db
     }
 
     /// All tables, in key order (schema, then name).

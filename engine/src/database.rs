@@ -25,6 +25,9 @@ use crate::schema::{PUBLIC_SCHEMA, RunbaseCatalog, SYSTEM_SCHEMA, UserSchema};
 use crate::session::Session;
 use crate::storage::{ObjectStoreRoot, StoredTable, conform_batch, storable_schema};
 use crate::system::{SystemTable, SystemTableProvider, TableVersions};
+use crate::tracking::Tracking;
+use crate::tracking::functions::{self, Caller};
+use crate::tracking::tables::{TableKind, TrackingTable};
 
 /// Name of the one database (DataFusion catalog) a runbase instance serves.
 pub const DATABASE_NAME: &str = "runbase";
@@ -49,6 +52,10 @@ pub struct DatabaseOptions {
     pub object_store: Option<ObjectStoreRoot>,
     /// Worker threads of the query runtime; `None` means one per core.
     pub cpu_threads: Option<usize>,
+    /// Whether each tracking write is synced to disk before it is acknowledged (the
+    /// default). Without it, an acknowledged value survives a crash of the process but
+    /// not of the machine — PostgreSQL's `synchronous_commit = off`.
+    pub synchronous_commit: bool,
 }
 
 impl DatabaseOptions {
@@ -58,6 +65,7 @@ impl DatabaseOptions {
             data_dir: data_dir.into(),
             object_store: None,
             cpu_threads: None,
+            synchronous_commit: true,
         }
     }
 }
@@ -80,6 +88,7 @@ struct Inner {
     /// Serializes DDL so two `CREATE TABLE`s of one name cannot both succeed.
     ddl_lock: Mutex<()>,
     executor: CpuExecutor,
+    tracking: Tracking,
 }
 
 impl Database {
@@ -99,7 +108,18 @@ impl Database {
         for entry in entries {
             user.add(Arc::new(StoredTable::new(entry, root.clone())?));
         }
+        let tracking = Tracking::new(
+            catalog.db().clone(),
+            root.clone(),
+            options.synchronous_commit,
+        );
         let system = Arc::new(MemorySchemaProvider::new());
+        for kind in TableKind::ALL {
+            system.register_table(
+                kind.name().to_string(),
+                Arc::new(TrackingTable::new(kind, tracking.clone())),
+            )?;
+        }
         system.register_table(
             "table_versions".into(),
             Arc::new(SystemTableProvider(Arc::new(TableVersions::new(
@@ -111,6 +131,11 @@ impl Database {
             .cpu_threads
             .unwrap_or_else(|| std::thread::available_parallelism().map_or(2, |n| n.get()));
         let template = template_state(user.clone(), system.clone(), threads)?;
+        let ctx = SessionContext::new_with_state(template);
+        for f in functions::all(&tracking, &user, &Caller::default()) {
+            ctx.register_udf(f);
+        }
+        let template = ctx.state();
         info!(data_dir = %options.data_dir.display(), object_store = %root.url, tables = count, "database opened");
         Ok(Self {
             inner: Arc::new(Inner {
@@ -122,6 +147,7 @@ impl Database {
                 template: RwLock::new(template),
                 ddl_lock: Mutex::new(()),
                 executor: CpuExecutor::new(threads)?,
+                tracking,
             }),
         })
     }
@@ -174,6 +200,16 @@ impl Database {
     /// Names of the user tables.
     pub fn table_names(&self) -> Vec<String> {
         self.inner.user.table_names()
+    }
+
+    /// The experiment-tracking store.
+    pub fn tracking(&self) -> &Tracking {
+        &self.inner.tracking
+    }
+
+    /// `start_run` for a session of `caller`, so its runs record who started them.
+    pub(crate) fn start_run_function(&self, caller: &Caller) -> datafusion::logical_expr::ScalarUDF {
+        functions::start_run(&self.inner.tracking, &self.inner.user, caller)
     }
 
     pub(crate) fn executor(&self) -> &CpuExecutor {

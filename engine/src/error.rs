@@ -33,6 +33,30 @@ pub enum Error {
     #[error("{0}")]
     InvalidArgument(String),
 
+    /// A value that does not parse as its type (SQLSTATE 22P02).
+    #[error("{0}")]
+    InvalidText(String),
+
+    /// A value longer than allowed (22001).
+    #[error("{0}")]
+    ValueTooLong(String),
+
+    /// A NULL where a value is required (22004).
+    #[error("{0}")]
+    NullValue(String),
+
+    /// A write that conflicts with a stored unique value (23505).
+    #[error("{0}")]
+    UniqueViolation(String),
+
+    /// A named object (run, experiment, artifact) that does not exist (42704).
+    #[error("{0}")]
+    ObjectNotFound(String),
+
+    /// An object in the wrong state for the operation, such as an ended run (55000).
+    #[error("{0}")]
+    InvalidState(String),
+
     /// Data on disk that cannot be read back: a corrupt catalog entry or commit file.
     #[error("corrupt {what}: {detail}")]
     Corrupt {

@@ -14,6 +14,8 @@
 //! - [`schema`]: DataFusion catalog and schema providers (`public`, `runbase`).
 //! - [`provider`]: table providers for scans, `INSERT` and `table_at(name, version)`.
 //! - [`system`]: system tables such as `runbase.table_versions`.
+//! - [`tracking`]: experiments, runs, params, metrics, tags, lineage and artifacts in
+//!   RocksDB, their `runbase.*` tables and the `log_metric`-style functions.
 //! - [`executor`]: the CPU runtime queries run on.
 //! - [`error`]: [`Error`] and [`Result`].
 //!
@@ -39,6 +41,7 @@ pub mod schema;
 pub mod session;
 pub mod storage;
 pub mod system;
+pub mod tracking;
 
 pub use database::{DATABASE_NAME, Database, DatabaseOptions, version_string};
 pub use error::{Error, Result};

@@ -209,6 +209,13 @@ impl Session {
         }
     }
 
+    /// Records who is on the other end (the startup `user` and `application_name`), so the
+    /// runs this session starts say who started them.
+    pub fn set_client(&self, user: Option<String>, application: Option<String>) {
+        let caller = crate::tracking::functions::Caller { user, application };
+        self.ctx.register_udf(self.db.start_run_function(&caller));
+    }
+
     /// The DataFusion context behind this session.
     pub fn context(&self) -> &SessionContext {
         &self.ctx

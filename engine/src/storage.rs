@@ -71,6 +71,22 @@ impl ObjectStoreRoot {
             .map_err(|e| Error::InvalidArgument(format!("bad table location {location}: {e}")))
     }
 
+    /// The object path (in `store`'s namespace) of the object at `location` (relative to
+    /// the root).
+    pub fn object_path(&self, location: &str) -> Result<ObjectPath> {
+        let url = self
+            .url
+            .join(location)
+            .map_err(|e| Error::InvalidArgument(format!("bad object location {location}: {e}")))?;
+        if !url.as_str().starts_with(self.url.as_str()) {
+            return Err(Error::InvalidArgument(format!(
+                "object location {location} is outside the store's root"
+            )));
+        }
+        ObjectPath::from_url_path(url.path())
+            .map_err(|e| Error::InvalidArgument(format!("bad object location {location}: {e}")))
+    }
+
     /// The object path (in `store`'s namespace) of the Delta table at `location`.
     fn table_path(&self, location: &str) -> Result<ObjectPath> {
         let url = self.table_url(location)?;

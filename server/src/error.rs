@@ -46,6 +46,12 @@ pub fn to_pg_error(err: &Error) -> PgError {
         Error::ReadOnly(_) => PgError::new("42501", err.to_string()),
         Error::NotSupported(_) => PgError::new("0A000", err.to_string()),
         Error::InvalidArgument(_) => PgError::new("22023", err.to_string()),
+        Error::InvalidText(_) => PgError::new("22P02", err.to_string()),
+        Error::ValueTooLong(_) => PgError::new("22001", err.to_string()),
+        Error::NullValue(_) => PgError::new("22004", err.to_string()),
+        Error::UniqueViolation(_) => PgError::new("23505", err.to_string()),
+        Error::ObjectNotFound(_) => PgError::new("42704", err.to_string()),
+        Error::InvalidState(_) => PgError::new("55000", err.to_string()),
         Error::Corrupt { .. } => PgError::new("XX001", err.to_string()),
         Error::RocksDb(_) | Error::ObjectStore(_) | Error::Io(_) => {
             PgError::new("58030", err.to_string())
