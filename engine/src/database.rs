@@ -117,7 +117,7 @@ impl Database {
         for kind in TableKind::ALL {
             system.register_table(
                 kind.name().to_string(),
-                Arc::new(TrackingTable::new(kind, tracking.clone())),
+                Arc::new(TrackingTable::new(kind, &tracking)),
             )?;
         }
         system.register_table(
@@ -208,7 +208,10 @@ impl Database {
     }
 
     /// `start_run` for a session of `caller`, so its runs record who started them.
-    pub(crate) fn start_run_function(&self, caller: &Caller) -> datafusion::logical_expr::ScalarUDF {
+    pub(crate) fn start_run_function(
+        &self,
+        caller: &Caller,
+    ) -> datafusion::logical_expr::ScalarUDF {
         functions::start_run(&self.inner.tracking, &self.inner.user, caller)
     }
 

@@ -41,6 +41,10 @@ pub enum Error {
     #[error("{0}")]
     ValueTooLong(String),
 
+    /// `COPY` data with the wrong shape: missing or extra columns (22P04).
+    #[error("{0}")]
+    BadCopyData(String),
+
     /// A NULL where a value is required (22004).
     #[error("{0}")]
     NullValue(String),

@@ -10,6 +10,7 @@
 //! - [`database`]: [`Database`], opening, DDL, the hook for registering functions.
 //! - [`session`]: [`Session`], per-client statement planning and execution.
 //! - [`catalog`]: the RocksDB catalog of tables.
+//! - [`copy`]: `COPY … FROM STDIN` / `TO STDOUT` in text and CSV formats.
 //! - [`storage`]: Delta tables on the object store, versions and history.
 //! - [`schema`]: DataFusion catalog and schema providers (`public`, `runbase`).
 //! - [`provider`]: table providers for scans, `INSERT` and `table_at(name, version)`.
@@ -33,6 +34,7 @@
 //! ```
 
 pub mod catalog;
+pub mod copy;
 pub mod database;
 pub mod error;
 pub mod executor;

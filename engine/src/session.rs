@@ -12,7 +12,7 @@ use std::sync::{Arc, Mutex};
 
 use datafusion::arrow::array::{RecordBatch, StringArray};
 use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef};
-use datafusion::common::ParamValues;
+use datafusion::common::{ParamValues, TableReference};
 use datafusion::execution::SendableRecordBatchStream;
 use datafusion::logical_expr::dml::WriteOp;
 use datafusion::logical_expr::{
@@ -25,8 +25,10 @@ use datafusion::sql::sqlparser::ast::Statement as AstStatement;
 use datafusion_pg_catalog::sql::PostgresCompatibilityParser;
 use futures::TryStreamExt;
 
+use crate::copy::{CopyFormat, CopyIn};
 use crate::database::{Database, version_string};
 use crate::error::{Error, Result};
+use crate::schema::{PUBLIC_SCHEMA, SYSTEM_SCHEMA};
 
 /// What executing one statement produced.
 pub enum QueryOutput {
@@ -34,6 +36,11 @@ pub enum QueryOutput {
     Rows(SendableRecordBatchStream),
     /// A command's completion tag.
     Command(CommandTag),
+    /// `COPY … FROM STDIN`: the caller feeds the client's data to the [`CopyIn`] and then
+    /// calls [`Session::finish_copy_in`].
+    CopyIn(Box<CopyIn>),
+    /// `COPY … TO STDOUT`: rows for the caller to send in `format`.
+    CopyOut(SendableRecordBatchStream, CopyFormat),
 }
 
 impl fmt::Debug for QueryOutput {
@@ -41,6 +48,8 @@ impl fmt::Debug for QueryOutput {
         match self {
             QueryOutput::Rows(s) => write!(f, "Rows({:?})", s.schema()),
             QueryOutput::Command(t) => write!(f, "Command({t})"),
+            QueryOutput::CopyIn(c) => write!(f, "{c:?}"),
+            QueryOutput::CopyOut(s, _) => write!(f, "CopyOut({:?})", s.schema()),
         }
     }
 }
@@ -49,8 +58,10 @@ impl QueryOutput {
     /// Collects a result set (a command yields no batches).
     pub async fn collect(self) -> Result<Vec<RecordBatch>> {
         match self {
-            QueryOutput::Rows(stream) => Ok(stream.try_collect().await?),
-            QueryOutput::Command(_) => Ok(vec![]),
+            QueryOutput::Rows(stream) | QueryOutput::CopyOut(stream, _) => {
+                Ok(stream.try_collect().await?)
+            }
+            QueryOutput::Command(_) | QueryOutput::CopyIn(_) => Ok(vec![]),
         }
     }
 }
@@ -100,6 +111,22 @@ pub enum Prepared {
     /// `BEGIN`, `COMMIT` or `ROLLBACK`: accepted for client compatibility; every statement
     /// commits on its own.
     Transaction(&'static str),
+    /// `COPY table [(columns)] FROM STDIN`.
+    CopyIn {
+        /// The table.
+        table: TableReference,
+        /// The columns the data has; empty for all.
+        columns: Vec<String>,
+        /// The data format.
+        format: CopyFormat,
+    },
+    /// `COPY table|(query) TO STDOUT`.
+    CopyOut {
+        /// The rows to send.
+        plan: Box<LogicalPlan>,
+        /// The data format.
+        format: CopyFormat,
+    },
     /// An empty statement.
     Empty,
 }
@@ -111,9 +138,11 @@ impl Prepared {
             Prepared::Plan(plan) if returns_rows(plan) => {
                 Arc::new(plan.schema().as_arrow().clone())
             }
-            Prepared::Plan(_) | Prepared::Empty | Prepared::Transaction(_) => {
-                Arc::new(Schema::empty())
-            }
+            Prepared::Plan(_)
+            | Prepared::Empty
+            | Prepared::Transaction(_)
+            | Prepared::CopyIn { .. }
+            | Prepared::CopyOut { .. } => Arc::new(Schema::empty()),
             Prepared::Show(name) => show_schema(name),
         }
     }
@@ -189,6 +218,8 @@ pub struct Session {
     parser: PostgresCompatibilityParser,
     /// PostgreSQL-level variables (`application_name`, `search_path`, …) set by clients.
     variables: Mutex<HashMap<String, String>>,
+    /// Set once the client's identity is known.
+    client: std::sync::Once,
 }
 
 impl fmt::Debug for Session {
@@ -206,14 +237,17 @@ impl Session {
             ctx,
             parser: PostgresCompatibilityParser::new(),
             variables: Mutex::new(HashMap::new()),
+            client: std::sync::Once::new(),
         }
     }
 
     /// Records who is on the other end (the startup `user` and `application_name`), so the
-    /// runs this session starts say who started them.
+    /// runs this session starts say who started them. Only the first call counts.
     pub fn set_client(&self, user: Option<String>, application: Option<String>) {
-        let caller = crate::tracking::functions::Caller { user, application };
-        self.ctx.register_udf(self.db.start_run_function(&caller));
+        self.client.call_once(|| {
+            let caller = crate::tracking::functions::Caller { user, application };
+            self.ctx.register_udf(self.db.start_run_function(&caller));
+        });
     }
 
     /// The DataFusion context behind this session.
@@ -235,6 +269,9 @@ impl Session {
             AstStatement::Commit { .. } => return Ok(Prepared::Transaction("COMMIT")),
             AstStatement::Rollback { .. } => return Ok(Prepared::Transaction("ROLLBACK")),
             _ => {}
+        }
+        if let AstStatement::Copy { .. } = &statement {
+            return self.prepare_copy(statement).await;
         }
         if let AstStatement::ShowVariable { variable } = &statement {
             let name = variable
@@ -264,6 +301,21 @@ impl Session {
             Prepared::Empty => Ok(QueryOutput::Command(CommandTag::plain(""))),
             Prepared::Show(name) => self.show(name),
             Prepared::Transaction(tag) => Ok(QueryOutput::Command(CommandTag::plain(tag))),
+            Prepared::CopyIn {
+                table,
+                columns,
+                format,
+            } => {
+                let provider = self.ctx.table_provider(table.clone()).await?;
+                let copy = CopyIn::new(table.to_string(), provider, columns, format.clone())?;
+                Ok(QueryOutput::CopyIn(Box::new(copy)))
+            }
+            Prepared::CopyOut { plan, format } => {
+                let df = self.ctx.execute_logical_plan(plan.as_ref().clone()).await?;
+                let physical = df.create_physical_plan().await?;
+                let stream = self.db.executor().execute(physical, self.ctx.task_ctx());
+                Ok(QueryOutput::CopyOut(stream, format.clone()))
+            }
             Prepared::Plan(plan) => {
                 let plan = match params {
                     Some(p) => plan.clone().with_param_values(p)?,
@@ -272,6 +324,117 @@ impl Session {
                 self.execute_plan(plan).await
             }
         }
+    }
+
+    async fn prepare_copy(&self, statement: AstStatement) -> Result<Prepared> {
+        use datafusion::sql::sqlparser::ast::{CopySource, CopyTarget};
+        let AstStatement::Copy {
+            source,
+            to,
+            target,
+            options,
+            legacy_options,
+            values,
+        } = statement
+        else {
+            return Err(Error::InvalidArgument("not a COPY statement".into()));
+        };
+        let format = CopyFormat::from_options(&options, &legacy_options)?;
+        match (to, target, source) {
+            (
+                false,
+                CopyTarget::Stdin,
+                CopySource::Table {
+                    table_name,
+                    columns,
+                },
+            ) => {
+                if !values.is_empty() {
+                    return Err(Error::NotSupported(
+                        "COPY data inline in the statement (send it as COPY data)".into(),
+                    ));
+                }
+                let table = self.table_reference(&table_name.to_string())?;
+                let resolved = table.clone().resolve(crate::DATABASE_NAME, PUBLIC_SCHEMA);
+                if resolved.schema.as_ref() == SYSTEM_SCHEMA && resolved.table.as_ref() != "metrics"
+                {
+                    return Err(Error::ReadOnly(format!(
+                        "COPY FROM into runbase.{} is not allowed; of the runbase tables only runbase.metrics takes COPY",
+                        resolved.table
+                    )));
+                }
+                // Fail now, not after the data, if the table does not exist.
+                self.ctx.table_provider(table.clone()).await?;
+                Ok(Prepared::CopyIn {
+                    table,
+                    columns: columns.into_iter().map(|c| c.value).collect(),
+                    format,
+                })
+            }
+            (true, CopyTarget::Stdout, source) => {
+                let query = match source {
+                    CopySource::Query(q) => AstStatement::Query(q),
+                    CopySource::Table {
+                        table_name,
+                        columns,
+                    } => {
+                        let cols = if columns.is_empty() {
+                            "*".to_string()
+                        } else {
+                            columns
+                                .iter()
+                                .map(ToString::to_string)
+                                .collect::<Vec<_>>()
+                                .join(", ")
+                        };
+                        let sql = format!("SELECT {cols} FROM {table_name}");
+                        self.parse(&sql)?
+                            .pop()
+                            .ok_or_else(|| Error::InvalidArgument("COPY has no table".into()))?
+                    }
+                };
+                let plan = self
+                    .ctx
+                    .state()
+                    .statement_to_plan(DfStatement::Statement(Box::new(query)))
+                    .await?;
+                Ok(Prepared::CopyOut {
+                    plan: Box::new(plan),
+                    format,
+                })
+            }
+            (false, target, _) | (true, target, _) => Err(Error::NotSupported(format!(
+                "COPY with {target} (runbase does not read or write the server's files; use FROM STDIN / TO STDOUT, as psql's \\copy does)"
+            ))),
+        }
+    }
+
+    fn table_reference(&self, name: &str) -> Result<TableReference> {
+        Ok(TableReference::parse_str(name))
+    }
+
+    /// Writes the rows of a finished `COPY … FROM STDIN`, all in one commit.
+    pub async fn finish_copy_in(&self, mut copy: CopyIn) -> Result<CommandTag> {
+        use datafusion::datasource::memory::MemorySourceConfig;
+        use datafusion::logical_expr::dml::InsertOp;
+        let batches = copy.finish_rows()?;
+        let rows: usize = batches.iter().map(RecordBatch::num_rows).sum();
+        if rows == 0 {
+            return Ok(CommandTag::with_rows("COPY", 0));
+        }
+        let input = MemorySourceConfig::try_new_exec(&[batches], copy.schema.clone(), None)?;
+        let state = self.ctx.state();
+        let plan = copy
+            .provider
+            .insert_into(&state, input, InsertOp::Append)
+            .await?;
+        let _: Vec<RecordBatch> = self
+            .db
+            .executor()
+            .execute(plan, self.ctx.task_ctx())
+            .try_collect()
+            .await?;
+        Ok(CommandTag::with_rows("COPY", rows as u64))
     }
 
     /// Parses, plans and executes every statement in `sql`, in order; stops at the first error.

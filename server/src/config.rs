@@ -38,6 +38,12 @@ pub struct CommonArgs {
     /// Worker threads for query execution (default: one per core).
     #[arg(long, env = "RUNBASE_QUERY_THREADS")]
     pub query_threads: Option<usize>,
+
+    /// Sync every tracking write (log_metric, COPY into runbase.metrics, …) to disk before
+    /// acknowledging it. `false` trades durability across a machine crash for speed, like
+    /// PostgreSQL's `synchronous_commit = off`; a crash of runbase alone loses nothing.
+    #[arg(long, env = "RUNBASE_SYNCHRONOUS_COMMIT", default_value_t = true, action = clap::ArgAction::Set)]
+    pub synchronous_commit: bool,
 }
 
 /// `runbase serve`.

@@ -8,7 +8,7 @@ use crate::error::to_pg_error;
 
 /// Runs the statements, printing each result; returns the exit code.
 pub async fn run(args: SqlArgs) -> i32 {
-    let db = match crate::open_database(&args.common.data_dir, args.common.query_threads).await {
+    let db = match crate::open_database(&args.common).await {
         Ok(db) => db,
         Err(e) => {
             eprintln!("ERROR: {e}");
@@ -27,6 +27,42 @@ pub async fn run(args: SqlArgs) -> i32 {
         };
         match output {
             Ok(QueryOutput::Command(tag)) => println!("{tag}"),
+            Ok(QueryOutput::CopyIn(mut copy)) => {
+                use tokio::io::AsyncReadExt;
+                let mut data = Vec::new();
+                if let Err(e) = tokio::io::stdin().read_to_end(&mut data).await {
+                    return report(&e.into());
+                }
+                copy.push(&data);
+                match session.finish_copy_in(*copy).await {
+                    Ok(tag) => println!("{tag}"),
+                    Err(e) => return report(&e),
+                }
+            }
+            Ok(QueryOutput::CopyOut(mut rows, format)) => {
+                use futures::StreamExt;
+                use std::io::Write;
+                let mut out = std::io::stdout().lock();
+                while let Some(batch) = rows.next().await {
+                    let lines = match batch {
+                        Ok(b) => crate::copy::encode_batch(b, &format),
+                        Err(e) => return report(&e.into()),
+                    };
+                    match lines {
+                        Ok(lines) => {
+                            for l in lines {
+                                if out.write_all(&l).is_err() {
+                                    return 1;
+                                }
+                            }
+                        }
+                        Err(e) => {
+                            eprintln!("ERROR:  {e}");
+                            return 1;
+                        }
+                    }
+                }
+            }
             Ok(rows @ QueryOutput::Rows(_)) => match rows.collect().await {
                 Ok(batches) => match pretty_format_batches(&batches) {
                     Ok(table) => {

@@ -48,6 +48,7 @@ pub fn to_pg_error(err: &Error) -> PgError {
         Error::InvalidArgument(_) => PgError::new("22023", err.to_string()),
         Error::InvalidText(_) => PgError::new("22P02", err.to_string()),
         Error::ValueTooLong(_) => PgError::new("22001", err.to_string()),
+        Error::BadCopyData(_) => PgError::new("22P04", err.to_string()),
         Error::NullValue(_) => PgError::new("22004", err.to_string()),
         Error::UniqueViolation(_) => PgError::new("23505", err.to_string()),
         Error::ObjectNotFound(_) => PgError::new("42704", err.to_string()),

@@ -1,25 +1,29 @@
 //! The pgwire handlers: one [`Connection`] per client, each with its own engine session.
 
 use std::fmt::Debug;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 use arrow_pg::datatypes::{
     arrow_schema_to_pg_fields, df::deserialize_parameters, encode_recordbatch, into_pg_type,
 };
 use async_trait::async_trait;
 use datafusion::arrow::datatypes::DataType;
+use datafusion::execution::SendableRecordBatchStream;
 use futures::{Sink, SinkExt, StreamExt, stream};
 use pgwire::api::auth::StartupHandler;
 use pgwire::api::auth::noop::NoopStartupHandler;
+use pgwire::api::copy::CopyHandler;
 use pgwire::api::portal::{Format, Portal};
 use pgwire::api::query::{ExtendedQueryHandler, SimpleQueryHandler};
-use pgwire::api::results::{FieldInfo, QueryResponse, Response, Tag};
+use pgwire::api::results::{CopyResponse, FieldFormat, FieldInfo, QueryResponse, Response, Tag};
 use pgwire::api::stmt::QueryParser;
 use pgwire::api::store::PortalStore;
 use pgwire::api::{ClientInfo, ClientPortalStore, PgWireServerHandlers, Type};
 use pgwire::error::{ErrorInfo, PgWireError, PgWireResult};
 use pgwire::messages::PgWireBackendMessage;
+use pgwire::messages::copy::{CopyData, CopyDone, CopyFail};
 use pgwire::messages::data::DataRow;
+use runbase_engine::copy::{CopyFormat, CopyIn};
 use runbase_engine::{CommandTag, Prepared, QueryOutput, Session};
 use tracing::debug;
 
@@ -33,6 +37,8 @@ fn pg_err(err: &runbase_engine::Error) -> PgWireError {
 pub struct Connection {
     session: Arc<Session>,
     parser: Arc<StatementParser>,
+    /// The `COPY … FROM STDIN` in progress, if any.
+    copy: Mutex<Option<Box<CopyIn>>>,
 }
 
 impl Connection {
@@ -44,8 +50,84 @@ impl Connection {
                 session: session.clone(),
             }),
             session,
+            copy: Mutex::new(None),
         }
     }
+
+    /// Turns one statement's output into a pgwire response; a `COPY … FROM STDIN` is kept
+    /// until its data has arrived.
+    fn respond(&self, output: QueryOutput, format: &Format) -> PgWireResult<Response> {
+        match output {
+            QueryOutput::CopyIn(copy) => {
+                let columns = copy.column_count();
+                *self.copy.lock().unwrap_or_else(|p| p.into_inner()) = Some(copy);
+                Ok(Response::CopyIn(CopyResponse::new(
+                    0,
+                    columns,
+                    stream::empty(),
+                )))
+            }
+            QueryOutput::CopyOut(rows, format) => {
+                let columns = rows.schema().fields().len();
+                Ok(Response::CopyOut(CopyResponse::new(
+                    0,
+                    columns,
+                    copy_out_stream(rows, format),
+                )))
+            }
+            other => to_response(other, format),
+        }
+    }
+}
+
+/// The client's `user` and `application_name`, for the session's records of who did what.
+fn client_identity<C: ClientInfo>(client: &C) -> (Option<String>, Option<String>) {
+    let meta = client.metadata();
+    (
+        meta.get("user").cloned(),
+        meta.get("application_name")
+            .cloned()
+            .filter(|a| !a.is_empty()),
+    )
+}
+
+/// `COPY … TO STDOUT`: one `CopyData` per row; a CSV header rides with the first row.
+fn copy_out_stream(
+    rows: SendableRecordBatchStream,
+    format: CopyFormat,
+) -> impl futures::Stream<Item = PgWireResult<CopyData>> + Send + 'static {
+    let header = match &format {
+        CopyFormat::Csv { header: true, .. } => Some(crate::copy::header_line(
+            &rows
+                .schema()
+                .fields()
+                .iter()
+                .map(|f| f.name().clone())
+                .collect::<Vec<_>>(),
+            &format,
+        )),
+        _ => None,
+    };
+    let mut header = header;
+    rows.map(move |batch| -> Vec<PgWireResult<CopyData>> {
+        let lines = batch
+            .map_err(|e| pg_err(&e.into()))
+            .and_then(|b| crate::copy::encode_batch(b, &format));
+        match lines {
+            Ok(lines) => lines
+                .into_iter()
+                .map(|mut line| {
+                    if let Some(mut h) = header.take() {
+                        h.append(&mut line);
+                        line = h;
+                    }
+                    Ok(CopyData::new(line.into()))
+                })
+                .collect(),
+            Err(e) => vec![Err(e)],
+        }
+    })
+    .flat_map(stream::iter)
 }
 
 /// PostgreSQL's WARNING for a `ROLLBACK` that cannot undo anything.
@@ -94,7 +176,21 @@ fn to_response(output: QueryOutput, format: &Format) -> PgWireResult<Response> {
                 .map(
                     move |batch| -> Box<dyn Iterator<Item = PgWireResult<DataRow>> + Send + Sync> {
                         match batch {
-                            Ok(batch) => encode_recordbatch(row_fields.clone(), batch),
+                            Ok(batch) => {
+                                let infinite: Vec<usize> =
+                                    crate::text::infinite_float_columns(&batch)
+                                        .into_iter()
+                                        .filter(|i| row_fields[*i].format() == FieldFormat::Text)
+                                        .collect();
+                                let rows = encode_recordbatch(row_fields.clone(), batch);
+                                if infinite.is_empty() {
+                                    rows
+                                } else {
+                                    Box::new(rows.map(move |r| {
+                                        r.map(|row| crate::text::respell_infinity(row, &infinite))
+                                    }))
+                                }
+                            }
                             Err(e) => Box::new(std::iter::once(Err(pg_err(&e.into())))),
                         }
                     },
@@ -102,6 +198,11 @@ fn to_response(output: QueryOutput, format: &Format) -> PgWireResult<Response> {
                 .flat_map(stream::iter);
             Ok(Response::Query(QueryResponse::new(fields, rows)))
         }
+        QueryOutput::CopyIn(_) | QueryOutput::CopyOut(..) => Err(PgError {
+            code: "XX000",
+            message: "COPY output reached the result-set encoder".into(),
+        }
+        .into()),
     }
 }
 
@@ -133,6 +234,8 @@ impl SimpleQueryHandler for Connection {
         PgWireError: From<<C as Sink<PgWireBackendMessage>>::Error>,
     {
         debug!(query, "simple query");
+        let (user, application) = client_identity(client);
+        self.session.set_client(user, application);
         let statements = self.session.parse(query).map_err(|e| pg_err(&e))?;
         let mut responses = Vec::with_capacity(statements.len());
         // As in PostgreSQL, the first failing statement ends the batch.
@@ -145,7 +248,12 @@ impl SimpleQueryHandler for Connection {
             match result {
                 Ok(output) => {
                     warn_if_rollback(client, is_rollback(&output)).await?;
-                    responses.push(to_response(output, &Format::UnifiedText)?);
+                    let copy_in = matches!(output, QueryOutput::CopyIn(_));
+                    responses.push(self.respond(output, &Format::UnifiedText)?);
+                    if copy_in {
+                        // The client sends the data next; later statements would be lost.
+                        break;
+                    }
                 }
                 Err(e) => {
                     responses.push(Response::Error(Box::new(to_pg_error(&e).into())));
@@ -176,7 +284,7 @@ impl QueryParser for StatementParser {
 
     async fn parse_sql<C>(
         &self,
-        _client: &C,
+        client: &C,
         sql: &str,
         _types: &[Option<Type>],
     ) -> PgWireResult<Option<Prepared>>
@@ -184,6 +292,8 @@ impl QueryParser for StatementParser {
         C: ClientInfo + Unpin + Send + Sync,
     {
         debug!(sql, "parse");
+        let (user, application) = client_identity(client);
+        self.session.set_client(user, application);
         let mut statements = self.session.parse(sql).map_err(|e| pg_err(&e))?;
         if statements.len() > 1 {
             return Err(PgError {
@@ -255,7 +365,65 @@ impl ExtendedQueryHandler for Connection {
             .await
             .map_err(|e| pg_err(&e))?;
         warn_if_rollback(client, is_rollback(&output)).await?;
-        to_response(output, &portal.result_column_format)
+        self.respond(output, &portal.result_column_format)
+    }
+}
+
+#[async_trait]
+impl CopyHandler for Connection {
+    async fn on_copy_data<C>(&self, _client: &mut C, copy_data: CopyData) -> PgWireResult<()>
+    where
+        C: ClientInfo + Sink<PgWireBackendMessage> + Unpin + Send + Sync,
+        C::Error: Debug,
+        PgWireError: From<<C as Sink<PgWireBackendMessage>>::Error>,
+    {
+        // Errors are kept in the copy and reported once, at CopyDone.
+        if let Some(copy) = self.copy.lock().unwrap_or_else(|p| p.into_inner()).as_mut() {
+            copy.push(&copy_data.data);
+        }
+        Ok(())
+    }
+
+    async fn on_copy_done<C>(&self, client: &mut C, _done: CopyDone) -> PgWireResult<()>
+    where
+        C: ClientInfo + Sink<PgWireBackendMessage> + Unpin + Send + Sync,
+        C::Error: Debug,
+        PgWireError: From<<C as Sink<PgWireBackendMessage>>::Error>,
+    {
+        let copy = self.copy.lock().unwrap_or_else(|p| p.into_inner()).take();
+        let Some(copy) = copy else {
+            return Err(PgError {
+                code: "08P01",
+                message: "CopyDone without a COPY in progress".into(),
+            }
+            .into());
+        };
+        let tag = self
+            .session
+            .finish_copy_in(*copy)
+            .await
+            .map_err(|e| pg_err(&e))?;
+        let rows = usize::try_from(tag.rows.unwrap_or(0)).unwrap_or(usize::MAX);
+        client
+            .send(PgWireBackendMessage::CommandComplete(
+                Tag::new("COPY").with_rows(rows).into(),
+            ))
+            .await?;
+        Ok(())
+    }
+
+    async fn on_copy_fail<C>(&self, _client: &mut C, fail: CopyFail) -> PgWireError
+    where
+        C: ClientInfo + Sink<PgWireBackendMessage> + Unpin + Send + Sync,
+        C::Error: Debug,
+        PgWireError: From<<C as Sink<PgWireBackendMessage>>::Error>,
+    {
+        self.copy.lock().unwrap_or_else(|p| p.into_inner()).take();
+        PgError {
+            code: "57014",
+            message: format!("COPY from stdin failed: {}", fail.message),
+        }
+        .into()
     }
 }
 
@@ -280,6 +448,10 @@ impl PgWireServerHandlers for ConnectionHandlers {
     }
 
     fn extended_query_handler(&self) -> Arc<impl ExtendedQueryHandler> {
+        self.0.clone()
+    }
+
+    fn copy_handler(&self) -> Arc<impl CopyHandler> {
         self.0.clone()
     }
 

@@ -4,14 +4,19 @@
 //! - [`config`]: the clap configuration (`runbase serve`, `runbase sql`).
 //! - [`server`]: the listener, per-connection tasks and graceful shutdown.
 //! - [`handler`]: pgwire handlers; one engine session per connection.
+//! - [`copy`]: `COPY … TO STDOUT` encoding (text and CSV).
 //! - [`error`]: the one mapping from engine errors to SQLSTATE codes.
 //! - [`embedded`]: `runbase sql`, statements run in-process and printed as tables.
 //! - [`logging`]: the `tracing` subscriber.
+//! - [`text`]: fix-ups of values' text spelling (`Infinity`).
 //!
 //! # Example
 //! ```no_run
 //! # async fn demo() -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
-//! let db = runbase_server::open_database(std::path::Path::new("./runbase-data"), None).await?;
+//! use clap::Parser;
+//! let cli = runbase_server::config::Cli::parse_from(["runbase", "serve"]);
+//! let runbase_server::config::Command::Serve(args) = cli.command else { unreachable!() };
+//! let db = runbase_server::open_database(&args.common).await?;
 //! let listener = tokio::net::TcpListener::bind("127.0.0.1:5433").await?;
 //! runbase_server::server::serve(db, listener, std::future::pending(), std::time::Duration::from_secs(10)).await;
 //! # Ok(())
@@ -19,27 +24,27 @@
 //! ```
 
 pub mod config;
+pub mod copy;
 pub mod embedded;
 pub mod error;
 pub mod handler;
 pub mod logging;
 pub mod server;
-
-use std::path::Path;
+pub mod text;
 
 use runbase_engine::{Database, DatabaseOptions};
 
 /// Opens the database with every function of `runbase-udfs` registered.
 pub async fn open_database(
-    data_dir: &Path,
-    query_threads: Option<usize>,
+    args: &config::CommonArgs,
 ) -> Result<Database, Box<dyn std::error::Error + Send + Sync>> {
-    let mut options = DatabaseOptions::new(data_dir);
-    options.cpu_threads = query_threads;
+    let mut options = DatabaseOptions::new(&args.data_dir);
+    options.cpu_threads = args.query_threads;
+    options.synchronous_commit = args.synchronous_commit;
     let db = Database::open(options).await.map_err(|e| match &e {
         runbase_engine::Error::RocksDb(r) if r.to_string().contains("lock") => format!(
             "data directory {} is in use by another runbase process ({r})",
-            data_dir.display()
+            args.data_dir.display()
         )
         .into(),
         _ => Box::new(e) as Box<dyn std::error::Error + Send + Sync>,

@@ -13,7 +13,7 @@ use crate::handler::ConnectionHandlers;
 
 /// `runbase serve`: opens the database, listens, and serves until SIGINT or SIGTERM.
 pub async fn run(args: ServeArgs) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
-    let db = crate::open_database(&args.common.data_dir, args.common.query_threads).await?;
+    let db = crate::open_database(&args.common).await?;
     let listener = TcpListener::bind(args.listen).await?;
     info!(addr = %listener.local_addr()?, "listening for PostgreSQL clients");
     serve(

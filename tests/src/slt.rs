@@ -80,6 +80,9 @@ impl sqllogictest::AsyncDB for Embedded {
         };
         match last {
             QueryOutput::Command(tag) => Ok(DBOutput::StatementComplete(tag.rows.unwrap_or(0))),
+            QueryOutput::CopyIn(_) | QueryOutput::CopyOut(..) => Err(SltError(
+                "COPY is tested over the wire (tests/tests/copy.rs), not in .slt files".into(),
+            )),
             rows @ QueryOutput::Rows(_) => {
                 let batches = rows.collect().await.map_err(|e| pg_error(&e))?;
                 let mut out = Vec::new();
@@ -94,8 +97,10 @@ impl sqllogictest::AsyncDB for Embedded {
                         .map_err(|e| SltError(e.to_string()))?,
                     );
                     ncols = fields.len();
+                    let infinite = runbase_server::text::infinite_float_columns(&batch);
                     for row in encode_recordbatch(fields, batch) {
                         let row = row.map_err(|e| SltError(e.to_string()))?;
+                        let row = runbase_server::text::respell_infinity(row, &infinite);
                         out.push(decode_row(&row));
                     }
                 }

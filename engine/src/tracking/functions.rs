@@ -19,7 +19,9 @@ use datafusion::logical_expr::{
 use uuid::Uuid;
 
 use super::tables::timestamp_type;
-use super::{MetricPoint, NewRun, RunStatus, Tracking, params_from_json, parse_run_id};
+use super::{
+    MetricPoint, NewRun, RunStatus, Tracking, TrackingRef, params_from_json, parse_run_id,
+};
 use crate::error::{Error, Result};
 use crate::schema::UserSchema;
 
@@ -85,7 +87,11 @@ impl Kind {
                 3,
             ),
             Kind::SetTag => (&["run_id", "key", "value"], vec![Utf8, Utf8, Utf8], 3),
-            Kind::LogInput => (&["run_id", "table_name", "version"], vec![Utf8, Utf8, Int64], 2),
+            Kind::LogInput => (
+                &["run_id", "table_name", "version"],
+                vec![Utf8, Utf8, Int64],
+                2,
+            ),
             Kind::EndRun => (&["run_id", "status"], vec![Utf8, Utf8], 1),
             Kind::LogArtifact => (&["run_id", "path", "data"], vec![Utf8, Utf8, Binary], 3),
             Kind::Artifact => (&["run_id", "path"], vec![Utf8, Utf8], 2),
@@ -135,7 +141,7 @@ pub(crate) struct Caller {
 pub(crate) struct TrackingFunction {
     kind: Kind,
     signature: Signature,
-    tracking: Tracking,
+    tracking: TrackingRef,
     tables: Arc<UserSchema>,
     caller: Caller,
 }
@@ -156,7 +162,11 @@ impl std::hash::Hash for TrackingFunction {
 }
 
 /// All tracking functions, with `caller` recorded on the runs `start_run` makes.
-pub(crate) fn all(tracking: &Tracking, tables: &Arc<UserSchema>, caller: &Caller) -> Vec<ScalarUDF> {
+pub(crate) fn all(
+    tracking: &Tracking,
+    tables: &Arc<UserSchema>,
+    caller: &Caller,
+) -> Vec<ScalarUDF> {
     Kind::ALL
         .iter()
         .map(|k| function(*k, tracking, tables, caller))
@@ -164,15 +174,24 @@ pub(crate) fn all(tracking: &Tracking, tables: &Arc<UserSchema>, caller: &Caller
 }
 
 /// `start_run` for a session whose caller is `caller`.
-pub(crate) fn start_run(tracking: &Tracking, tables: &Arc<UserSchema>, caller: &Caller) -> ScalarUDF {
+pub(crate) fn start_run(
+    tracking: &Tracking,
+    tables: &Arc<UserSchema>,
+    caller: &Caller,
+) -> ScalarUDF {
     function(Kind::StartRun, tracking, tables, caller)
 }
 
-fn function(kind: Kind, tracking: &Tracking, tables: &Arc<UserSchema>, caller: &Caller) -> ScalarUDF {
+fn function(
+    kind: Kind,
+    tracking: &Tracking,
+    tables: &Arc<UserSchema>,
+    caller: &Caller,
+) -> ScalarUDF {
     ScalarUDF::new_from_impl(TrackingFunction {
         kind,
         signature: Signature::user_defined(Volatility::Volatile),
-        tracking: tracking.clone(),
+        tracking: tracking.downgrade(),
         tables: tables.clone(),
         caller: caller.clone(),
     })
@@ -200,6 +219,7 @@ fn block_on<F: std::future::Future>(fut: F) -> F::Output {
 impl TrackingFunction {
     fn call(&self, args: &[ArrayRef], rows: usize) -> Result<ArrayRef> {
         let kind = self.kind;
+        let tracking = self.tracking.get()?;
         let opt = |n: usize| args.get(n);
         match kind {
             Kind::CreateExperiment => {
@@ -207,7 +227,7 @@ impl TrackingFunction {
                 for i in 0..rows {
                     let name = required(kind, "name", text(&args[0], i))?;
                     let desc = opt(1).and_then(|a| text(a, i));
-                    out.append_value(self.tracking.create_experiment(name, desc)?.id);
+                    out.append_value(tracking.create_experiment(name, desc)?.id);
                 }
                 Ok(Arc::new(out.finish()))
             }
@@ -219,7 +239,7 @@ impl TrackingFunction {
                         Some(json) => params_from_json(json)?,
                         None => vec![],
                     };
-                    let run = self.tracking.start_run(
+                    let run = tracking.start_run(
                         experiment,
                         NewRun {
                             name: opt(1).and_then(|a| text(a, i)).map(str::to_string),
@@ -239,8 +259,7 @@ impl TrackingFunction {
                     let run = run_arg(kind, &args[0], i)?;
                     let key = required(kind, "key", text(&args[1], i))?;
                     let value = required(kind, "value", text(&args[2], i))?;
-                    self.tracking
-                        .log_params(&run, &[(key.to_string(), value.to_string())])?;
+                    tracking.log_params(&run, &[(key.to_string(), value.to_string())])?;
                     out.append_value(true);
                 }
                 Ok(Arc::new(out.finish()))
@@ -249,8 +268,9 @@ impl TrackingFunction {
                 let mut out = Int64Builder::with_capacity(rows);
                 for i in 0..rows {
                     let run = run_arg(kind, &args[0], i)?;
-                    let params = params_from_json(required(kind, "params_json", text(&args[1], i))?)?;
-                    let n = self.tracking.log_params(&run, &params)?;
+                    let params =
+                        params_from_json(required(kind, "params_json", text(&args[1], i))?)?;
+                    let n = tracking.log_params(&run, &params)?;
                     out.append_value(i64::try_from(n).unwrap_or(i64::MAX));
                 }
                 Ok(Arc::new(out.finish()))
@@ -276,7 +296,7 @@ impl TrackingFunction {
                         value: values.value(i),
                     });
                 }
-                let steps = self.tracking.log_metrics(&points)?;
+                let steps = tracking.log_metrics(&points)?;
                 Ok(Arc::new(datafusion::arrow::array::Int64Array::from(steps)))
             }
             Kind::SetTag => {
@@ -287,7 +307,7 @@ impl TrackingFunction {
                     let value = required(kind, "value", text(&args[2], i))?;
                     tags.push((run, key.to_string(), value.to_string()));
                 }
-                self.tracking.set_tags(&tags)?;
+                tracking.set_tags(&tags)?;
                 let mut out = BooleanBuilder::with_capacity(rows);
                 out.append_n(rows, true);
                 Ok(Arc::new(out.finish()))
@@ -316,7 +336,7 @@ impl TrackingFunction {
                         }
                         None => latest,
                     };
-                    self.tracking.log_input(&run, name, version)?;
+                    tracking.log_input(&run, name, version)?;
                     out.append_value(version);
                 }
                 Ok(Arc::new(out.finish()))
@@ -329,7 +349,7 @@ impl TrackingFunction {
                         Some(s) => RunStatus::parse(s)?,
                         None => RunStatus::Finished,
                     };
-                    out.append_value(self.tracking.end_run(&run, status)?.status.as_str());
+                    out.append_value(tracking.end_run(&run, status)?.status.as_str());
                 }
                 Ok(Arc::new(out.finish()))
             }
@@ -340,10 +360,12 @@ impl TrackingFunction {
                     let run = run_arg(kind, &args[0], i)?;
                     let path = required(kind, "path", text(&args[1], i))?;
                     if data.is_null(i) {
-                        return Err(Error::NullValue("log_artifact: data must not be null".into()));
+                        return Err(Error::NullValue(
+                            "log_artifact: data must not be null".into(),
+                        ));
                     }
                     let bytes = data.value(i).to_vec();
-                    let artifact = block_on(self.tracking.log_artifact(&run, path, bytes))?;
+                    let artifact = block_on(tracking.log_artifact(&run, path, bytes))?;
                     out.append_value(artifact.uri);
                 }
                 Ok(Arc::new(out.finish()))
@@ -353,7 +375,7 @@ impl TrackingFunction {
                 for i in 0..rows {
                     let run = run_arg(kind, &args[0], i)?;
                     let path = required(kind, "path", text(&args[1], i))?;
-                    out.append_value(block_on(self.tracking.artifact(&run, path))?);
+                    out.append_value(block_on(tracking.artifact(&run, path))?);
                 }
                 Ok(Arc::new(out.finish()))
             }
@@ -362,7 +384,6 @@ impl TrackingFunction {
 }
 
 impl ScalarUDFImpl for TrackingFunction {
-
     fn name(&self) -> &str {
         self.kind.name()
     }
@@ -397,7 +418,13 @@ impl ScalarUDFImpl for TrackingFunction {
         let arrays = ColumnarValue::values_to_arrays(&args.args)?
             .into_iter()
             .zip(types)
-            .map(|(a, t)| if a.data_type() == &t { Ok(a) } else { cast(&a, &t) })
+            .map(|(a, t)| {
+                if a.data_type() == &t {
+                    Ok(a)
+                } else {
+                    cast(&a, &t)
+                }
+            })
             .collect::<Result<Vec<_>, _>>()?;
         let out = self.call(&arrays, rows)?;
         if scalar && rows == 1 {

@@ -131,8 +131,8 @@ pub fn merge_latest(
     existing: Option<&[u8]>,
     operands: &rocksdb::MergeOperands,
 ) -> Option<Vec<u8>> {
-    let mut best: Option<(i64, i64, &[u8])> = existing
-        .and_then(|v| decode_latest(v).map(|(s, t, _)| (s, t, v)));
+    let mut best: Option<(i64, i64, &[u8])> =
+        existing.and_then(|v| decode_latest(v).map(|(s, t, _)| (s, t, v)));
     for op in operands {
         let Some((s, t, _)) = decode_latest(op) else {
             continue;

@@ -10,8 +10,8 @@
 //! - `tables`: the `runbase.*` tracking tables, with filter push-down into range scans.
 //! - `functions`: `start_run`, `log_metric`, … as SQL functions.
 
-pub mod keys;
 pub(crate) mod functions;
+pub mod keys;
 pub(crate) mod tables;
 
 use std::collections::HashMap;
@@ -207,6 +207,28 @@ struct Inner {
     lock: std::sync::Mutex<()>,
 }
 
+/// A handle that does not keep the store open: functions and tables hold this, so the
+/// RocksDB instance closes as soon as the [`crate::Database`] is dropped, even while the
+/// session states that mention them linger on other threads.
+#[derive(Clone)]
+pub(crate) struct TrackingRef(std::sync::Weak<Inner>);
+
+impl std::fmt::Debug for TrackingRef {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TrackingRef").finish_non_exhaustive()
+    }
+}
+
+impl TrackingRef {
+    /// The store, while the database is open.
+    pub(crate) fn get(&self) -> Result<Tracking> {
+        self.0
+            .upgrade()
+            .map(|inner| Tracking { inner })
+            .ok_or_else(|| Error::InvalidState("the database has been closed".into()))
+    }
+}
+
 impl std::fmt::Debug for Tracking {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Tracking").finish_non_exhaustive()
@@ -216,7 +238,9 @@ impl std::fmt::Debug for Tracking {
 /// Checks a param, metric or tag key.
 pub fn validate_key(what: &str, key: &str) -> Result<()> {
     if key.is_empty() {
-        return Err(Error::InvalidArgument(format!("{what} key must not be empty")));
+        return Err(Error::InvalidArgument(format!(
+            "{what} key must not be empty"
+        )));
     }
     if key.len() > MAX_KEY_LEN {
         return Err(Error::ValueTooLong(format!(
@@ -250,7 +274,11 @@ pub fn parse_run_id(s: &str) -> Result<Uuid> {
 
 /// Checks an artifact path: relative, `/`-separated, no `.` or `..` segments.
 pub fn validate_artifact_path(path: &str) -> Result<()> {
-    let bad = |why: &str| Err(Error::InvalidArgument(format!("invalid artifact path \"{path}\": {why}")));
+    let bad = |why: &str| {
+        Err(Error::InvalidArgument(format!(
+            "invalid artifact path \"{path}\": {why}"
+        )))
+    };
     if path.is_empty() {
         return bad("it is empty");
     }
@@ -301,8 +329,8 @@ impl Tracking {
     pub(crate) fn new(db: Arc<DB>, root: ObjectStoreRoot, synchronous: bool) -> Self {
         let mut write = WriteOptions::default();
         write.set_sync(synchronous);
-        let start = u64::try_from(chrono::Utc::now().timestamp_nanos_opt().unwrap_or(0))
-            .unwrap_or(0);
+        let start =
+            u64::try_from(chrono::Utc::now().timestamp_nanos_opt().unwrap_or(0)).unwrap_or(0);
         Self {
             inner: Arc::new(Inner {
                 db,
@@ -314,15 +342,19 @@ impl Tracking {
         }
     }
 
+    /// A handle that does not keep the store open.
+    pub(crate) fn downgrade(&self) -> TrackingRef {
+        TrackingRef(Arc::downgrade(&self.inner))
+    }
+
     pub(crate) fn db(&self) -> &DB {
         &self.inner.db
     }
 
     pub(crate) fn cf(&self, name: &str) -> Result<&ColumnFamily> {
-        self.inner
-            .db
-            .cf_handle(name)
-            .ok_or_else(|| Error::corrupt("tracking store", format!("column family {name} is missing")))
+        self.inner.db.cf_handle(name).ok_or_else(|| {
+            Error::corrupt("tracking store", format!("column family {name} is missing"))
+        })
     }
 
     fn commit(&self, batch: WriteBatch) -> Result<()> {
@@ -338,7 +370,10 @@ impl Tracking {
 
     /// The experiment called `name`.
     pub fn experiment(&self, name: &str) -> Result<Option<Experiment>> {
-        let Some(v) = self.db().get_cf(self.cf(CF_EXPERIMENTS)?, name.as_bytes())? else {
+        let Some(v) = self
+            .db()
+            .get_cf(self.cf(CF_EXPERIMENTS)?, name.as_bytes())?
+        else {
             return Ok(None);
         };
         serde_json::from_slice(&v)
@@ -349,7 +384,10 @@ impl Tracking {
     /// Every experiment, by name.
     pub fn experiments(&self) -> Result<Vec<Experiment>> {
         let mut out = Vec::new();
-        for item in self.db().iterator_cf(self.cf(CF_EXPERIMENTS)?, rocksdb::IteratorMode::Start) {
+        for item in self
+            .db()
+            .iterator_cf(self.cf(CF_EXPERIMENTS)?, rocksdb::IteratorMode::Start)
+        {
             let (k, v) = item?;
             out.push(serde_json::from_slice(&v).map_err(|e| {
                 Error::corrupt(format!("experiment {}", String::from_utf8_lossy(&k)), e)
@@ -371,7 +409,9 @@ impl Tracking {
 
     fn insert_experiment(&self, name: &str, description: Option<&str>) -> Result<Experiment> {
         if name.is_empty() {
-            return Err(Error::InvalidArgument("experiment name must not be empty".into()));
+            return Err(Error::InvalidArgument(
+                "experiment name must not be empty".into(),
+            ));
         }
         validate_value("experiment name", name, name)?;
         let id = match self.db().get(NEXT_EXPERIMENT_ID)? {
@@ -571,11 +611,17 @@ impl Tracking {
     /// Records that `run` read version `version` of `table`.
     pub fn log_input(&self, run: &Uuid, table: &str, version: i64) -> Result<()> {
         if table.is_empty() || table.contains('\0') {
-            return Err(Error::InvalidArgument("table name must not be empty".into()));
+            return Err(Error::InvalidArgument(
+                "table name must not be empty".into(),
+            ));
         }
         self.running_run(run)?;
         let mut batch = WriteBatch::default();
-        batch.put_cf(self.cf(CF_INPUTS)?, keys::input_key(run, table, version), []);
+        batch.put_cf(
+            self.cf(CF_INPUTS)?,
+            keys::input_key(run, table, version),
+            [],
+        );
         self.commit(batch)
     }
 
@@ -590,11 +636,7 @@ impl Tracking {
     }
 
     /// Adds metric points to `batch` after checking them; returns their steps.
-    fn stage_metrics(
-        &self,
-        points: &[MetricPoint],
-        batch: &mut WriteBatch,
-    ) -> Result<Vec<i64>> {
+    fn stage_metrics(&self, points: &[MetricPoint], batch: &mut WriteBatch) -> Result<Vec<i64>> {
         let metrics = self.cf(CF_METRICS)?;
         let latest = self.cf(CF_LATEST)?;
         let mut runs: HashMap<Uuid, ()> = HashMap::new();
@@ -659,11 +701,7 @@ impl Tracking {
         let location = format!("artifacts/{run}/{path}");
         let object = self.inner.root.object_path(&location)?;
         let size_bytes = i64::try_from(data.len()).unwrap_or(i64::MAX);
-        self.inner
-            .root
-            .store
-            .put(&object, data.into())
-            .await?;
+        self.inner.root.store.put(&object, data.into()).await?;
         let uri = self
             .inner
             .root

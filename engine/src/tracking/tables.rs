@@ -12,11 +12,11 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 use datafusion::arrow::array::{
-    ArrayRef, Float64Builder, Int64Builder, RecordBatch, StringBuilder,
-    TimestampMicrosecondBuilder,
+    ArrayRef, Float64Builder, Int64Builder, RecordBatch, StringBuilder, TimestampMicrosecondBuilder,
 };
 use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef, TimeUnit};
 use datafusion::catalog::{Session, TableProvider};
+use datafusion::common::tree_node::TreeNodeRecursion;
 use datafusion::common::{ScalarValue, project_schema};
 use datafusion::datasource::sink::{DataSink, DataSinkExec};
 use datafusion::error::{DataFusionError, Result as DfResult};
@@ -25,7 +25,6 @@ use datafusion::logical_expr::dml::InsertOp;
 use datafusion::logical_expr::{
     BinaryExpr, Expr, Operator, TableProviderFilterPushDown, TableType,
 };
-use datafusion::common::tree_node::TreeNodeRecursion;
 use datafusion::physical_expr::{EquivalenceProperties, PhysicalExpr};
 use datafusion::physical_plan::execution_plan::{Boundedness, EmissionType};
 use datafusion::physical_plan::stream::RecordBatchStreamAdapter;
@@ -38,7 +37,7 @@ use uuid::Uuid;
 use super::keys;
 use super::{
     Artifact, CF_ARTIFACTS, CF_EXPERIMENTS, CF_INPUTS, CF_LATEST, CF_METRICS, CF_PARAMS, CF_RUNS,
-    CF_TAGS, Experiment, MetricPoint, Run, Tracking,
+    CF_TAGS, Experiment, MetricPoint, Run, Tracking, TrackingRef,
 };
 use crate::error::{Error, Result};
 
@@ -181,7 +180,9 @@ impl TableKind {
             TableKind::Runs => "start_run() and end_run()",
             TableKind::Params => "log_param() or log_params()",
             TableKind::Tags => "set_tag()",
-            TableKind::Metrics | TableKind::LatestMetrics => "log_metric() or INSERT INTO runbase.metrics",
+            TableKind::Metrics | TableKind::LatestMetrics => {
+                "log_metric() or INSERT INTO runbase.metrics"
+            }
             TableKind::RunInputs => "log_input()",
             TableKind::Artifacts => "log_artifact()",
         }
@@ -221,7 +222,9 @@ fn column_name(e: &Expr) -> Option<&str> {
 fn literal_text(e: &Expr) -> Option<String> {
     match e {
         Expr::Literal(
-            ScalarValue::Utf8(Some(s)) | ScalarValue::LargeUtf8(Some(s)) | ScalarValue::Utf8View(Some(s)),
+            ScalarValue::Utf8(Some(s))
+            | ScalarValue::LargeUtf8(Some(s))
+            | ScalarValue::Utf8View(Some(s)),
             _,
         ) => Some(s.clone()),
         _ => None,
@@ -340,8 +343,12 @@ impl fmt::Display for Pushdown {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let mut parts = Vec::new();
         let list = |name: &str, s: &Option<BTreeSet<String>>| {
-            s.as_ref()
-                .map(|v| format!("{name}=[{}]", v.iter().cloned().collect::<Vec<_>>().join(", ")))
+            s.as_ref().map(|v| {
+                format!(
+                    "{name}=[{}]",
+                    v.iter().cloned().collect::<Vec<_>>().join(", ")
+                )
+            })
         };
         parts.extend(list("experiment", &self.experiments));
         parts.extend(list("name", &self.names));
@@ -363,15 +370,15 @@ impl fmt::Display for Pushdown {
 #[derive(Debug)]
 pub(crate) struct TrackingTable {
     kind: TableKind,
-    tracking: Tracking,
+    tracking: TrackingRef,
     schema: SchemaRef,
 }
 
 impl TrackingTable {
-    pub(crate) fn new(kind: TableKind, tracking: Tracking) -> Self {
+    pub(crate) fn new(kind: TableKind, tracking: &Tracking) -> Self {
         Self {
             kind,
-            tracking,
+            tracking: tracking.downgrade(),
             schema: kind.schema(),
         }
     }
@@ -458,7 +465,7 @@ impl TableProvider for TrackingTable {
 #[derive(Debug)]
 pub(crate) struct TrackingScanExec {
     kind: TableKind,
-    tracking: Tracking,
+    tracking: TrackingRef,
     pushdown: Pushdown,
     projection: Option<Vec<usize>>,
     projected: SchemaRef,
@@ -468,7 +475,12 @@ pub(crate) struct TrackingScanExec {
 
 impl DisplayAs for TrackingScanExec {
     fn fmt_as(&self, _t: DisplayFormatType, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "TrackingScanExec: table={}, {}", self.kind.name(), self.pushdown)?;
+        write!(
+            f,
+            "TrackingScanExec: table={}, {}",
+            self.kind.name(),
+            self.pushdown
+        )?;
         if let Some(limit) = self.limit {
             write!(f, ", limit={limit}")?;
         }
@@ -480,7 +492,6 @@ impl ExecutionPlan for TrackingScanExec {
     fn name(&self) -> &str {
         "TrackingScanExec"
     }
-
 
     fn properties(&self) -> &Arc<PlanProperties> {
         &self.properties
@@ -511,16 +522,20 @@ impl ExecutionPlan for TrackingScanExec {
     ) -> DfResult<SendableRecordBatchStream> {
         let mut scan = Scan::new(
             self.kind,
-            self.tracking.clone(),
+            self.tracking.get()?,
             self.pushdown.clone(),
             self.limit,
         )?;
         let projection = self.projection.clone();
         let stream = futures::stream::try_unfold((), move |()| {
-            let next = scan.next_chunk().and_then(|batch| match (batch, &projection) {
-                (Some(b), Some(p)) => Ok(Some(b.project(p).map_err(|e| Error::DataFusion(e.into()))?)),
-                (b, _) => Ok(b),
-            });
+            let next = scan
+                .next_chunk()
+                .and_then(|batch| match (batch, &projection) {
+                    (Some(b), Some(p)) => {
+                        Ok(Some(b.project(p).map_err(|e| Error::DataFusion(e.into()))?))
+                    }
+                    (b, _) => Ok(b),
+                });
             futures::future::ready(match next {
                 Ok(Some(b)) => Ok(Some((b, ()))),
                 Ok(None) => Ok(None),
@@ -563,12 +578,21 @@ struct Scan {
 }
 
 impl Scan {
-    fn new(kind: TableKind, tracking: Tracking, pushdown: Pushdown, limit: Option<usize>) -> Result<Self> {
+    fn new(
+        kind: TableKind,
+        tracking: Tracking,
+        pushdown: Pushdown,
+        limit: Option<usize>,
+    ) -> Result<Self> {
         // Runs the filters select, if they select by run or experiment.
         let mut runs: Option<BTreeSet<Uuid>> = pushdown.run_ids.as_ref().map(|ids| {
             // Only the canonical spelling equals a stored id.
             ids.iter()
-                .filter_map(|s| Uuid::parse_str(s).ok().filter(|u| u.hyphenated().to_string() == *s))
+                .filter_map(|s| {
+                    Uuid::parse_str(s)
+                        .ok()
+                        .filter(|u| u.hyphenated().to_string() == *s)
+                })
                 .collect()
         });
         if let Some(exps) = &pushdown.experiments {
@@ -583,7 +607,10 @@ impl Scan {
         }
         let ranges = match (kind, &runs) {
             (TableKind::Experiments, _) => match &pushdown.names {
-                Some(names) => names.iter().map(|n| point_range(n.as_bytes().to_vec())).collect(),
+                Some(names) => names
+                    .iter()
+                    .map(|n| point_range(n.as_bytes().to_vec()))
+                    .collect(),
                 None => vec![(vec![], None)],
             },
             (_, None) => vec![(vec![], None)],
@@ -708,11 +735,26 @@ impl Scan {
     }
 
     fn push_row(&mut self, rows: &mut Rows, k: &[u8], v: &[u8]) -> Result<()> {
-        let corrupt = |what: &str| Error::corrupt(format!("{what} in runbase.{}", self.kind.name()), "malformed key or value");
+        let corrupt = |what: &str| {
+            Error::corrupt(
+                format!("{what} in runbase.{}", self.kind.name()),
+                "malformed key or value",
+            )
+        };
         match rows {
-            Rows::Experiments { id, name, description, created } => {
+            Rows::Experiments {
+                id,
+                name,
+                description,
+                created,
+            } => {
                 let e: Experiment = serde_json::from_slice(v).map_err(|_| corrupt("experiment"))?;
-                if self.pushdown.names.as_ref().is_some_and(|n| !n.contains(&e.name)) {
+                if self
+                    .pushdown
+                    .names
+                    .as_ref()
+                    .is_some_and(|n| !n.contains(&e.name))
+                {
                     return Ok(());
                 }
                 id.append_value(e.id);
@@ -727,7 +769,12 @@ impl Scan {
                 }
                 cols.push(&r);
             }
-            Rows::KeyValue { run_id, key, value, experiment } => {
+            Rows::KeyValue {
+                run_id,
+                key,
+                value,
+                experiment,
+            } => {
                 let (run, name) = keys::decode_run_key(k).ok_or_else(|| corrupt("key"))?;
                 if !self.run_ok(&run) || !self.pushdown.key_ok(name) {
                     return Ok(());
@@ -740,9 +787,18 @@ impl Scan {
                 value.append_value(String::from_utf8_lossy(v));
                 experiment.append_value(exp);
             }
-            Rows::Metrics { run_id, key, step, ts, value } => {
+            Rows::Metrics {
+                run_id,
+                key,
+                step,
+                ts,
+                value,
+            } => {
                 let m = keys::decode_metric_key(k).ok_or_else(|| corrupt("metric key"))?;
-                if !self.run_ok(&m.run) || !self.pushdown.key_ok(m.key) || !self.pushdown.step_ok(m.step) {
+                if !self.run_ok(&m.run)
+                    || !self.pushdown.key_ok(m.key)
+                    || !self.pushdown.step_ok(m.step)
+                {
                     return Ok(());
                 }
                 let bits: [u8; 8] = v.try_into().map_err(|_| corrupt("metric value"))?;
@@ -752,7 +808,14 @@ impl Scan {
                 ts.append_value(m.ts_us);
                 value.append_value(f64::from_bits(u64::from_le_bytes(bits)));
             }
-            Rows::Latest { run_id, key, step, ts, value, experiment } => {
+            Rows::Latest {
+                run_id,
+                key,
+                step,
+                ts,
+                value,
+                experiment,
+            } => {
                 let (run, name) = keys::decode_run_key(k).ok_or_else(|| corrupt("key"))?;
                 let (s, t, x) = keys::decode_latest(v).ok_or_else(|| corrupt("latest value"))?;
                 if !self.run_ok(&run) || !self.pushdown.key_ok(name) || !self.pushdown.step_ok(s) {
@@ -768,8 +831,13 @@ impl Scan {
                 value.append_value(x);
                 experiment.append_value(exp);
             }
-            Rows::Inputs { run_id, table, version } => {
-                let (run, t, ver) = keys::decode_input_key(k).ok_or_else(|| corrupt("input key"))?;
+            Rows::Inputs {
+                run_id,
+                table,
+                version,
+            } => {
+                let (run, t, ver) =
+                    keys::decode_input_key(k).ok_or_else(|| corrupt("input key"))?;
                 if !self.run_ok(&run) {
                     return Ok(());
                 }
@@ -777,7 +845,13 @@ impl Scan {
                 table.append_value(t);
                 version.append_value(ver);
             }
-            Rows::Artifacts { run_id, path, size, sha256, uri } => {
+            Rows::Artifacts {
+                run_id,
+                path,
+                size,
+                sha256,
+                uri,
+            } => {
                 let (run, p) = keys::decode_run_key(k).ok_or_else(|| corrupt("key"))?;
                 if !self.run_ok(&run) {
                     return Ok(());
@@ -822,8 +896,12 @@ impl RunColumns {
         self.parent
             .append_option(r.parent_run_id.map(|p| p.hyphenated().to_string()));
         self.kind.append_value(&r.kind);
-        self.started.get_or_insert_with(ts_builder).append_value(r.started_at_us);
-        self.ended.get_or_insert_with(ts_builder).append_option(r.ended_at_us);
+        self.started
+            .get_or_insert_with(ts_builder)
+            .append_value(r.started_at_us);
+        self.ended
+            .get_or_insert_with(ts_builder)
+            .append_option(r.ended_at_us);
         self.user.append_option(r.user_name.as_deref());
         self.source.append_option(r.source.as_deref());
         self.len += 1;
@@ -938,8 +1016,18 @@ impl Rows {
             b.finish()
         }
         match self {
-            Rows::Experiments { mut id, mut name, mut description, mut created } => {
-                vec![a(&mut id), a(&mut name), a(&mut description), a(&mut created)]
+            Rows::Experiments {
+                mut id,
+                mut name,
+                mut description,
+                mut created,
+            } => {
+                vec![
+                    a(&mut id),
+                    a(&mut name),
+                    a(&mut description),
+                    a(&mut created),
+                ]
             }
             Rows::Runs(mut c) => {
                 let mut started = c.started.take().unwrap_or_else(ts_builder);
@@ -957,13 +1045,42 @@ impl Rows {
                     a(&mut c.source),
                 ]
             }
-            Rows::KeyValue { mut run_id, mut key, mut value, mut experiment } => {
-                vec![a(&mut run_id), a(&mut key), a(&mut value), a(&mut experiment)]
+            Rows::KeyValue {
+                mut run_id,
+                mut key,
+                mut value,
+                mut experiment,
+            } => {
+                vec![
+                    a(&mut run_id),
+                    a(&mut key),
+                    a(&mut value),
+                    a(&mut experiment),
+                ]
             }
-            Rows::Metrics { mut run_id, mut key, mut step, mut ts, mut value } => {
-                vec![a(&mut run_id), a(&mut key), a(&mut step), a(&mut ts), a(&mut value)]
+            Rows::Metrics {
+                mut run_id,
+                mut key,
+                mut step,
+                mut ts,
+                mut value,
+            } => {
+                vec![
+                    a(&mut run_id),
+                    a(&mut key),
+                    a(&mut step),
+                    a(&mut ts),
+                    a(&mut value),
+                ]
             }
-            Rows::Latest { mut run_id, mut key, mut step, mut ts, mut value, mut experiment } => vec![
+            Rows::Latest {
+                mut run_id,
+                mut key,
+                mut step,
+                mut ts,
+                mut value,
+                mut experiment,
+            } => vec![
                 a(&mut run_id),
                 a(&mut key),
                 a(&mut step),
@@ -971,11 +1088,27 @@ impl Rows {
                 a(&mut value),
                 a(&mut experiment),
             ],
-            Rows::Inputs { mut run_id, mut table, mut version } => {
+            Rows::Inputs {
+                mut run_id,
+                mut table,
+                mut version,
+            } => {
                 vec![a(&mut run_id), a(&mut table), a(&mut version)]
             }
-            Rows::Artifacts { mut run_id, mut path, mut size, mut sha256, mut uri } => {
-                vec![a(&mut run_id), a(&mut path), a(&mut size), a(&mut sha256), a(&mut uri)]
+            Rows::Artifacts {
+                mut run_id,
+                mut path,
+                mut size,
+                mut sha256,
+                mut uri,
+            } => {
+                vec![
+                    a(&mut run_id),
+                    a(&mut path),
+                    a(&mut size),
+                    a(&mut sha256),
+                    a(&mut uri),
+                ]
             }
         }
     }
@@ -983,7 +1116,7 @@ impl Rows {
 
 /// Writes an `INSERT INTO runbase.metrics` (or a `COPY`) as one atomic batch.
 pub(crate) struct MetricsSink {
-    tracking: Tracking,
+    tracking: TrackingRef,
     schema: SchemaRef,
 }
 
@@ -1056,7 +1189,6 @@ pub(crate) fn points_from_batch(batch: &RecordBatch, out: &mut Vec<MetricPoint>)
 
 #[async_trait]
 impl DataSink for MetricsSink {
-
     fn schema(&self) -> &SchemaRef {
         &self.schema
     }
@@ -1071,7 +1203,7 @@ impl DataSink for MetricsSink {
         for b in &batches {
             points_from_batch(b, &mut points)?;
         }
-        self.tracking.log_metrics(&points)?;
+        self.tracking.get()?.log_metrics(&points)?;
         Ok(points.len() as u64)
     }
 }
@@ -1092,7 +1224,10 @@ mod tests {
         assert!(!p.add(TableKind::Metrics, &col("experiment").eq(lit("x"))));
         assert_eq!(p.to_string(), "run_id=[a], key=[loss], step=[5, 9]");
         // A second equality on the same column intersects.
-        assert!(p.add(TableKind::Metrics, &col("key").in_list(vec![lit("acc"), lit("loss")], false)));
+        assert!(p.add(
+            TableKind::Metrics,
+            &col("key").in_list(vec![lit("acc"), lit("loss")], false)
+        ));
         assert_eq!(p.keys, Some(BTreeSet::from(["loss".to_string()])));
     }
 }
