@@ -29,3 +29,9 @@ if ! torch_ok; then
   "$RUNBASE_TORCH_VENV/bin/pip" install -q --disable-pip-version-check torch==2.11.0
   torch_ok
 fi
+
+# Python clients the end-to-end tests drive (psycopg 3, as a training script would use).
+if ! "$RUNBASE_TORCH_VENV/bin/python3" -c 'import psycopg' >/dev/null 2>&1; then
+  echo "setup: installing psycopg into $RUNBASE_TORCH_VENV" >&2
+  "$RUNBASE_TORCH_VENV/bin/pip" install -q --disable-pip-version-check 'psycopg[binary]==3.2.*'
+fi

@@ -102,7 +102,7 @@ impl fmt::Display for CommandTag {
 }
 
 /// A parsed and planned statement, ready to execute (possibly many times, with parameters).
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Default)]
 pub enum Prepared {
     /// A statement DataFusion planned.
     Plan(LogicalPlan),
@@ -128,6 +128,7 @@ pub enum Prepared {
         format: CopyFormat,
     },
     /// An empty statement.
+    #[default]
     Empty,
 }
 
@@ -288,7 +289,7 @@ impl Session {
             .state()
             .statement_to_plan(DfStatement::Statement(Box::new(statement)))
             .await?;
-        Ok(Prepared::Plan(plan))
+        Ok(Prepared::Plan(self.type_placeholders(plan)?))
     }
 
     /// Executes a prepared statement with `params` bound to its `$n` placeholders.
@@ -407,6 +408,52 @@ impl Session {
                 "COPY with {target} (runbase does not read or write the server's files; use FROM STDIN / TO STDOUT, as psql's \\copy does)"
             ))),
         }
+    }
+
+    /// Gives untyped `$n` placeholders the type the analyzer's coercion casts them to
+    /// (`log_metric($1, $2, $3)` → text, text, double precision), so clients are told the
+    /// types they should bind.
+    fn type_placeholders(&self, plan: LogicalPlan) -> Result<LogicalPlan> {
+        use datafusion::common::tree_node::{Transformed, TreeNode};
+        use datafusion::logical_expr::Expr;
+        let untyped = plan.get_parameter_types()?;
+        if untyped.is_empty() || untyped.values().all(Option::is_some) {
+            return Ok(plan);
+        }
+        let state = self.ctx.state();
+        let Ok(analyzed) =
+            state
+                .analyzer()
+                .execute_and_check(plan.clone(), state.config_options(), |_, _| {})
+        else {
+            return Ok(plan);
+        };
+        let casts: HashMap<String, DataType> = placeholder_cast_types(&analyzed)?
+            .into_iter()
+            .filter(|(id, _)| untyped.get(id).is_some_and(Option::is_none))
+            .collect();
+        if casts.is_empty() {
+            return Ok(plan);
+        }
+        let typed = plan
+            .transform_up_with_subqueries(|node| {
+                node.map_expressions(|expr| {
+                    expr.transform_up(|e| match e {
+                        Expr::Placeholder(p) if p.field.is_none() => match casts.get(&p.id) {
+                            Some(t) => Ok(Transformed::yes(Expr::Placeholder(
+                                datafusion::logical_expr::expr::Placeholder::new_with_field(
+                                    p.id,
+                                    Some(Arc::new(Field::new("", t.clone(), true))),
+                                ),
+                            ))),
+                            None => Ok(Transformed::no(Expr::Placeholder(p))),
+                        },
+                        other => Ok(Transformed::no(other)),
+                    })
+                })
+            })?
+            .data;
+        Ok(typed)
     }
 
     fn table_reference(&self, name: &str) -> Result<TableReference> {

@@ -357,7 +357,22 @@ impl ExtendedQueryHandler for Connection {
     {
         let prepared = &portal.statement.statement;
         let types = prepared.parameter_types().map_err(|e| pg_err(&e))?;
-        let type_refs: Vec<Option<&DataType>> = types.iter().map(Option::as_ref).collect();
+        // A parameter whose type neither the server inferred nor the client named was
+        // described to the client as text (see `parameter_wire_type`), so it is read as
+        // text. (Left untyped, arrow-pg guesses from the value and takes a JSON object for
+        // an array.)
+        let client_types = &portal.statement.parameter_types;
+        let type_refs: Vec<Option<&DataType>> = types
+            .iter()
+            .enumerate()
+            .map(
+                |(i, t)| match (t, client_types.get(i).and_then(Option::as_ref)) {
+                    (Some(t), _) => Some(t),
+                    (None, Some(_)) => None,
+                    (None, None) => Some(&DataType::Utf8),
+                },
+            )
+            .collect();
         let params = deserialize_parameters(portal, &type_refs)?;
         let output = self
             .session

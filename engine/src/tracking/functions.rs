@@ -122,7 +122,7 @@ impl Kind {
             s.push_str(n);
         }
         if names.len() > required {
-            s.push_str(&"]".repeat(1));
+            s.push(']');
         }
         s.push(')');
         s

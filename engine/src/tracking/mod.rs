@@ -14,7 +14,7 @@ pub(crate) mod functions;
 pub mod keys;
 pub(crate) mod tables;
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
@@ -595,13 +595,13 @@ impl Tracking {
     pub fn set_tags(&self, tags: &[(Uuid, String, String)]) -> Result<()> {
         let cf = self.cf(CF_TAGS)?;
         let mut batch = WriteBatch::default();
-        let mut checked = HashMap::new();
+        let mut checked = HashSet::new();
         for (run, k, v) in tags {
             validate_key("tag", k)?;
             validate_value("tag", k, v)?;
-            if !checked.contains_key(run) {
+            if !checked.contains(run) {
                 self.existing_run(run)?;
-                checked.insert(*run, ());
+                checked.insert(*run);
             }
             batch.put_cf(cf, keys::run_key(run, k), v.as_bytes());
         }
@@ -639,7 +639,7 @@ impl Tracking {
     fn stage_metrics(&self, points: &[MetricPoint], batch: &mut WriteBatch) -> Result<Vec<i64>> {
         let metrics = self.cf(CF_METRICS)?;
         let latest = self.cf(CF_LATEST)?;
-        let mut runs: HashMap<Uuid, ()> = HashMap::new();
+        let mut runs: HashSet<Uuid> = HashSet::new();
         let mut next_step: HashMap<(Uuid, &str), i64> = HashMap::new();
         let mut steps = Vec::with_capacity(points.len());
         let now = now_us();
@@ -649,9 +649,9 @@ impl Tracking {
                 validate_key("metric", &p.key)?;
                 last_key = Some(&p.key);
             }
-            if !runs.contains_key(&p.run) {
+            if !runs.contains(&p.run) {
                 self.running_run(&p.run)?;
-                runs.insert(p.run, ());
+                runs.insert(p.run);
             }
             let step = match p.step {
                 Some(s) => s,

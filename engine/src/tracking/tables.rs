@@ -246,9 +246,51 @@ fn literal_int(e: &Expr) -> Option<i64> {
     }
 }
 
+/// The column and the values a disjunction of equalities on one text column allows:
+/// `c = 'a' OR c = 'b' OR c IN ('d')`.
+fn equality_values(table: TableKind, e: &Expr) -> Option<(&str, BTreeSet<String>)> {
+    match e {
+        Expr::BinaryExpr(BinaryExpr {
+            left,
+            op: Operator::Eq,
+            right,
+        }) => {
+            let (col, lit) = match (column_name(left), column_name(right)) {
+                (Some(c), None) => (c, right.as_ref()),
+                (None, Some(c)) => (c, left.as_ref()),
+                _ => return None,
+            };
+            (table.pushable(col) && col != "step").then_some(())?;
+            Some((col, BTreeSet::from([literal_text(lit)?])))
+        }
+        Expr::InList(list) if !list.negated => {
+            let col = column_name(&list.expr)?;
+            (table.pushable(col) && col != "step").then_some(())?;
+            let values: Option<BTreeSet<String>> = list.list.iter().map(literal_text).collect();
+            Some((col, values?))
+        }
+        Expr::BinaryExpr(BinaryExpr {
+            left,
+            op: Operator::Or,
+            right,
+        }) => {
+            let (a, mut va) = equality_values(table, left)?;
+            let (b, vb) = equality_values(table, right)?;
+            (a == b).then_some(())?;
+            va.extend(vb);
+            Some((a, va))
+        }
+        _ => None,
+    }
+}
+
 impl Pushdown {
     /// Narrows by `filter` if it is one this table pushes; returns whether it was.
     fn add(&mut self, table: TableKind, filter: &Expr) -> bool {
+        if let Some((col, values)) = equality_values(table, filter) {
+            self.add_values(col, values);
+            return true;
+        }
         match filter {
             Expr::BinaryExpr(BinaryExpr { left, op, right }) => {
                 let (col, lit, op) = match (column_name(left), column_name(right)) {
@@ -1141,7 +1183,7 @@ pub(crate) fn points_from_batch(batch: &RecordBatch, out: &mut Vec<MetricPoint>)
         let c = batch
             .column_by_name(name)
             .ok_or_else(|| Error::InvalidArgument(format!("column \"{name}\" is missing")))?;
-        Ok(cast(c, ty).map_err(|e| Error::DataFusion(e.into()))?)
+        cast(c, ty).map_err(|e| Error::DataFusion(e.into()))
     };
     let run_ids = col("run_id", &DataType::Utf8)?;
     let run_ids = run_ids.as_string::<i32>();
