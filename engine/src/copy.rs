@@ -512,7 +512,7 @@ impl CopyIn {
     }
 
     /// Takes the next piece of the client's data. After the first error the rest of the
-    /// data is ignored and [`Self::finish_rows`] reports it.
+    /// data is ignored and [`crate::Session::finish_copy_in`] reports it.
     pub fn push(&mut self, data: &[u8]) {
         if self.error.is_some() || self.ended {
             return;
