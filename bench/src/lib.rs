@@ -1,6 +1,9 @@
 //! Shared set-up for runbase's benchmarks: data generation and database fixtures.
 //!
 //! # Layout
+//! - [`data`]: deterministic data generation shared by the comparisons.
+//! - [`peers`]: runbase and PostgreSQL started locally for side-by-side runs.
+//! - [`report`]: the side-by-side table with medians and ratios.
 //! - [`metrics_insert_sql`]: a multi-row `INSERT` of synthetic training metrics.
 //! - [`fixture`]: a database in a temporary directory with a filled `metrics` table.
 //!
@@ -11,6 +14,10 @@
 //! let _ = db.session().query("SELECT count(*) FROM metrics").await;
 //! # }
 //! ```
+
+pub mod data;
+pub mod peers;
+pub mod report;
 
 use runbase_engine::Database;
 

@@ -1,0 +1,205 @@
+//! Peers started locally for side-by-side comparisons: the `runbase` server itself and a
+//! throwaway PostgreSQL 15 cluster, each on a free loopback port, each stopped on drop.
+
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// A free TCP port on loopback.
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("a free port")
+}
+
+async fn wait_for(conn: &str, what: &str) -> tokio_postgres::Client {
+    let start = Instant::now();
+    loop {
+        match tokio_postgres::connect(conn, tokio_postgres::NoTls).await {
+            Ok((client, connection)) => {
+                tokio::spawn(async move {
+                    let _ = connection.await;
+                });
+                return client;
+            }
+            Err(e) if start.elapsed() > Duration::from_secs(60) => {
+                panic!("{what} did not accept connections within 60 s: {e}")
+            }
+            Err(_) => tokio::time::sleep(Duration::from_millis(100)).await,
+        }
+    }
+}
+
+/// A `runbase serve` process on a fresh data directory.
+pub struct Runbase {
+    child: Child,
+    port: u16,
+    _dir: tempfile::TempDir,
+}
+
+/// The `runbase` binary: `$RUNBASE_BIN`, else next to this executable.
+pub fn runbase_bin() -> PathBuf {
+    if let Ok(p) = std::env::var("RUNBASE_BIN") {
+        return PathBuf::from(p);
+    }
+    let exe = std::env::current_exe().expect("own path");
+    exe.parent().expect("bin directory").join("runbase")
+}
+
+impl Runbase {
+    /// Starts the server; `synchronous_commit` as its flag of that name.
+    pub async fn start(synchronous_commit: bool) -> (Self, tokio_postgres::Client) {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let port = free_port();
+        let child = Command::new(runbase_bin())
+            .args([
+                "serve",
+                "--listen",
+                &format!("127.0.0.1:{port}"),
+                "--data-dir",
+                &dir.path().display().to_string(),
+                "--synchronous-commit",
+                &synchronous_commit.to_string(),
+            ])
+            .env("RUST_LOG", "warn")
+            .stdout(Stdio::null())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .unwrap_or_else(|e| panic!("start {}: {e}", runbase_bin().display()));
+        let me = Self {
+            child,
+            port,
+            _dir: dir,
+        };
+        let client = wait_for(&me.conn_str(), "runbase").await;
+        (me, client)
+    }
+
+    /// The connection string.
+    pub fn conn_str(&self) -> String {
+        format!(
+            "host=127.0.0.1 port={} user=bench dbname=runbase",
+            self.port
+        )
+    }
+}
+
+impl Drop for Runbase {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A PostgreSQL 15 cluster in a temporary directory (Debian's server binaries).
+pub struct Postgres {
+    bin: PathBuf,
+    data: PathBuf,
+    port: u16,
+    _dir: tempfile::TempDir,
+}
+
+fn as_postgres_user(cmd: &Path) -> Command {
+    // initdb refuses to run as root; run the server as the `postgres` user then.
+    // SAFETY-free check of the effective user: `id -u`.
+    let root = Command::new("id")
+        .arg("-u")
+        .output()
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim() == "0")
+        .unwrap_or(false);
+    if root {
+        let mut c = Command::new("runuser");
+        c.args(["-u", "postgres", "--"]).arg(cmd);
+        c
+    } else {
+        Command::new(cmd)
+    }
+}
+
+impl Postgres {
+    /// `initdb` and start a cluster with default durability (`fsync`, `synchronous_commit`
+    /// on) unless `synchronous_commit` is false.
+    pub async fn start(synchronous_commit: bool) -> (Self, tokio_postgres::Client) {
+        let bin = PathBuf::from(
+            std::env::var("PG_BIN").unwrap_or_else(|_| "/usr/lib/postgresql/15/bin".into()),
+        );
+        let dir = tempfile::tempdir().expect("tempdir");
+        let data = dir.path().join("data");
+        let _ = Command::new("chown")
+            .args(["-R", "postgres:postgres"])
+            .arg(dir.path())
+            .status();
+        let status = as_postgres_user(&bin.join("initdb"))
+            .args([
+                "-D",
+                &data.display().to_string(),
+                "-U",
+                "postgres",
+                "--auth=trust",
+                "-E",
+                "UTF8",
+            ])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status()
+            .expect("run initdb (apt install postgresql-15)");
+        assert!(status.success(), "initdb failed");
+        let port = free_port();
+        let opts = format!(
+            "-p {port} -k {} -c listen_addresses=127.0.0.1 -c shared_buffers=512MB -c max_wal_size=8GB -c synchronous_commit={}",
+            dir.path().display(),
+            if synchronous_commit { "on" } else { "off" }
+        );
+        let status = as_postgres_user(&bin.join("pg_ctl"))
+            .args(["-D", &data.display().to_string(), "-o", &opts, "-l"])
+            .arg(dir.path().join("log"))
+            .args(["-w", "start"])
+            .stdout(Stdio::null())
+            .status()
+            .expect("run pg_ctl");
+        assert!(status.success(), "pg_ctl start failed");
+        let me = Self {
+            bin,
+            data,
+            port,
+            _dir: dir,
+        };
+        let client = wait_for(&me.conn_str(), "postgres").await;
+        (me, client)
+    }
+
+    /// The connection string.
+    pub fn conn_str(&self) -> String {
+        format!(
+            "host=127.0.0.1 port={} user=postgres dbname=postgres",
+            self.port
+        )
+    }
+
+    /// `SELECT version()`.
+    pub async fn version(client: &tokio_postgres::Client) -> String {
+        client
+            .query_one("SHOW server_version", &[])
+            .await
+            .map(|r| r.get::<_, String>(0))
+            .unwrap_or_default()
+    }
+}
+
+impl Drop for Postgres {
+    fn drop(&mut self) {
+        let _ = as_postgres_user(&self.bin.join("pg_ctl"))
+            .args([
+                "-D",
+                &self.data.display().to_string(),
+                "-m",
+                "immediate",
+                "stop",
+            ])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status();
+    }
+}
