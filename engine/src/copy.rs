@@ -518,7 +518,7 @@ impl CopyIn {
             return;
         }
         self.pending.extend_from_slice(data);
-        if let Err(e) = self.parse_complete(false) {
+        if let Err(e) = self.parse_complete() {
             self.error = Some(e);
             self.pending.clear();
         }
@@ -531,7 +531,7 @@ impl CopyIn {
         }
         if !self.ended && !self.pending.is_empty() {
             self.pending.push(b'\n');
-            self.parse_complete(true)?;
+            self.parse_complete()?;
         }
         self.flush()?;
         Ok(std::mem::take(&mut self.batches))
@@ -541,7 +541,7 @@ impl CopyIn {
         format!("COPY {}, line {}", self.table_name, self.line)
     }
 
-    fn parse_complete(&mut self, _at_end: bool) -> Result<()> {
+    fn parse_complete(&mut self) -> Result<()> {
         let data = std::mem::take(&mut self.pending);
         let consumed = match self.format.clone() {
             CopyFormat::Text { delimiter, null } => self.parse_text(&data, delimiter, &null)?,
@@ -558,8 +558,9 @@ impl CopyIn {
     }
 
     fn parse_text(&mut self, data: &[u8], delimiter: u8, null: &str) -> Result<usize> {
+        use std::borrow::Cow;
         let mut pos = 0;
-        let mut fields: Vec<Option<String>> = Vec::with_capacity(self.columns.len());
+        let mut fields: Vec<Option<Cow<'_, str>>> = Vec::with_capacity(self.columns.len());
         while let Some(nl) = data[pos..].iter().position(|b| *b == b'\n') {
             let mut line = &data[pos..pos + nl];
             pos += nl + 1;
@@ -572,28 +573,33 @@ impl CopyIn {
                 return Ok(data.len());
             }
             fields.clear();
-            // Split on unescaped delimiters.
+            // Split on unescaped delimiters; only fields with a backslash are copied.
             let mut start = 0;
             let mut i = 0;
             let mut escaped = false;
+            let mut has_escape = false;
             while i <= line.len() {
                 if i == line.len() || (line[i] == delimiter && !escaped) {
                     let raw = &line[start..i];
+                    let bad_utf8 =
+                        || Error::InvalidText(format!("invalid UTF-8 ({})", self.context()));
                     if raw == null.as_bytes() {
                         fields.push(None);
-                    } else if raw.contains(&b'\\') {
-                        fields.push(Some(unescape_text(raw).map_err(|()| {
-                            Error::InvalidText(format!("invalid UTF-8 ({})", self.context()))
-                        })?));
+                    } else if has_escape {
+                        fields.push(Some(Cow::Owned(
+                            unescape_text(raw).map_err(|()| bad_utf8())?,
+                        )));
                     } else {
-                        fields.push(Some(String::from_utf8(raw.to_vec()).map_err(|_| {
-                            Error::InvalidText(format!("invalid UTF-8 ({})", self.context()))
-                        })?));
+                        fields.push(Some(Cow::Borrowed(
+                            std::str::from_utf8(raw).map_err(|_| bad_utf8())?,
+                        )));
                     }
                     start = i + 1;
                     escaped = false;
+                    has_escape = false;
                 } else {
                     escaped = !escaped && line[i] == b'\\';
+                    has_escape |= escaped;
                 }
                 i += 1;
             }
@@ -692,7 +698,7 @@ impl CopyIn {
         Ok(pos)
     }
 
-    fn push_row(&mut self, fields: &[Option<String>]) -> Result<()> {
+    fn push_row<S: AsRef<str>>(&mut self, fields: &[Option<S>]) -> Result<()> {
         if fields.len() > self.columns.len() {
             return Err(Error::BadCopyData(format!(
                 "extra data after last expected column ({})",
@@ -707,12 +713,12 @@ impl CopyIn {
             )));
         }
         for (n, (f, b)) in fields.iter().zip(self.builders.iter_mut()).enumerate() {
-            if b.push(f.as_deref()).is_err() {
+            if b.push(f.as_ref().map(AsRef::as_ref)).is_err() {
                 let field = self.schema.field(self.columns[n]);
                 return Err(Error::InvalidText(format!(
                     "invalid input syntax for type {}: \"{}\" ({}, column {})",
                     sql_type_name(field.data_type()),
-                    f.as_deref().unwrap_or_default(),
+                    f.as_ref().map(AsRef::as_ref).unwrap_or_default(),
                     format_args!("COPY {}, line {}", self.table_name, self.line),
                     field.name()
                 )));
