@@ -322,6 +322,9 @@ impl Session {
                     Some(p) => plan.clone().with_param_values(p)?,
                     None => plan.clone(),
                 };
+                if let Some(output) = self.try_direct_call(&plan).await? {
+                    return Ok(output);
+                }
                 self.execute_plan(plan).await
             }
         }
@@ -408,6 +411,67 @@ impl Session {
                 "COPY with {target} (runbase does not read or write the server's files; use FROM STDIN / TO STDOUT, as psql's \\copy does)"
             ))),
         }
+    }
+
+    /// `SELECT f(constants), …` where every `f` is a tracking function — the statement a
+    /// training loop sends for every value — is answered by calling the functions
+    /// directly (on the CPU runtime), without the optimizer and the physical planner.
+    async fn try_direct_call(&self, plan: &LogicalPlan) -> Result<Option<QueryOutput>> {
+        use crate::tracking::functions::TrackingFunction;
+        use datafusion::common::ScalarValue;
+        use datafusion::logical_expr::Expr;
+        let LogicalPlan::Projection(projection) = plan else {
+            return Ok(None);
+        };
+        if !matches!(projection.input.as_ref(), LogicalPlan::EmptyRelation(e) if e.produce_one_row)
+        {
+            return Ok(None);
+        }
+        let mut calls = Vec::with_capacity(projection.expr.len());
+        for expr in &projection.expr {
+            let expr = match expr {
+                Expr::Alias(a) => a.expr.as_ref(),
+                e => e,
+            };
+            let Expr::ScalarFunction(f) = expr else {
+                return Ok(None);
+            };
+            let inner: &dyn std::any::Any = f.func.inner().as_ref();
+            if inner.downcast_ref::<TrackingFunction>().is_none() {
+                return Ok(None);
+            }
+            let mut args: Vec<ScalarValue> = Vec::with_capacity(f.args.len());
+            for a in &f.args {
+                match a {
+                    Expr::Literal(v, _) => args.push(v.clone()),
+                    Expr::Cast(c) => match c.expr.as_ref() {
+                        Expr::Literal(v, _) => args.push(v.cast_to(c.field.data_type())?),
+                        _ => return Ok(None),
+                    },
+                    _ => return Ok(None),
+                }
+            }
+            calls.push((f.func.clone(), args));
+        }
+        let schema = Arc::new(plan.schema().as_arrow().clone());
+        let batch_schema = schema.clone();
+        let batch = self
+            .db
+            .executor()
+            .spawn(async move {
+                let mut columns = Vec::with_capacity(calls.len());
+                for (udf, args) in calls {
+                    let inner: &dyn std::any::Any = udf.inner().as_ref();
+                    let f = inner
+                        .downcast_ref::<TrackingFunction>()
+                        .ok_or_else(|| Error::InvalidArgument("not a tracking function".into()))?;
+                    columns.push(f.call_scalars(&args)?);
+                }
+                RecordBatch::try_new(batch_schema, columns).map_err(|e| Error::DataFusion(e.into()))
+            })
+            .await?;
+        let stream = MemoryStream::try_new(vec![batch], schema, None)?;
+        Ok(Some(QueryOutput::Rows(Box::pin(stream))))
     }
 
     /// Gives untyped `$n` placeholders the type the analyzer's coercion casts them to

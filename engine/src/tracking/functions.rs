@@ -217,6 +217,35 @@ fn block_on<F: std::future::Future>(fut: F) -> F::Output {
 }
 
 impl TrackingFunction {
+    /// Calls the function once on constant arguments, casting them to the declared types
+    /// (the path for `SELECT log_metric($1, $2, $3, $4)` that skips query planning).
+    pub(crate) fn call_scalars(
+        &self,
+        args: &[datafusion::common::ScalarValue],
+    ) -> Result<ArrayRef> {
+        let (_, types, required) = self.kind.args();
+        if args.len() < required || args.len() > types.len() {
+            return Err(Error::InvalidArgument(format!(
+                "{} takes {}",
+                self.kind.name(),
+                self.kind.usage()
+            )));
+        }
+        let arrays = args
+            .iter()
+            .zip(types)
+            .map(|(v, t)| {
+                let v = if v.data_type() == t {
+                    v.clone()
+                } else {
+                    v.cast_to(&t)?
+                };
+                v.to_array_of_size(1)
+            })
+            .collect::<DfResult<Vec<_>>>()?;
+        self.call(&arrays, 1)
+    }
+
     fn call(&self, args: &[ArrayRef], rows: usize) -> Result<ArrayRef> {
         let kind = self.kind;
         let tracking = self.tracking.get()?;
