@@ -54,6 +54,9 @@ pub(crate) fn column_families() -> Vec<ColumnFamilyDescriptor> {
     };
     let mut latest = Options::default();
     latest.set_merge_operator_associative("runbase.latest_metric", keys::merge_latest);
+    // Fold a key's merge operands on write once a few pile up in the memtable, so reading
+    // the latest value never has to apply thousands of them.
+    latest.set_max_successive_merges(8);
     vec![
         plain(CF_EXPERIMENTS),
         plain(CF_RUNS),
@@ -641,6 +644,7 @@ impl Tracking {
         let latest = self.cf(CF_LATEST)?;
         let mut runs: HashSet<Uuid> = HashSet::new();
         let mut next_step: HashMap<(Uuid, &str), i64> = HashMap::new();
+        let mut newest: HashMap<(Uuid, &str), (i64, i64, f64)> = HashMap::new();
         let mut steps = Vec::with_capacity(points.len());
         let now = now_us();
         let mut last_key: Option<&str> = None;
@@ -672,12 +676,26 @@ impl Tracking {
                 keys::metric_key(&p.run, &p.key, step, ts, seq),
                 p.value.to_bits().to_le_bytes(),
             );
+            // One merge per run and key per batch: the newest point of the batch.
+            match newest.entry((p.run, p.key.as_str())) {
+                std::collections::hash_map::Entry::Vacant(v) => {
+                    v.insert((step, ts, p.value));
+                }
+                std::collections::hash_map::Entry::Occupied(mut o) => {
+                    let (s, t, _) = *o.get();
+                    if (step, ts) >= (s, t) {
+                        o.insert((step, ts, p.value));
+                    }
+                }
+            }
+            steps.push(step);
+        }
+        for ((run, key), (step, ts, value)) in newest {
             batch.merge_cf(
                 latest,
-                keys::run_key(&p.run, &p.key),
-                keys::latest_value(step, ts, p.value),
+                keys::run_key(&run, key),
+                keys::latest_value(step, ts, value),
             );
-            steps.push(step);
         }
         Ok(steps)
     }
