@@ -208,6 +208,8 @@ struct Inner {
     seq: AtomicU64,
     /// Serializes the read-check-write updates (experiments, run state, params).
     lock: std::sync::Mutex<()>,
+    /// Run → experiment name; a run never changes experiment, so this never goes stale.
+    run_experiments: std::sync::RwLock<HashMap<Uuid, Arc<str>>>,
 }
 
 /// A handle that does not keep the store open: functions and tables hold this, so the
@@ -341,6 +343,7 @@ impl Tracking {
                 write,
                 seq: AtomicU64::new(start),
                 lock: std::sync::Mutex::new(()),
+                run_experiments: std::sync::RwLock::new(HashMap::new()),
             }),
         }
     }
@@ -449,6 +452,29 @@ impl Tracking {
         serde_json::from_slice(&v)
             .map(Some)
             .map_err(|e| Error::corrupt(format!("run {run}"), e))
+    }
+
+    /// The name of the experiment `run` belongs to, if the run exists.
+    pub fn experiment_of_run(&self, run: &Uuid) -> Result<Option<Arc<str>>> {
+        if let Some(e) = self
+            .inner
+            .run_experiments
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(run)
+        {
+            return Ok(Some(e.clone()));
+        }
+        let Some(r) = self.run(run)? else {
+            return Ok(None);
+        };
+        let name: Arc<str> = r.experiment.into();
+        self.inner
+            .run_experiments
+            .write()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(*run, name.clone());
+        Ok(Some(name))
     }
 
     fn existing_run(&self, run: &Uuid) -> Result<Run> {

@@ -616,7 +616,7 @@ struct Scan {
     resume: Option<Vec<u8>>,
     remaining: usize,
     /// Run → experiment name, for the `experiment` column.
-    experiments: HashMap<Uuid, Option<String>>,
+    experiments: HashMap<Uuid, Option<Arc<str>>>,
 }
 
 impl Scan {
@@ -767,11 +767,11 @@ impl Scan {
         self.run_filter.as_ref().is_none_or(|r| r.contains(run))
     }
 
-    fn experiment_of(&mut self, run: &Uuid) -> Result<Option<String>> {
+    fn experiment_of(&mut self, run: &Uuid) -> Result<Option<Arc<str>>> {
         if let Some(e) = self.experiments.get(run) {
             return Ok(e.clone());
         }
-        let e = self.tracking.run(run)?.map(|r| r.experiment);
+        let e = self.tracking.experiment_of_run(run)?;
         self.experiments.insert(*run, e.clone());
         Ok(e)
     }
@@ -827,7 +827,7 @@ impl Scan {
                 run_id.append_value(run.hyphenated().to_string());
                 key.append_value(name);
                 value.append_value(String::from_utf8_lossy(v));
-                experiment.append_value(exp);
+                experiment.append_value(&*exp);
             }
             Rows::Metrics {
                 run_id,
@@ -871,7 +871,7 @@ impl Scan {
                 step.append_value(s);
                 ts.append_value(t);
                 value.append_value(x);
-                experiment.append_value(exp);
+                experiment.append_value(&*exp);
             }
             Rows::Inputs {
                 run_id,
