@@ -178,6 +178,53 @@ impl Prepared {
     }
 }
 
+/// Names a top-level tracking-function column after the function, as PostgreSQL names
+/// `SELECT f(…)` — `log_metric`, not `log_metric(Utf8("…"), …)` — when that name is free.
+fn name_tracking_calls(plan: LogicalPlan) -> Result<LogicalPlan> {
+    use crate::tracking::functions::TrackingFunction;
+    use datafusion::logical_expr::{Expr, Projection};
+    let LogicalPlan::Projection(projection) = plan else {
+        return Ok(plan);
+    };
+    let names: Vec<String> = projection
+        .expr
+        .iter()
+        .map(|e| e.schema_name().to_string())
+        .collect();
+    let mut changed = false;
+    let exprs: Vec<Expr> = projection
+        .expr
+        .iter()
+        .map(|e| match e {
+            Expr::ScalarFunction(f) => {
+                let inner: &dyn std::any::Any = f.func.inner().as_ref();
+                let name = f.func.name();
+                let taken = names.iter().filter(|n| n.as_str() == name).count() > 0
+                    || projection
+                        .expr
+                        .iter()
+                        .filter(|o| matches!(o, Expr::ScalarFunction(g) if g.func.name() == name))
+                        .count()
+                        > 1;
+                if inner.downcast_ref::<TrackingFunction>().is_some() && !taken {
+                    changed = true;
+                    e.clone().alias(name)
+                } else {
+                    e.clone()
+                }
+            }
+            other => other.clone(),
+        })
+        .collect();
+    if !changed {
+        return Ok(LogicalPlan::Projection(projection));
+    }
+    Ok(LogicalPlan::Projection(Projection::try_new(
+        exprs,
+        projection.input.clone(),
+    )?))
+}
+
 /// The target types of `CAST($n AS type)` expressions in `plan`.
 fn placeholder_cast_types(plan: &LogicalPlan) -> Result<Vec<(String, DataType)>> {
     use datafusion::common::tree_node::{TreeNode, TreeNodeRecursion};
@@ -289,6 +336,7 @@ impl Session {
             .state()
             .statement_to_plan(DfStatement::Statement(Box::new(statement)))
             .await?;
+        let plan = name_tracking_calls(plan)?;
         Ok(Prepared::Plan(self.type_placeholders(plan)?))
     }
 

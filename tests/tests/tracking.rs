@@ -50,6 +50,8 @@ async fn a_run_logged_over_the_wire_is_visible_live_and_survives_sigkill() {
     // The server names the parameter types, so a driver binds typed values.
     let types: Vec<String> = log.params().iter().map(|t| t.name().to_string()).collect();
     assert_eq!(types, ["text", "text", "float8", "int8"]);
+    // The result column is named after the function, as PostgreSQL names it.
+    assert_eq!(log.columns()[0].name(), "log_metric");
     for step in 0..50i64 {
         let value = 1.0 / (step as f64 + 1.0);
         let row = logger
