@@ -199,7 +199,7 @@ fn name_tracking_calls(plan: LogicalPlan) -> Result<LogicalPlan> {
             Expr::ScalarFunction(f) => {
                 let inner: &dyn std::any::Any = f.func.inner().as_ref();
                 let name = f.func.name();
-                let taken = names.iter().filter(|n| n.as_str() == name).count() > 0
+                let taken = names.iter().any(|n| n == name)
                     || projection
                         .expr
                         .iter()

@@ -109,6 +109,12 @@ impl Kind {
         }
     }
 
+    /// Whether `n` arguments are a valid call.
+    fn takes(self, n: usize) -> bool {
+        let (_, types, required) = self.args();
+        (required..=types.len()).contains(&n)
+    }
+
     fn usage(self) -> String {
         let (names, _, required) = self.args();
         let mut s = format!("{}(", self.name());
@@ -223,8 +229,8 @@ impl TrackingFunction {
         &self,
         args: &[datafusion::common::ScalarValue],
     ) -> Result<ArrayRef> {
-        let (_, types, required) = self.kind.args();
-        if args.len() < required || args.len() > types.len() {
+        let (_, types, _) = self.kind.args();
+        if !self.kind.takes(args.len()) {
             return Err(Error::InvalidArgument(format!(
                 "{} takes {}",
                 self.kind.name(),
@@ -426,8 +432,8 @@ impl ScalarUDFImpl for TrackingFunction {
     }
 
     fn coerce_types(&self, arg_types: &[DataType]) -> DfResult<Vec<DataType>> {
-        let (_, types, required) = self.kind.args();
-        if arg_types.len() < required || arg_types.len() > types.len() {
+        let (_, types, _) = self.kind.args();
+        if !self.kind.takes(arg_types.len()) {
             return Err(DataFusionError::Plan(format!(
                 "No function matches the given name and argument types: {} takes {}",
                 self.kind.name(),

@@ -6,7 +6,7 @@
 //! it is read), so DataFusion drops them from the plan and can push a `LIMIT` down too.
 //! Rows stream out in chunks.
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::BTreeSet;
 use std::fmt;
 use std::sync::Arc;
 
@@ -615,8 +615,6 @@ struct Scan {
     index: usize,
     resume: Option<Vec<u8>>,
     remaining: usize,
-    /// Run → experiment name, for the `experiment` column.
-    experiments: HashMap<Uuid, Option<Arc<str>>>,
 }
 
 impl Scan {
@@ -711,7 +709,6 @@ impl Scan {
             index: 0,
             resume: None,
             remaining: limit.unwrap_or(usize::MAX),
-            experiments: HashMap::new(),
         })
     }
 
@@ -767,15 +764,6 @@ impl Scan {
         self.run_filter.as_ref().is_none_or(|r| r.contains(run))
     }
 
-    fn experiment_of(&mut self, run: &Uuid) -> Result<Option<Arc<str>>> {
-        if let Some(e) = self.experiments.get(run) {
-            return Ok(e.clone());
-        }
-        let e = self.tracking.experiment_of_run(run)?;
-        self.experiments.insert(*run, e.clone());
-        Ok(e)
-    }
-
     fn push_row(&mut self, rows: &mut Rows, k: &[u8], v: &[u8]) -> Result<()> {
         let corrupt = |what: &str| {
             Error::corrupt(
@@ -821,7 +809,7 @@ impl Scan {
                 if !self.run_ok(&run) || !self.pushdown.key_ok(name) {
                     return Ok(());
                 }
-                let Some(exp) = self.experiment_of(&run)? else {
+                let Some(exp) = self.tracking.experiment_of_run(&run)? else {
                     return Ok(());
                 };
                 run_id.append_value(run.hyphenated().to_string());
@@ -863,7 +851,7 @@ impl Scan {
                 if !self.run_ok(&run) || !self.pushdown.key_ok(name) || !self.pushdown.step_ok(s) {
                     return Ok(());
                 }
-                let Some(exp) = self.experiment_of(&run)? else {
+                let Some(exp) = self.tracking.experiment_of_run(&run)? else {
                     return Ok(());
                 };
                 run_id.append_value(run.hyphenated().to_string());
