@@ -121,6 +121,12 @@ impl Database {
             )?;
         }
         system.register_table(
+            "models".into(),
+            Arc::new(SystemTableProvider(Arc::new(
+                crate::tracking::models::ModelsTable::new(&tracking),
+            ))),
+        )?;
+        system.register_table(
             "table_versions".into(),
             Arc::new(SystemTableProvider(Arc::new(TableVersions::new(
                 user.clone(),
@@ -155,6 +161,11 @@ impl Database {
     /// Opens the database at `data_dir` with default options.
     pub async fn open_dir(data_dir: impl AsRef<Path>) -> Result<Self> {
         Self::open(DatabaseOptions::new(data_dir.as_ref())).await
+    }
+
+    /// A handle that does not keep the database open, for functions registered in it.
+    pub fn downgrade(&self) -> WeakDatabase {
+        WeakDatabase(Arc::downgrade(&self.inner))
     }
 
     /// The data directory.
@@ -322,6 +333,21 @@ impl Database {
             warn!(%err, table = %table_name, location = %table.entry.location, "could not delete dropped table's files");
         }
         Ok(true)
+    }
+}
+
+/// A [`Database`] handle that does not keep it open: what a function registered in the
+/// database holds, so the database and its functions do not keep each other alive.
+#[derive(Debug, Clone)]
+pub struct WeakDatabase(std::sync::Weak<Inner>);
+
+impl WeakDatabase {
+    /// The database, unless it has been closed.
+    pub fn upgrade(&self) -> Result<Database> {
+        self.0
+            .upgrade()
+            .map(|inner| Database { inner })
+            .ok_or_else(|| Error::InvalidState("the database has been closed".into()))
     }
 }
 

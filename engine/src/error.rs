@@ -61,6 +61,18 @@ pub enum Error {
     #[error("{0}")]
     InvalidState(String),
 
+    /// A column named in an argument (a TRAIN target, …) that the input does not have (42703).
+    #[error("{0}")]
+    ColumnNotFound(String),
+
+    /// The statement was cancelled by the client, or its connection closed (57014).
+    #[error("{0}")]
+    Canceled(String),
+
+    /// A failure inside a library runbase calls (libtorch, …) that is not the input's fault.
+    #[error("{0}")]
+    Internal(String),
+
     /// Data on disk that cannot be read back: a corrupt catalog entry or commit file.
     #[error("corrupt {what}: {detail}")]
     Corrupt {

@@ -97,7 +97,16 @@ impl CpuExecutor {
                     return;
                 }
             };
-            while let Some(item) = stream.next().await {
+            loop {
+                // Stop as soon as the consumer goes away (a cancelled query, a closed
+                // connection), not only when the next batch cannot be delivered: dropping
+                // the stream is what cancels a long-running operator such as TRAIN.
+                let item = tokio::select! {
+                    biased;
+                    () = tx.closed() => return,
+                    item = stream.next() => item,
+                };
+                let Some(item) = item else { return };
                 let failed = item.is_err();
                 if tx.send(item).await.is_err() || failed {
                     return;

@@ -45,9 +45,9 @@ pub mod storage;
 pub mod system;
 pub mod tracking;
 
-pub use database::{DATABASE_NAME, Database, DatabaseOptions, version_string};
+pub use database::{DATABASE_NAME, Database, DatabaseOptions, WeakDatabase, version_string};
 pub use error::{Error, Result};
-pub use session::{CommandTag, Prepared, QueryOutput, Session};
+pub use session::{ClientIdentity, CommandTag, Notices, PinnedQuery, Prepared, QueryOutput, Session};
 pub use system::SystemTable;
 
 /// Re-exports so dependants use the same versions.

@@ -59,6 +59,16 @@ impl UserTableProvider {
         }
     }
 
+    /// The stored table.
+    pub fn stored(&self) -> &Arc<StoredTable> {
+        &self.table
+    }
+
+    /// The version read, or `None` for the latest.
+    pub fn version(&self) -> Option<i64> {
+        self.version
+    }
+
     /// `table` as of `version`.
     pub fn at_version(table: Arc<StoredTable>, version: i64) -> Self {
         Self {

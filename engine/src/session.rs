@@ -259,6 +259,55 @@ fn show_schema(name: &str) -> SchemaRef {
     Arc::new(Schema::new(vec![Field::new(name, DataType::Utf8, false)]))
 }
 
+/// Messages a running statement sends its client before its result (PostgreSQL's NOTICE):
+/// TRAIN's progress, for one. Every session has one queue, reachable from inside a plan as a
+/// session-config extension; the server forwards what arrives while a statement runs.
+#[derive(Debug, Default)]
+pub struct Notices {
+    queue: Mutex<Vec<String>>,
+    notify: tokio::sync::Notify,
+}
+
+impl Notices {
+    /// Queues a message for the client.
+    pub fn push(&self, message: impl Into<String>) {
+        self.queue
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .push(message.into());
+        self.notify.notify_one();
+    }
+
+    /// Takes every queued message.
+    pub fn drain(&self) -> Vec<String> {
+        std::mem::take(&mut *self.queue.lock().unwrap_or_else(|p| p.into_inner()))
+    }
+
+    /// Resolves once a message may have been queued since the last call.
+    pub async fn wait(&self) {
+        self.notify.notified().await;
+    }
+}
+
+/// Who is on the other end of a session, as a session-config extension: functions that
+/// start runs record it.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ClientIdentity {
+    /// The startup `user`.
+    pub user: Option<String>,
+    /// The startup `application_name`.
+    pub application: Option<String>,
+}
+
+/// A query planned over fixed table versions: see [`Session::plan_pinned`].
+#[derive(Debug)]
+pub struct PinnedQuery {
+    /// The plan, reading every user table at the version in `inputs`.
+    pub plan: LogicalPlan,
+    /// Each user table the query reads and the version it reads, by name.
+    pub inputs: Vec<(String, i64)>,
+}
+
 /// One client's session.
 pub struct Session {
     db: Database,
@@ -268,6 +317,7 @@ pub struct Session {
     variables: Mutex<HashMap<String, String>>,
     /// Set once the client's identity is known.
     client: std::sync::Once,
+    notices: Arc<Notices>,
 }
 
 impl fmt::Debug for Session {
@@ -280,7 +330,13 @@ impl fmt::Debug for Session {
 
 impl Session {
     pub(crate) fn new(db: Database, ctx: SessionContext) -> Self {
+        let notices = Arc::new(Notices::default());
+        ctx.state_ref()
+            .write()
+            .config_mut()
+            .set_extension(notices.clone());
         Self {
+            notices,
             db,
             ctx,
             parser: PostgresCompatibilityParser::new(),
@@ -293,9 +349,109 @@ impl Session {
     /// runs this session starts say who started them. Only the first call counts.
     pub fn set_client(&self, user: Option<String>, application: Option<String>) {
         self.client.call_once(|| {
+            self.ctx
+                .state_ref()
+                .write()
+                .config_mut()
+                .set_extension(Arc::new(ClientIdentity {
+                    user: user.clone(),
+                    application: application.clone(),
+                }));
             let caller = crate::tracking::functions::Caller { user, application };
             self.ctx.register_udf(self.db.start_run_function(&caller));
         });
+    }
+
+    /// The messages statements of this session queue for the client.
+    pub fn notices(&self) -> &Arc<Notices> {
+        &self.notices
+    }
+
+    /// The database this session belongs to.
+    pub fn database(&self) -> &Database {
+        &self.db
+    }
+
+    /// Plans `sql`, which must be one query, so that it reads every user table at a fixed
+    /// version: the one `pins` names, else the table's latest version now. Running the plan
+    /// later, or again, reads the same data.
+    pub async fn plan_pinned(&self, sql: &str, pins: &HashMap<String, i64>) -> Result<PinnedQuery> {
+        use datafusion::common::tree_node::Transformed;
+        use datafusion::datasource::{provider_as_source, source_as_provider};
+        let mut statements = self.parse(sql)?;
+        let statement = match (statements.pop(), statements.is_empty()) {
+            (Some(s @ AstStatement::Query(_)), true) => s,
+            _ => {
+                return Err(Error::InvalidArgument(
+                    "the query must be exactly one SELECT statement".into(),
+                ));
+            }
+        };
+        let Prepared::Plan(plan) = self.prepare(statement).await? else {
+            return Err(Error::InvalidArgument(
+                "the query must be exactly one SELECT statement".into(),
+            ));
+        };
+        // Resolve the versions first (async), then rewrite the plan (sync).
+        let mut versions: HashMap<String, i64> = HashMap::new();
+        let mut tables = Vec::new();
+        plan.apply_with_subqueries(|node| {
+            if let LogicalPlan::TableScan(scan) = node
+                && let Ok(provider) = source_as_provider(&scan.source)
+                && let Some(user) = (provider.as_ref() as &dyn std::any::Any)
+                    .downcast_ref::<crate::provider::UserTableProvider>()
+            {
+                tables.push((user.stored().clone(), user.version()));
+            }
+            Ok(datafusion::common::tree_node::TreeNodeRecursion::Continue)
+        })?;
+        let mut inputs = Vec::new();
+        for (table, fixed) in &tables {
+            let name = table.entry.name.clone();
+            let version = match (fixed, pins.get(&name)) {
+                (Some(v), _) | (None, Some(v)) => *v,
+                (None, None) => match versions.get(&name) {
+                    Some(v) => *v,
+                    None => table
+                        .latest()
+                        .await?
+                        .version()
+                        .map_or(0, |v| i64::try_from(v).unwrap_or(i64::MAX)),
+                },
+            };
+            if fixed.is_none() {
+                versions.insert(name.clone(), version);
+            }
+            inputs.push((name, version));
+        }
+        inputs.sort();
+        inputs.dedup();
+        let plan = plan
+            .transform_up_with_subqueries(|node| {
+                if let LogicalPlan::TableScan(scan) = &node
+                    && let Ok(provider) = source_as_provider(&scan.source)
+                    && let Some(user) = (provider.as_ref() as &dyn std::any::Any)
+                        .downcast_ref::<crate::provider::UserTableProvider>()
+                    && user.version().is_none()
+                    && let Some(v) = versions.get(&user.stored().entry.name)
+                {
+                    let mut scan = scan.clone();
+                    scan.source = provider_as_source(Arc::new(
+                        crate::provider::UserTableProvider::at_version(user.stored().clone(), *v),
+                    ));
+                    return Ok(Transformed::yes(LogicalPlan::TableScan(scan)));
+                }
+                Ok(Transformed::no(node))
+            })?
+            .data;
+        Ok(PinnedQuery { plan, inputs })
+    }
+
+    /// Runs a query plan (one from [`Session::plan_pinned`]) and streams its rows.
+    pub async fn run_query(&self, plan: LogicalPlan) -> Result<SendableRecordBatchStream> {
+        let df = self.ctx.execute_logical_plan(plan).await?;
+        let physical = df.create_physical_plan().await?;
+        Ok(self.db.executor().execute(physical, self.ctx.task_ctx()))
     }
 
     /// The DataFusion context behind this session.
@@ -526,7 +682,7 @@ impl Session {
     /// (`log_metric($1, $2, $3)` → text, text, double precision), so clients are told the
     /// types they should bind.
     fn type_placeholders(&self, plan: LogicalPlan) -> Result<LogicalPlan> {
-        use datafusion::common::tree_node::{Transformed, TreeNode};
+        use datafusion::common::tree_node::{Transformed, TreeNode as _};
         use datafusion::logical_expr::Expr;
         let untyped = plan.get_parameter_types()?;
         if untyped.is_empty() || untyped.values().all(Option::is_some) {

@@ -130,6 +130,48 @@ fn copy_out_stream(
     .flat_map(stream::iter)
 }
 
+/// A NOTICE with `message`.
+fn notice(message: String) -> PgWireBackendMessage {
+    PgWireBackendMessage::NoticeResponse(
+        ErrorInfo::new("NOTICE".to_string(), "00000".to_string(), message).into(),
+    )
+}
+
+/// Waits for a result's first batch while sending the client the NOTICEs the statement
+/// queues meanwhile (TRAIN's progress), then returns the whole result again. A client
+/// that has gone away makes a send fail, which drops — and so cancels — the statement.
+async fn forward_notices<C>(
+    client: &mut C,
+    notices: &runbase_engine::Notices,
+    output: QueryOutput,
+) -> PgWireResult<QueryOutput>
+where
+    C: Sink<PgWireBackendMessage> + Unpin + Send,
+    PgWireError: From<<C as Sink<PgWireBackendMessage>>::Error>,
+{
+    let QueryOutput::Rows(mut stream) = output else {
+        return Ok(output);
+    };
+    let first = loop {
+        tokio::select! {
+            item = stream.next() => break item,
+            () = notices.wait() => {
+                for m in notices.drain() {
+                    client.send(notice(m)).await?;
+                }
+            }
+        }
+    };
+    for m in notices.drain() {
+        client.send(notice(m)).await?;
+    }
+    let schema = stream.schema();
+    let rows = stream::iter(first).chain(stream);
+    Ok(QueryOutput::Rows(Box::pin(
+        datafusion::physical_plan::stream::RecordBatchStreamAdapter::new(schema, rows),
+    )))
+}
+
 /// PostgreSQL's WARNING for a `ROLLBACK` that cannot undo anything.
 fn rollback_warning() -> PgWireBackendMessage {
     PgWireBackendMessage::NoticeResponse(
@@ -240,6 +282,7 @@ impl SimpleQueryHandler for Connection {
         let mut responses = Vec::with_capacity(statements.len());
         // As in PostgreSQL, the first failing statement ends the batch.
         for statement in statements {
+            self.session.notices().drain();
             let result = async {
                 let prepared = self.session.prepare(statement).await?;
                 self.session.execute(&prepared, None).await
@@ -247,6 +290,7 @@ impl SimpleQueryHandler for Connection {
             .await;
             match result {
                 Ok(output) => {
+                    let output = forward_notices(client, self.session.notices(), output).await?;
                     warn_if_rollback(client, is_rollback(&output)).await?;
                     let copy_in = matches!(output, QueryOutput::CopyIn(_));
                     responses.push(self.respond(output, &Format::UnifiedText)?);
@@ -374,11 +418,13 @@ impl ExtendedQueryHandler for Connection {
             )
             .collect();
         let params = deserialize_parameters(portal, &type_refs)?;
+        self.session.notices().drain();
         let output = self
             .session
             .execute(prepared, Some(params))
             .await
             .map_err(|e| pg_err(&e))?;
+        let output = forward_notices(client, self.session.notices(), output).await?;
         warn_if_rollback(client, is_rollback(&output)).await?;
         self.respond(output, &portal.result_column_format)
     }

@@ -6,6 +6,7 @@
 //! # Layout
 //! - [`devices`]: the `runbase.devices` system table — the CPU and every CUDA device
 //!   libtorch sees, i.e. where training can run.
+//! - [`train`]: the `train` and `reproduce` table functions and `runbase.jobs`.
 //!
 //! # Example
 //! ```no_run
@@ -19,6 +20,7 @@
 //! ```
 
 pub mod devices;
+pub mod train;
 
 use std::sync::Arc;
 
@@ -39,7 +41,36 @@ pub type Result<T, E = Error> = std::result::Result<T, E>;
 /// Registers every function and system table of this crate with `db`.
 pub fn register(db: &runbase_engine::Database) -> Result<()> {
     db.register_system_table("devices", Arc::new(devices::Devices::new()))?;
+    let trainer = Arc::new(train::Trainer::new(db.downgrade(), training_concurrency()));
+    db.register_system_table(
+        "jobs",
+        Arc::new(train::jobs::JobsTable::new(trainer.jobs().clone())),
+    )?;
+    db.configure(|ctx| {
+        ctx.register_udtf(
+            "train",
+            Arc::new(train::function::TrainFunction::new(trainer.clone())),
+        );
+        ctx.register_udtf(
+            "reproduce",
+            Arc::new(train::function::ReproduceFunction::new(trainer.clone())),
+        );
+        Ok(())
+    })?;
     Ok(())
+}
+
+/// How many trainings run at once; more wait their turn (`queued` in `runbase.jobs`).
+/// `RUNBASE_TRAINING_CONCURRENCY`, else one per four cores (at least one): libtorch
+/// already spreads one training over every core.
+fn training_concurrency() -> usize {
+    std::env::var("RUNBASE_TRAINING_CONCURRENCY")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or_else(|| {
+            std::thread::available_parallelism().map_or(1, |n| n.get() / 4)
+        })
+        .max(1)
 }
 
 /// The libtorch version this crate was built against.

@@ -12,6 +12,7 @@
 
 pub(crate) mod functions;
 pub mod keys;
+pub mod models;
 pub(crate) mod tables;
 
 use std::collections::{HashMap, HashSet};
@@ -42,6 +43,7 @@ pub(crate) const CF_METRICS: &str = "metrics";
 pub(crate) const CF_LATEST: &str = "latest_metrics";
 pub(crate) const CF_INPUTS: &str = "run_inputs";
 pub(crate) const CF_ARTIFACTS: &str = "artifacts";
+pub(crate) const CF_MODELS: &str = "models";
 
 const NEXT_EXPERIMENT_ID: &[u8] = b"meta/next_experiment_id";
 
@@ -67,6 +69,7 @@ pub(crate) fn column_families() -> Vec<ColumnFamilyDescriptor> {
         ColumnFamilyDescriptor::new(CF_LATEST, latest),
         plain(CF_INPUTS),
         plain(CF_ARTIFACTS),
+        plain(CF_MODELS),
     ]
 }
 
@@ -652,6 +655,48 @@ impl Tracking {
             [],
         );
         self.commit(batch)
+    }
+
+    /// The params of `run`, by key.
+    pub fn params(&self, run: &Uuid) -> Result<Vec<(String, String)>> {
+        self.run_strings(CF_PARAMS, run)
+    }
+
+    /// The tags of `run`, by key.
+    pub fn tags(&self, run: &Uuid) -> Result<Vec<(String, String)>> {
+        self.run_strings(CF_TAGS, run)
+    }
+
+    /// The table versions `run` read, by table name.
+    pub fn inputs(&self, run: &Uuid) -> Result<Vec<(String, i64)>> {
+        let mut out = Vec::new();
+        for item in self
+            .db()
+            .prefix_iterator_cf(self.cf(CF_INPUTS)?, run.as_bytes())
+        {
+            let (k, _) = item?;
+            if !k.starts_with(run.as_bytes()) {
+                break;
+            }
+            if let Some((_, table, version)) = keys::decode_input_key(&k) {
+                out.push((table.to_string(), version));
+            }
+        }
+        Ok(out)
+    }
+
+    fn run_strings(&self, cf: &str, run: &Uuid) -> Result<Vec<(String, String)>> {
+        let mut out = Vec::new();
+        for item in self.db().prefix_iterator_cf(self.cf(cf)?, run.as_bytes()) {
+            let (k, v) = item?;
+            if !k.starts_with(run.as_bytes()) {
+                break;
+            }
+            if let Some((_, key)) = keys::decode_run_key(&k) {
+                out.push((key.to_string(), String::from_utf8_lossy(&v).into_owned()));
+            }
+        }
+        Ok(out)
     }
 
     // ---- metrics ----
