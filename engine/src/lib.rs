@@ -47,7 +47,9 @@ pub mod tracking;
 
 pub use database::{DATABASE_NAME, Database, DatabaseOptions, WeakDatabase, version_string};
 pub use error::{Error, Result};
-pub use session::{ClientIdentity, CommandTag, Notices, PinnedQuery, Prepared, QueryOutput, Session};
+pub use session::{
+    ClientIdentity, CommandTag, Notices, PinnedQuery, Prepared, QueryOutput, Session,
+};
 pub use system::SystemTable;
 
 /// Re-exports so dependants use the same versions.

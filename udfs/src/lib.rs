@@ -67,9 +67,7 @@ fn training_concurrency() -> usize {
     std::env::var("RUNBASE_TRAINING_CONCURRENCY")
         .ok()
         .and_then(|v| v.parse().ok())
-        .unwrap_or_else(|| {
-            std::thread::available_parallelism().map_or(1, |n| n.get() / 4)
-        })
+        .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get() / 4))
         .max(1)
 }
 

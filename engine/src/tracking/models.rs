@@ -278,7 +278,9 @@ impl SystemTable for ModelsTable {
                 Arc::new(StringArray::from_iter_values(
                     models.iter().map(|m| m.name.as_str()),
                 )),
-                Arc::new(Int64Array::from_iter_values(models.iter().map(|m| m.version))),
+                Arc::new(Int64Array::from_iter_values(
+                    models.iter().map(|m| m.version),
+                )),
                 Arc::new(StringArray::from_iter(
                     models.iter().map(|m| m.run_id.map(|r| r.to_string())),
                 )),
@@ -327,7 +329,9 @@ mod tests {
         for good in ["iris", "iris_v2", "a.b-c", "9lives"] {
             assert!(validate_model_name(good).is_ok(), "{good}");
         }
-        for bad in ["", "../etc", "a/b", "a..b", ".hidden", "a b", "naïve", "x@1"] {
+        for bad in [
+            "", "../etc", "a/b", "a..b", ".hidden", "a b", "naïve", "x@1",
+        ] {
             assert!(validate_model_name(bad).is_err(), "{bad}");
         }
         assert!(matches!(

@@ -187,15 +187,17 @@ fn find_column(batch: &RecordBatch, wanted: &str) -> Result<usize> {
         .collect();
     match matches.as_slice() {
         [i] => Ok(*i),
-        _ => Err(Error::Engine(runbase_engine::Error::ColumnNotFound(format!(
-            "target column \"{wanted}\" does not exist in the query's result; its columns are {}",
-            schema
-                .fields()
-                .iter()
-                .map(|f| f.name().as_str())
-                .collect::<Vec<_>>()
-                .join(", ")
-        )))),
+        _ => Err(Error::Engine(runbase_engine::Error::ColumnNotFound(
+            format!(
+                "target column \"{wanted}\" does not exist in the query's result; its columns are {}",
+                schema
+                    .fields()
+                    .iter()
+                    .map(|f| f.name().as_str())
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ),
+        ))),
     }
 }
 
@@ -221,9 +223,7 @@ fn infer_task(t: &DataType) -> Option<Task> {
         | DataType::Decimal64(..)
         | DataType::Decimal128(..)
         | DataType::Decimal256(..) => Some(Task::Regression),
-        t if t.is_integer() || is_text(t) || *t == DataType::Boolean => {
-            Some(Task::Classification)
-        }
+        t if t.is_integer() || is_text(t) || *t == DataType::Boolean => Some(Task::Classification),
         _ => None,
     }
 }
@@ -336,7 +336,9 @@ fn fit_stats(x: &Tensor, rows: &Tensor) -> (Vec<f64>, Vec<f64>) {
     let finite = x.isfinite();
     let zeros = x.zeros_like();
     let xs = x.where_self(&finite, &zeros);
-    let count = finite.to_kind(Kind::Double).sum_dim_intlist(0, false, Kind::Double);
+    let count = finite
+        .to_kind(Kind::Double)
+        .sum_dim_intlist(0, false, Kind::Double);
     let count_safe = count.clamp_min(1.0);
     let mean = xs.sum_dim_intlist(0, false, Kind::Double) / &count_safe;
     let dev = (&x - &mean).where_self(&finite, &zeros);
@@ -421,7 +423,10 @@ pub fn prepare(batch: &RecordBatch, o: &DatasetOptions<'_>) -> Result<Dataset> {
             let mut classes: Vec<&str> = distinct.into_iter().collect();
             if classes.iter().all(|c| c.parse::<f64>().is_ok()) {
                 classes.sort_by(|a, b| {
-                    let (a, b) = (a.parse::<f64>().unwrap_or(0.0), b.parse::<f64>().unwrap_or(0.0));
+                    let (a, b) = (
+                        a.parse::<f64>().unwrap_or(0.0),
+                        b.parse::<f64>().unwrap_or(0.0),
+                    );
                     a.total_cmp(&b)
                 });
             }

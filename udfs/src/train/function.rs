@@ -79,7 +79,10 @@ fn string_arg(function: &str, what: &str, expr: &Expr) -> DfResult<String> {
         | ScalarValue::Utf8View(Some(s))
         | ScalarValue::LargeUtf8(Some(s)) => Ok(s),
         ScalarValue::Utf8(None) | ScalarValue::Utf8View(None) | ScalarValue::LargeUtf8(None) => {
-            Err(runbase_engine::Error::NullValue(format!("{function}: {what} must not be NULL")).into())
+            Err(
+                runbase_engine::Error::NullValue(format!("{function}: {what} must not be NULL"))
+                    .into(),
+            )
         }
         other => plan_err!(
             "{function}: {what} must be a string, got {}",
@@ -102,9 +105,9 @@ fn session_context(session: &dyn Session) -> (ClientIdentity, Option<Arc<Notices
 fn engine_err(e: crate::Error) -> DataFusionError {
     match e {
         crate::Error::Engine(e) => e.into(),
-        other => DataFusionError::External(Box::new(runbase_engine::Error::Internal(
-            other.to_string(),
-        ))),
+        other => {
+            DataFusionError::External(Box::new(runbase_engine::Error::Internal(other.to_string())))
+        }
     }
 }
 

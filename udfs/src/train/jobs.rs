@@ -92,7 +92,12 @@ impl Drop for JobGuard {
 
 impl Jobs {
     /// Registers a job; it is listed until the guard drops.
-    pub fn start(self: &Arc<Self>, run_id: Uuid, model: &str, user_name: Option<String>) -> JobGuard {
+    pub fn start(
+        self: &Arc<Self>,
+        run_id: Uuid,
+        model: &str,
+        user_name: Option<String>,
+    ) -> JobGuard {
         let job = Arc::new(Job {
             run_id,
             model: model.to_string(),
@@ -187,9 +192,10 @@ impl SystemTable for JobsTable {
                 Arc::new(StringArray::from_iter(
                     jobs.iter().map(|j| j.user_name.as_deref()),
                 )),
-                Arc::new(StringArray::from_iter_values(jobs.iter().map(|j| {
-                    *j.state.lock().unwrap_or_else(|p| p.into_inner())
-                }))),
+                Arc::new(StringArray::from_iter_values(
+                    jobs.iter()
+                        .map(|j| *j.state.lock().unwrap_or_else(|p| p.into_inner())),
+                )),
                 Arc::new(StringArray::from_iter(jobs.iter().map(|j| {
                     let d = j.device.lock().unwrap_or_else(|p| p.into_inner()).clone();
                     (!d.is_empty()).then_some(d)

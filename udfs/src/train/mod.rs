@@ -125,9 +125,9 @@ impl Trainer {
         let tracking = db.tracking();
         let id = runbase_engine::tracking::parse_run_id(run_id)?;
         if tracking.run(&id)?.is_none() {
-            return Err(Error::Engine(runbase_engine::Error::ObjectNotFound(format!(
-                "run \"{run_id}\" does not exist"
-            ))));
+            return Err(Error::Engine(runbase_engine::Error::ObjectNotFound(
+                format!("run \"{run_id}\" does not exist"),
+            )));
         }
         let params: HashMap<String, String> = tracking.params(&id)?.into_iter().collect();
         let get = |k: &str| {
@@ -218,8 +218,16 @@ impl Trainer {
                 tracking.log_input(&run_id, table, *version)?;
             }
             let mut tags = vec![
-                (run_id, "runbase.version".to_string(), env!("CARGO_PKG_VERSION").to_string()),
-                (run_id, "libtorch.version".to_string(), crate::LIBTORCH_VERSION.to_string()),
+                (
+                    run_id,
+                    "runbase.version".to_string(),
+                    env!("CARGO_PKG_VERSION").to_string(),
+                ),
+                (
+                    run_id,
+                    "libtorch.version".to_string(),
+                    crate::LIBTORCH_VERSION.to_string(),
+                ),
             ];
             if let Some(r) = req.reproduces {
                 tags.push((run_id, "reproduces".to_string(), r.to_string()));
@@ -294,13 +302,20 @@ impl Trainer {
             Ok((trained, model, metrics)) => {
                 tracking.set_tags(&[
                     (run_id, "runbase.model".into(), model.name.clone()),
-                    (run_id, "runbase.model_version".into(), model.version.to_string()),
+                    (
+                        run_id,
+                        "runbase.model_version".into(),
+                        model.version.to_string(),
+                    ),
                 ])?;
                 tracking.end_run(&run_id, RunStatus::Finished)?;
                 guard.done = true;
                 notify(format!(
                     "TRAIN {}: stored version {} (best epoch {} of {})",
-                    req.model, model.version, trained.outcome.best_epoch, trained.outcome.epochs_run
+                    req.model,
+                    model.version,
+                    trained.outcome.best_epoch,
+                    trained.outcome.epochs_run
                 ));
                 Ok(Summary {
                     run_id,
@@ -421,10 +436,17 @@ fn settings_params(s: &Settings, o: &TrainOptions, device: &str) -> Vec<(String,
         ("task".to_string(), s.task.as_str().to_string()),
         (
             "architecture".to_string(),
-            if s.hidden.is_empty() { ModelKind::Linear } else { ModelKind::Mlp }
-                .serialize_name(),
+            if s.hidden.is_empty() {
+                ModelKind::Linear
+            } else {
+                ModelKind::Mlp
+            }
+            .serialize_name(),
         ),
-        ("hidden_layers".to_string(), Value::from(s.hidden.clone()).to_string()),
+        (
+            "hidden_layers".to_string(),
+            Value::from(s.hidden.clone()).to_string(),
+        ),
         ("activation".to_string(), json_name(&s.activation)),
         ("dropout".to_string(), s.dropout.to_string()),
         ("epochs".to_string(), s.epochs.to_string()),
@@ -495,10 +517,8 @@ impl EpochSink for RunSink<'_> {
             let due = last.is_none_or(|t| t.elapsed().as_secs_f64() >= 1.0) || epoch == epochs;
             if due {
                 *last = Some(Instant::now());
-                let shown: Vec<String> = metrics
-                    .iter()
-                    .map(|(k, v)| format!("{k}={v:.4}"))
-                    .collect();
+                let shown: Vec<String> =
+                    metrics.iter().map(|(k, v)| format!("{k}={v:.4}")).collect();
                 n.push(format!(
                     "{}epoch {epoch}/{epochs}: {}",
                     self.label,
@@ -552,8 +572,16 @@ fn train_blocking(
     }
     ctx.tracking.set_tags(&[
         (ctx.run, "runbase.device".into(), device_name.clone()),
-        (ctx.run, "runbase.rows_train".into(), ds.train.len().to_string()),
-        (ctx.run, "runbase.rows_validation".into(), ds.val.len().to_string()),
+        (
+            ctx.run,
+            "runbase.rows_train".into(),
+            ds.train.len().to_string(),
+        ),
+        (
+            ctx.run,
+            "runbase.rows_validation".into(),
+            ds.val.len().to_string(),
+        ),
     ])?;
     let trials = options.trials(seed)?;
     if trials.is_empty() {
@@ -618,9 +646,11 @@ fn train_blocking(
                 } else {
                     RunStatus::Failed
                 };
-                let _ = ctx
-                    .tracking
-                    .set_tags(&[(child.run_id, "error".into(), truncate(&e.to_string()))]);
+                let _ = ctx.tracking.set_tags(&[(
+                    child.run_id,
+                    "error".into(),
+                    truncate(&e.to_string()),
+                )]);
                 let _ = ctx.tracking.end_run(&child.run_id, status);
                 return Err(e);
             }
@@ -644,7 +674,9 @@ fn train_blocking(
         }
     }
     let (_, winner, n, outcome) = best.ok_or_else(|| {
-        Error::Engine(runbase_engine::Error::Internal("the search ran no trial".into()))
+        Error::Engine(runbase_engine::Error::Internal(
+            "the search ran no trial".into(),
+        ))
     })?;
     ctx.tracking.set_tags(&[
         (ctx.run, "best_trial_run_id".into(), winner.to_string()),

@@ -384,7 +384,11 @@ impl Settings {
         let model = options.model.unwrap_or(ModelKind::Mlp);
         let hidden = match model {
             ModelKind::Linear => {
-                if options.hidden_layers.as_ref().is_some_and(|h| !h.is_empty()) {
+                if options
+                    .hidden_layers
+                    .as_ref()
+                    .is_some_and(|h| !h.is_empty())
+                {
                     return Err(invalid_argument(
                         "a linear model has no hidden_layers; use \"model\": \"mlp\"".into(),
                     ));
@@ -536,7 +540,11 @@ mod tests {
         .unwrap();
         let trials = o.trials(1).unwrap();
         assert_eq!(trials.len(), 6);
-        assert!(trials.iter().all(|t| t.search.is_none() && t.epochs == Some(3)));
+        assert!(
+            trials
+                .iter()
+                .all(|t| t.search.is_none() && t.epochs == Some(3))
+        );
         let random = TrainOptions::parse(Some(
             r#"{"search": {"method": "random", "trials": 4, "space": {"dropout": [0.0, 0.1, 0.2]}}}"#,
         ))

@@ -212,13 +212,16 @@ pub fn train(
             match spec.output {
                 TargetSpec::Classification { .. } => {
                     let logits = Vec::<f32>::try_from(&out.view([-1])).map_err(Error::Torch)?;
-                    m.extend(metrics::classification(&logits, outputs as usize, &val_labels));
+                    m.extend(metrics::classification(
+                        &logits,
+                        outputs as usize,
+                        &val_labels,
+                    ));
                 }
                 TargetSpec::Regression { mean, std } => {
-                    let pred = Vec::<f64>::try_from(
-                        &(out.view([-1]).to_kind(Kind::Double) * std + mean),
-                    )
-                    .map_err(Error::Torch)?;
+                    let pred =
+                        Vec::<f64>::try_from(&(out.view([-1]).to_kind(Kind::Double) * std + mean))
+                            .map_err(Error::Torch)?;
                     m.extend(metrics::regression(&pred, &val_actual));
                 }
             }
@@ -230,9 +233,11 @@ pub fn train(
             .find(|(k, _)| *k == monitor)
             .map_or(f64::NAN, |(_, v)| *v);
         if !train_loss.is_finite() {
-            return Err(Error::Engine(runbase_engine::Error::InvalidArgument(format!(
-                "training diverged at epoch {epoch} (train_loss is {train_loss}); try a smaller learning_rate"
-            ))));
+            return Err(Error::Engine(runbase_engine::Error::InvalidArgument(
+                format!(
+                    "training diverged at epoch {epoch} (train_loss is {train_loss}); try a smaller learning_rate"
+                ),
+            )));
         }
         let min_delta = settings
             .early_stopping
@@ -245,7 +250,8 @@ pub fn train(
         };
         sink.epoch(epoch, settings.epochs, &m)?;
         if improved {
-            let snapshot = tch::no_grad(|| vs.trainable_variables().iter().map(Tensor::copy).collect());
+            let snapshot =
+                tch::no_grad(|| vs.trainable_variables().iter().map(Tensor::copy).collect());
             best = Some((value, epoch, m, snapshot));
             since_best = 0;
         } else {

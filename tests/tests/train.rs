@@ -1,0 +1,629 @@
+//! TRAIN end to end against the real `runbase` binary: quality on scikit-learn's datasets
+//! (shipped as CSV in tests/data), live per-epoch metrics and NOTICE progress, the model
+//! registry, reproducibility and `reproduce`, search with child runs, cancellation, and
+//! errors for bad input while other clients keep being served.
+
+use std::path::PathBuf;
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use futures::SinkExt;
+use runbase_tests::server::TestServer;
+use tokio_postgres::Client;
+
+fn data_file(name: &str) -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("data")
+        .join(format!("{name}.csv"))
+}
+
+/// Creates `table` from a shipped CSV: every column a double except `target`, typed
+/// `target_type`; loads it with COPY.
+async fn load_csv(client: &Client, name: &str, table: &str, target: &str, target_type: &str) {
+    let text = std::fs::read_to_string(data_file(name)).expect("read csv");
+    let header = text.lines().next().expect("header");
+    let columns: Vec<String> = header
+        .split(',')
+        .map(|c| {
+            if c == target {
+                format!("{c} {target_type}")
+            } else {
+                format!("{c} double precision")
+            }
+        })
+        .collect();
+    client
+        .batch_execute(&format!("CREATE TABLE {table} ({})", columns.join(", ")))
+        .await
+        .expect("create table");
+    let sink = client
+        .copy_in(&format!(
+            "COPY {table} FROM STDIN WITH (FORMAT csv, HEADER true)"
+        ))
+        .await
+        .expect("copy in");
+    futures::pin_mut!(sink);
+    sink.send(Bytes::from(text)).await.expect("send");
+    sink.finish().await.expect("finish copy");
+}
+
+/// Runs a TRAIN statement; returns (run_id, version, metrics JSON, epochs, best_epoch).
+async fn train(client: &Client, sql: &str) -> (String, i64, serde_json::Value, i32, i32) {
+    let row = client
+        .query_one(sql, &[])
+        .await
+        .unwrap_or_else(|e| panic!("{sql}: {e}"));
+    let metrics: String = row.get("metrics");
+    (
+        row.get("run_id"),
+        row.get("version"),
+        serde_json::from_str(&metrics).expect("metrics JSON"),
+        row.get("epochs"),
+        row.get("best_epoch"),
+    )
+}
+
+fn sqlstate(e: &tokio_postgres::Error) -> String {
+    e.code()
+        .map(|c| c.code().to_string())
+        .unwrap_or_else(|| format!("no SQLSTATE: {e}"))
+}
+
+async fn history(client: &Client, run_id: &str, key: &str) -> Vec<f64> {
+    client
+        .query(
+            "SELECT value FROM runbase.metrics WHERE run_id = $1 AND key = $2 ORDER BY step",
+            &[&run_id, &key],
+        )
+        .await
+        .expect("history")
+        .iter()
+        .map(|r| r.get(0))
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn trained_models_meet_scikit_learn_quality_on_held_out_rows() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let server = TestServer::start(dir.path());
+    let c = server.connect().await;
+    load_csv(&c, "iris", "iris", "species", "text").await;
+    load_csv(&c, "wine", "wine", "cultivar", "bigint").await;
+    load_csv(&c, "breast_cancer", "cancer", "diagnosis", "text").await;
+    load_csv(
+        &c,
+        "diabetes",
+        "diabetes",
+        "progression",
+        "double precision",
+    )
+    .await;
+
+    // (model, table, target, options, metric, bar) — bars from scikit-learn baselines.
+    let cases = [
+        (
+            "iris",
+            "iris",
+            "species",
+            r#"{"epochs": 80, "learning_rate": 0.01, "seed": 1}"#,
+            "accuracy",
+            0.90,
+        ),
+        (
+            "wine",
+            "wine",
+            "cultivar",
+            r#"{"epochs": 60, "learning_rate": 0.01, "seed": 1}"#,
+            "accuracy",
+            0.90,
+        ),
+        (
+            "cancer",
+            "cancer",
+            "diagnosis",
+            r#"{"epochs": 40, "learning_rate": 0.005, "seed": 1}"#,
+            "accuracy",
+            0.94,
+        ),
+        (
+            "diabetes",
+            "diabetes",
+            "progression",
+            r#"{"model": "linear", "epochs": 200, "learning_rate": 0.01, "seed": 1}"#,
+            "r2",
+            0.40,
+        ),
+    ];
+    for (model, table, target, options, metric, bar) in cases {
+        let (run_id, version, metrics, epochs, best) = train(
+            &c,
+            &format!(
+                "SELECT * FROM train('{model}', $$SELECT * FROM {table}$$, '{target}', '{options}')"
+            ),
+        )
+        .await;
+        let value = metrics[metric].as_f64().expect("metric");
+        assert!(
+            value >= bar,
+            "{model}: {metric} = {value} < {bar}: {metrics}"
+        );
+        assert_eq!(version, 1);
+        assert!(best >= 1 && best <= epochs, "{best} of {epochs}");
+        // Every epoch's metrics were logged, under the run, which is a finished TRAIN run.
+        let val = history(&c, &run_id, "val_loss").await;
+        assert_eq!(val.len(), epochs as usize, "{model}");
+        let row = c
+            .query_one(
+                "SELECT status, kind, experiment FROM runbase.runs WHERE run_id = $1",
+                &[&run_id],
+            )
+            .await
+            .expect("run");
+        assert_eq!(row.get::<_, String>(0), "FINISHED");
+        assert_eq!(row.get::<_, String>(1), "train");
+        assert_eq!(row.get::<_, String>(2), model);
+        // The query's table version was recorded.
+        let inputs = c
+            .query_one(
+                "SELECT table_name, table_version FROM runbase.run_inputs WHERE run_id = $1",
+                &[&run_id],
+            )
+            .await
+            .expect("inputs");
+        assert_eq!(inputs.get::<_, String>(0), table);
+        assert_eq!(inputs.get::<_, i64>(1), 1);
+    }
+    // The registry lists each model with its task, inputs and metrics.
+    let rows = c
+        .query(
+            "SELECT name, version, task, target, CAST(array_length(input_columns, 1) AS int), size_bytes FROM runbase.models ORDER BY name",
+            &[],
+        )
+        .await
+        .expect("models");
+    let got: Vec<(String, i64, String, String, i32)> = rows
+        .iter()
+        .map(|r| (r.get(0), r.get(1), r.get(2), r.get(3), r.get(4)))
+        .collect();
+    assert_eq!(
+        got,
+        vec![
+            (
+                "cancer".into(),
+                1,
+                "classification".into(),
+                "diagnosis".into(),
+                30
+            ),
+            (
+                "diabetes".into(),
+                1,
+                "regression".into(),
+                "progression".into(),
+                10
+            ),
+            (
+                "iris".into(),
+                1,
+                "classification".into(),
+                "species".into(),
+                4
+            ),
+            (
+                "wine".into(),
+                1,
+                "classification".into(),
+                "cultivar".into(),
+                13
+            ),
+        ]
+    );
+    assert!(rows.iter().all(|r| r.get::<_, i64>(5) > 0));
+    // A second TRAIN of a name is its next version.
+    let (_, version, ..) = train(
+        &c,
+        "SELECT * FROM train('iris', 'SELECT * FROM iris', 'species', '{\"epochs\": 5}')",
+    )
+    .await;
+    assert_eq!(version, 2);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn same_seed_same_losses_and_reproduce_reads_the_pinned_version() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let server = TestServer::start(dir.path());
+    let c = server.connect().await;
+    load_csv(&c, "iris", "iris", "species", "text").await;
+    let sql = "SELECT * FROM train('iris', $$SELECT * FROM iris$$, 'species', \
+               '{\"epochs\": 15, \"hidden_layers\": [16, 8], \"dropout\": 0.1, \"seed\": 42}')";
+    let (first, ..) = train(&c, sql).await;
+    let (second, ..) = train(&c, sql).await;
+    let a = history(&c, &first, "train_loss").await;
+    let b = history(&c, &second, "train_loss").await;
+    assert_eq!(a.len(), 15);
+    assert_eq!(a, b, "same data, options and seed give the same losses");
+    assert_eq!(
+        history(&c, &first, "val_loss").await,
+        history(&c, &second, "val_loss").await
+    );
+    let other = train(
+        &c,
+        "SELECT * FROM train('iris', $$SELECT * FROM iris$$, 'species', '{\"epochs\": 15, \"hidden_layers\": [16, 8], \"dropout\": 0.1, \"seed\": 43}')",
+    )
+    .await
+    .0;
+    assert_ne!(
+        history(&c, &other, "train_loss").await,
+        a,
+        "another seed differs"
+    );
+
+    // New rows make a new table version; reproduce still reads the version the run read.
+    c.batch_execute("INSERT INTO iris SELECT * FROM iris WHERE species = 'setosa'")
+        .await
+        .expect("insert");
+    let row = c
+        .query_one(
+            &format!("SELECT run_id, version FROM reproduce('{first}')"),
+            &[],
+        )
+        .await
+        .expect("reproduce");
+    let again: String = row.get(0);
+    assert_ne!(again, first);
+    assert_eq!(row.get::<_, i64>(1), 4);
+    assert_eq!(history(&c, &again, "train_loss").await, a);
+    let inputs: i64 = c
+        .query_one(
+            "SELECT table_version FROM runbase.run_inputs WHERE run_id = $1",
+            &[&again],
+        )
+        .await
+        .expect("inputs")
+        .get(0);
+    assert_eq!(inputs, 1);
+    let tag: String = c
+        .query_one(
+            "SELECT value FROM runbase.tags WHERE run_id = $1 AND key = 'reproduces'",
+            &[&again],
+        )
+        .await
+        .expect("tag")
+        .get(0);
+    assert_eq!(tag, first);
+    // A fresh TRAIN reads the new version.
+    let fresh = train(&c, sql).await.0;
+    let v: i64 = c
+        .query_one(
+            "SELECT table_version FROM runbase.run_inputs WHERE run_id = $1",
+            &[&fresh],
+        )
+        .await
+        .expect("inputs")
+        .get(0);
+    assert_eq!(v, 2);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_search_runs_each_trial_as_a_child_run_and_keeps_the_best() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let server = TestServer::start(dir.path());
+    let c = server.connect().await;
+    load_csv(&c, "wine", "wine", "cultivar", "bigint").await;
+    let (parent, version, metrics, ..) = train(
+        &c,
+        r#"SELECT * FROM train('wine', 'SELECT * FROM wine', 'cultivar', '{"epochs": 20, "seed": 3, "early_stopping": {"monitor": "accuracy", "patience": 50}, "search": {"space": {"learning_rate": [0.0001, 0.01], "hidden_layers": [[8], [32, 16]]}}}')"#,
+    )
+    .await;
+    assert_eq!(version, 1);
+    let children = c
+        .query(
+            "SELECT run_id, status FROM runbase.runs WHERE parent_run_id = $1",
+            &[&parent],
+        )
+        .await
+        .expect("children");
+    assert_eq!(children.len(), 4);
+    assert!(children.iter().all(|r| r.get::<_, String>(1) == "FINISHED"));
+    let best: String = c
+        .query_one(
+            "SELECT value FROM runbase.tags WHERE run_id = $1 AND key = 'best_trial_run_id'",
+            &[&parent],
+        )
+        .await
+        .expect("best tag")
+        .get(0);
+    // The winner has the highest final accuracy of the four.
+    let best_acc: f64 = c
+        .query_one(
+            "SELECT max(value) FROM runbase.metrics WHERE run_id = $1 AND key = 'accuracy'",
+            &[&best],
+        )
+        .await
+        .expect("best")
+        .get(0);
+    let all_best: f64 = c
+        .query_one(
+            "SELECT max(m.value) FROM runbase.metrics m JOIN runbase.runs r ON m.run_id = r.run_id \
+             WHERE r.parent_run_id = $1 AND m.key = 'accuracy'",
+            &[&parent],
+        )
+        .await
+        .expect("max")
+        .get(0);
+    assert_eq!(best_acc, all_best);
+    assert_eq!(metrics["accuracy"].as_f64(), Some(best_acc));
+    // Each trial records its own options.
+    let lrs = c
+        .query(
+            "SELECT p.value FROM runbase.params p JOIN runbase.runs r ON p.run_id = r.run_id \
+             WHERE r.parent_run_id = $1 AND p.key = 'learning_rate' ORDER BY 1",
+            &[&parent],
+        )
+        .await
+        .expect("params");
+    let lrs: Vec<String> = lrs.iter().map(|r| r.get(0)).collect();
+    assert_eq!(lrs, ["0.0001", "0.0001", "0.01", "0.01"]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn progress_is_visible_live_and_as_notices_in_psql() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let server = TestServer::start(dir.path());
+    let c = server.connect().await;
+    load_csv(&c, "breast_cancer", "cancer", "diagnosis", "text").await;
+    let trainer = server.connect().await;
+    let long = tokio::spawn(async move {
+        trainer
+            .query_one(
+                "SELECT run_id FROM train('slow', 'SELECT * FROM cancer', 'diagnosis', \
+                 '{\"epochs\": 300, \"batch_size\": 4, \"hidden_layers\": [256, 256]}')",
+                &[],
+            )
+            .await
+            .map(|r| r.get::<_, String>(0))
+    });
+    // Another connection sees the job and its epochs' metrics before TRAIN returns.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let (run_id, epoch) = loop {
+        assert!(Instant::now() < deadline, "no progress seen");
+        let rows = c
+            .query("SELECT run_id, epoch, state FROM runbase.jobs", &[])
+            .await
+            .expect("jobs");
+        if let Some(r) = rows.first()
+            && r.get::<_, i64>(1) >= 2
+        {
+            break (r.get::<_, String>(0), r.get::<_, i64>(1));
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    let logged: i64 = c
+        .query_one(
+            "SELECT count(*) FROM runbase.metrics WHERE run_id = $1 AND key = 'val_loss'",
+            &[&run_id],
+        )
+        .await
+        .expect("metrics")
+        .get(0);
+    assert!(logged >= epoch, "{logged} < {epoch}");
+    let running: String = c
+        .query_one(
+            "SELECT status FROM runbase.runs WHERE run_id = $1",
+            &[&run_id],
+        )
+        .await
+        .expect("run")
+        .get(0);
+    assert_eq!(running, "RUNNING");
+    assert!(
+        !long.is_finished(),
+        "TRAIN returned before progress was seen"
+    );
+    // Other clients are served meanwhile.
+    let one: i32 = c
+        .query_one("SELECT CAST(1 AS int)", &[])
+        .await
+        .expect("select")
+        .get(0);
+    assert_eq!(one, 1);
+    long.abort();
+
+    // psql prints the progress NOTICEs.
+    let out = Command::new("psql")
+        .arg(server.conn_str())
+        .args([
+            "-X",
+            "-v",
+            "ON_ERROR_STOP=1",
+            "-c",
+            "SELECT version FROM train('psql', $$SELECT * FROM cancer$$, 'diagnosis', '{\"epochs\": 3}')",
+        ])
+        .output()
+        .expect("run psql");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    assert!(stderr.contains("NOTICE:  TRAIN psql: run "), "{stderr}");
+    assert!(stderr.contains("epoch 3/3: train_loss="), "{stderr}");
+    assert!(stderr.contains("stored version 1"), "{stderr}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn closing_the_connection_kills_the_run_and_stores_no_model() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let server = TestServer::start(dir.path());
+    let c = server.connect().await;
+    load_csv(&c, "breast_cancer", "cancer", "diagnosis", "text").await;
+    let mut psql = Command::new("psql")
+        .arg(server.conn_str())
+        .args([
+            "-X",
+            "-c",
+            "SELECT * FROM train('doomed', 'SELECT * FROM cancer', 'diagnosis', \
+             '{\"epochs\": 100000, \"batch_size\": 2}')",
+        ])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("psql");
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let run_id = loop {
+        assert!(Instant::now() < deadline, "training never started");
+        let rows = c
+            .query("SELECT run_id FROM runbase.jobs WHERE epoch >= 1", &[])
+            .await
+            .expect("jobs");
+        if let Some(r) = rows.first() {
+            break r.get::<_, String>(0);
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    psql.kill().expect("kill psql");
+    psql.wait().expect("wait psql");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let status: String = c
+            .query_one(
+                "SELECT status FROM runbase.runs WHERE run_id = $1",
+                &[&run_id],
+            )
+            .await
+            .expect("run")
+            .get(0);
+        if status == "KILLED" {
+            break;
+        }
+        assert_eq!(status, "RUNNING");
+        assert!(Instant::now() < deadline, "the run was not killed");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let models: i64 = c
+        .query_one(
+            "SELECT count(*) FROM runbase.models WHERE name = 'doomed'",
+            &[],
+        )
+        .await
+        .expect("models")
+        .get(0);
+    assert_eq!(models, 0);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while c
+        .query("SELECT 1 FROM runbase.jobs", &[])
+        .await
+        .expect("jobs")
+        .len()
+        > 0
+    {
+        assert!(Instant::now() < deadline, "the job is still listed");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_input_gets_clear_errors_and_the_server_keeps_serving() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let server = TestServer::start(dir.path());
+    let c = server.connect().await;
+    load_csv(&c, "iris", "iris", "species", "text").await;
+    c.batch_execute(
+        "CREATE TABLE odd (x double precision, y double precision, label text, d date); \
+         INSERT INTO odd VALUES (1, 'NaN', 'a', '2024-01-01'), (2, 1, 'a', '2024-01-02'), (3, 2, 'a', '2024-01-03')",
+    )
+    .await
+    .expect("odd");
+    let cases = [
+        (
+            "SELECT * FROM train('m', 'SELECT * FROM iris', 'nope')",
+            "42703",
+            "does not exist",
+        ),
+        (
+            "SELECT * FROM train('m', 'SELECT * FROM iris WHERE false', 'species')",
+            "22023",
+            "no rows",
+        ),
+        (
+            "SELECT * FROM train('m', 'SELECT x, label FROM odd', 'label')",
+            "22023",
+            "only one class",
+        ),
+        (
+            "SELECT * FROM train('m', 'SELECT x, y FROM odd', 'y')",
+            "22023",
+            "NaN",
+        ),
+        (
+            "SELECT * FROM train('m', 'SELECT x, d, label FROM odd', 'x')",
+            "22023",
+            "cannot use",
+        ),
+        (
+            "SELECT * FROM train('m', 'SELECT * FROM iris', 'species', '{epochs: 3')",
+            "22P02",
+            "not valid JSON",
+        ),
+        (
+            "SELECT * FROM train('m', 'SELECT * FROM iris', 'species', '{\"epoch\": 3}')",
+            "22023",
+            "unknown field `epoch`",
+        ),
+        (
+            "SELECT * FROM train('m', 'SELECT * FROM iris', 'species', '{\"device\": \"cuda:7\"}')",
+            "22023",
+            "not available",
+        ),
+        (
+            "SELECT * FROM train('m', 'SELECT * FROM nowhere', 'species')",
+            "42P01",
+            "nowhere",
+        ),
+        (
+            "SELECT * FROM train('../m', 'SELECT * FROM iris', 'species')",
+            "22023",
+            "invalid model name",
+        ),
+        (
+            "SELECT * FROM train('m', 'DROP TABLE iris', 'species')",
+            "22023",
+            "one SELECT",
+        ),
+        (
+            "SELECT * FROM reproduce('00000000-0000-0000-0000-000000000000')",
+            "42704",
+            "does not exist",
+        ),
+    ];
+    for (sql, code, message) in cases {
+        let err = c.query(sql, &[]).await.expect_err(sql);
+        assert_eq!(sqlstate(&err), code, "{sql}: {err:?}");
+        let text = err
+            .as_db_error()
+            .map(|d| d.message().to_string())
+            .unwrap_or_default();
+        assert!(text.contains(message), "{sql}: {text}");
+    }
+    // A failure after the run started marks it FAILED with the error as a tag.
+    let row = c
+        .query_one(
+            "SELECT r.status, t.value FROM runbase.runs r JOIN runbase.tags t ON r.run_id = t.run_id \
+             WHERE t.key = 'error' AND t.value LIKE '%only one class%'",
+            &[],
+        )
+        .await
+        .expect("failed run");
+    assert_eq!(row.get::<_, String>(0), "FAILED");
+    // Nothing was registered and the table is intact; the server still serves.
+    let models: i64 = c
+        .query_one("SELECT count(*) FROM runbase.models", &[])
+        .await
+        .expect("models")
+        .get(0);
+    assert_eq!(models, 0);
+    let n: i64 = c
+        .query_one("SELECT count(*) FROM iris", &[])
+        .await
+        .expect("count")
+        .get(0);
+    assert_eq!(n, 150);
+}
