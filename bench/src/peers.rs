@@ -51,6 +51,14 @@ pub fn runbase_bin() -> PathBuf {
 impl Runbase {
     /// Starts the server; `synchronous_commit` as its flag of that name.
     pub async fn start(synchronous_commit: bool) -> (Self, tokio_postgres::Client) {
+        Self::start_with(synchronous_commit, &[]).await
+    }
+
+    /// Starts the server with extra environment variables.
+    pub async fn start_with(
+        synchronous_commit: bool,
+        env: &[(&str, String)],
+    ) -> (Self, tokio_postgres::Client) {
         let dir = tempfile::tempdir().expect("tempdir");
         let port = free_port();
         let child = Command::new(runbase_bin())
@@ -64,6 +72,7 @@ impl Runbase {
                 &synchronous_commit.to_string(),
             ])
             .env("RUST_LOG", "warn")
+            .envs(env.iter().map(|(k, v)| (k, v)))
             .stdout(Stdio::null())
             .stderr(Stdio::inherit())
             .spawn()

@@ -40,6 +40,14 @@ pub type Result<T, E = Error> = std::result::Result<T, E>;
 
 /// Registers every function and system table of this crate with `db`.
 pub fn register(db: &runbase_engine::Database) -> Result<()> {
+    // libtorch's intra-op threads (default: one per physical core), for all trainings.
+    if let Some(n) = std::env::var("RUNBASE_TORCH_THREADS")
+        .ok()
+        .and_then(|v| v.parse::<i32>().ok())
+        .filter(|n| *n > 0)
+    {
+        tch::set_num_threads(n);
+    }
     db.register_system_table("devices", Arc::new(devices::Devices::new()))?;
     let trainer = Arc::new(train::Trainer::new(db.downgrade(), training_concurrency()));
     db.register_system_table(

@@ -9,7 +9,6 @@
 //! very same code runs in training and inside the exported TorchScript module.
 
 use std::collections::{BTreeSet, HashMap};
-use std::sync::Arc;
 
 use datafusion::arrow::array::{Array, ArrayRef, AsArray, RecordBatch};
 use datafusion::arrow::compute::cast;
@@ -790,7 +789,3 @@ fn split(
     val.sort_unstable();
     (train, val)
 }
-
-/// Keeps `Arc` in scope for doc links.
-#[allow(dead_code)]
-type _Unused = Arc<()>;

@@ -131,7 +131,10 @@ mod tests {
     use super::*;
 
     fn get(m: &Metrics, k: &str) -> f64 {
-        m.iter().find(|(n, _)| n == k).map(|(_, v)| *v).unwrap()
+        m.iter()
+            .find(|(n, _)| n == k)
+            .map(|(_, v)| *v)
+            .expect("metric present")
     }
 
     #[test]

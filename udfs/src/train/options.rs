@@ -310,7 +310,7 @@ impl TrainOptions {
                 }
             }
             SearchMethod::Random => {
-                let mut rng = super::rng::Rng::new(seed ^ 0x5eed_5ea7_c4);
+                let mut rng = super::rng::Rng::new(seed ^ 0x005e_ed5e_a7c4);
                 for _ in 0..search.trials.unwrap_or(10) {
                     combos.push(values.iter().map(|v| rng.below(v.len())).collect());
                 }
@@ -516,7 +516,7 @@ mod tests {
 
     #[test]
     fn unknown_and_malformed_options_are_errors() {
-        let err = TrainOptions::parse(Some(r#"{"epochz": 3}"#)).unwrap_err();
+        let err = TrainOptions::parse(Some(r#"{"epochz": 3}"#)).expect_err("an error");
         assert!(err.to_string().contains("epochz"), "{err}");
         assert!(TrainOptions::parse(Some("{not json")).is_err());
         assert!(TrainOptions::parse(Some("[1]")).is_err());
@@ -527,9 +527,9 @@ mod tests {
         let ok = TrainOptions::parse(Some(
             r#"{"epochs": 5, "hidden_layers": [8, 4], "early_stopping": {"patience": 2}}"#,
         ))
-        .unwrap();
+        .expect("ok");
         assert_eq!(ok.epochs, Some(5));
-        assert_eq!(ok.early_stopping.unwrap().monitor, "val_loss");
+        assert_eq!(ok.early_stopping.expect("ok").monitor, "val_loss");
     }
 
     #[test]
@@ -537,8 +537,8 @@ mod tests {
         let o = TrainOptions::parse(Some(
             r#"{"epochs": 3, "search": {"space": {"learning_rate": [0.1, 0.01], "hidden_layers": [[4], [8], [8, 4]]}}}"#,
         ))
-        .unwrap();
-        let trials = o.trials(1).unwrap();
+        .expect("ok");
+        let trials = o.trials(1).expect("ok");
         assert_eq!(trials.len(), 6);
         assert!(
             trials
@@ -548,8 +548,8 @@ mod tests {
         let random = TrainOptions::parse(Some(
             r#"{"search": {"method": "random", "trials": 4, "space": {"dropout": [0.0, 0.1, 0.2]}}}"#,
         ))
-        .unwrap();
-        assert_eq!(random.trials(7).unwrap(), random.trials(7).unwrap());
-        assert_eq!(random.trials(7).unwrap().len(), 4);
+        .expect("ok");
+        assert_eq!(random.trials(7).expect("ok"), random.trials(7).expect("ok"));
+        assert_eq!(random.trials(7).expect("ok").len(), 4);
     }
 }

@@ -317,3 +317,161 @@ fn export(net: &Net, spec: &ModelSpec, raw: &Tensor) -> Result<Vec<u8>> {
     module.save(file.path())?;
     std::fs::read(file.path()).map_err(|e| Error::Engine(runbase_engine::Error::Io(e)))
 }
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use datafusion::arrow::array::{
+        Array, BooleanArray, Float64Array, Float64Builder, ListBuilder, RecordBatch, StringArray,
+    };
+    use datafusion::arrow::datatypes::{DataType, Field, Schema};
+
+    use super::*;
+    use crate::train::features::{self, DatasetOptions, InputColumn};
+    use crate::train::options::{Task, TrainOptions};
+
+    struct Quiet;
+
+    impl EpochSink for Quiet {
+        fn epoch(&self, _: u32, _: u32, _: &Metrics) -> Result<()> {
+            Ok(())
+        }
+    }
+
+    /// Rows whose label follows from a number, a category, a flag and a vector, with NULLs.
+    fn batch(rows: usize) -> RecordBatch {
+        let mut rng = Rng::new(9);
+        let (mut x, mut color, mut flag, mut label) = (vec![], vec![], vec![], vec![]);
+        let mut vec_col = ListBuilder::new(Float64Builder::new());
+        for i in 0..rows {
+            let v = rng.next_f64() * 4.0 - 2.0;
+            let c = ["red", "green", "blue"][i % 3];
+            let f = rng.next_f64() > 0.5;
+            let e = [rng.next_f64(), rng.next_f64()];
+            let score = v + if c == "red" { 1.5 } else { -0.5 } + if f { 0.5 } else { 0.0 } + e[0];
+            x.push((i % 17 != 0).then_some(v));
+            color.push((i % 23 != 0).then_some(c));
+            flag.push(Some(f));
+            vec_col.values().append_slice(&e);
+            vec_col.append(true);
+            label.push(if score > 0.5 { "yes" } else { "no" });
+        }
+        let vec_arr = vec_col.finish();
+        RecordBatch::try_new(
+            Arc::new(Schema::new(vec![
+                Field::new("x", DataType::Float64, true),
+                Field::new("color", DataType::Utf8, true),
+                Field::new("flag", DataType::Boolean, true),
+                Field::new("emb", vec_arr.data_type().clone(), true),
+                Field::new("label", DataType::Utf8, false),
+            ])),
+            vec![
+                Arc::new(Float64Array::from(x)),
+                Arc::new(StringArray::from(color)),
+                Arc::new(BooleanArray::from(flag)),
+                Arc::new(vec_arr),
+                Arc::new(StringArray::from(label)),
+            ],
+        )
+        .expect("batch")
+    }
+
+    #[test]
+    fn the_exported_module_predicts_what_training_measured() {
+        let b = batch(600);
+        let ds = features::prepare(
+            &b,
+            &DatasetOptions {
+                target: "label",
+                task: None,
+                validation_fraction: 0.25,
+                split: None,
+                seed: 5,
+            },
+        )
+        .expect("prepare");
+        assert!(
+            matches!(ds.spec.inputs[1], InputColumn::Categorical { ref vocabulary, .. } if vocabulary.len() == 3)
+        );
+        assert!(
+            matches!(ds.spec.inputs[3], InputColumn::Vector { ref mean, .. } if mean.len() == 2)
+        );
+        assert_eq!(ds.spec.encoded_width(), 1 + 4 + 1 + 2);
+        let options =
+            TrainOptions::parse(Some(r#"{"epochs": 40, "learning_rate": 0.01}"#)).expect("options");
+        let settings =
+            Settings::resolve(&options, Task::Classification, 5, true).expect("settings");
+        let cancel = AtomicBool::new(false);
+        let outcome = train(&ds, &settings, Device::Cpu, &Quiet, &cancel).expect("train");
+        let accuracy = outcome
+            .metrics
+            .iter()
+            .find(|(k, _)| k == "accuracy")
+            .map(|(_, v)| *v)
+            .expect("accuracy");
+        assert!(accuracy > 0.85, "{accuracy}");
+
+        // Loaded back, the TorchScript module gives the same held-out accuracy from raw rows.
+        let module = tch::CModule::load_data(&mut outcome.torchscript.as_slice()).expect("load");
+        let raw = features::raw_rows(&ds.spec.inputs, &b).expect("raw rows");
+        let val = Tensor::from_slice(&ds.val);
+        let logits = tch::no_grad(|| module.forward_ts(&[raw.index_select(0, &val)])).expect("fwd");
+        let predicted = logits.argmax(1, false);
+        let labels = ds.y.index_select(0, &val);
+        let exported = predicted
+            .eq_tensor(&labels)
+            .to_kind(Kind::Double)
+            .mean(Kind::Double)
+            .double_value(&[]);
+        assert!(
+            (exported - accuracy).abs() < 1e-9,
+            "{exported} vs {accuracy}"
+        );
+
+        // An unseen category and missing values still score.
+        let unseen = RecordBatch::try_new(
+            b.schema(),
+            vec![
+                Arc::new(Float64Array::from(vec![None::<f64>])),
+                Arc::new(StringArray::from(vec![Some("purple")])),
+                Arc::new(BooleanArray::from(vec![None::<bool>])),
+                Arc::new({
+                    let mut l = ListBuilder::new(Float64Builder::new());
+                    l.append(false);
+                    l.finish()
+                }),
+                Arc::new(StringArray::from(vec!["no"])),
+            ],
+        )
+        .expect("unseen");
+        let raw = features::raw_rows(&ds.spec.inputs, &unseen).expect("raw");
+        let out = tch::no_grad(|| module.forward_ts(&[raw])).expect("fwd");
+        assert_eq!(out.size(), [1, 2]);
+        assert!(out.isfinite().all().int64_value(&[]) == 1);
+    }
+
+    #[test]
+    fn training_stops_when_cancelled() {
+        let b = batch(200);
+        let ds = features::prepare(
+            &b,
+            &DatasetOptions {
+                target: "label",
+                task: None,
+                validation_fraction: 0.2,
+                split: None,
+                seed: 1,
+            },
+        )
+        .expect("prepare");
+        let settings = Settings::resolve(&TrainOptions::default(), Task::Classification, 1, true)
+            .expect("settings");
+        let cancel = AtomicBool::new(true);
+        let err = train(&ds, &settings, Device::Cpu, &Quiet, &cancel).expect_err("cancelled");
+        assert!(matches!(
+            err,
+            Error::Engine(runbase_engine::Error::Canceled(_))
+        ));
+    }
+}
