@@ -12,13 +12,14 @@ use datafusion::execution::SendableRecordBatchStream;
 use futures::{Sink, SinkExt, StreamExt, stream};
 use pgwire::api::auth::StartupHandler;
 use pgwire::api::auth::noop::NoopStartupHandler;
+use pgwire::api::cancel::{CancelHandler, DefaultCancelHandler};
 use pgwire::api::copy::CopyHandler;
 use pgwire::api::portal::{Format, Portal};
 use pgwire::api::query::{ExtendedQueryHandler, SimpleQueryHandler};
 use pgwire::api::results::{CopyResponse, FieldFormat, FieldInfo, QueryResponse, Response, Tag};
 use pgwire::api::stmt::QueryParser;
 use pgwire::api::store::PortalStore;
-use pgwire::api::{ClientInfo, ClientPortalStore, PgWireServerHandlers, Type};
+use pgwire::api::{ClientInfo, ClientPortalStore, ConnectionManager, PgWireServerHandlers, Type};
 use pgwire::error::{ErrorInfo, PgWireError, PgWireResult};
 use pgwire::messages::PgWireBackendMessage;
 use pgwire::messages::copy::{CopyData, CopyDone, CopyFail};
@@ -488,35 +489,56 @@ impl CopyHandler for Connection {
     }
 }
 
-/// Startup without authentication (the server listens on loopback by default).
-pub struct NoAuth;
+/// Startup without authentication (the server listens on loopback by default). Each
+/// connection is registered with the server's cancel registry, so a cancel request (psql's
+/// Ctrl-C, a driver's `cancel()`) stops its running statement with 57014.
+pub struct NoAuth {
+    cancels: Arc<ConnectionManager>,
+}
 
-impl NoopStartupHandler for NoAuth {}
+impl NoopStartupHandler for NoAuth {
+    fn connection_manager(&self) -> Option<Arc<ConnectionManager>> {
+        Some(self.cancels.clone())
+    }
+}
 
 /// The handler set pgwire asks for; every handler is the one [`Connection`].
-pub struct ConnectionHandlers(Arc<Connection>);
+pub struct ConnectionHandlers {
+    connection: Arc<Connection>,
+    cancels: Arc<ConnectionManager>,
+}
 
 impl ConnectionHandlers {
-    /// Handlers over a new connection on `session`.
-    pub fn new(session: Session) -> Self {
-        Self(Arc::new(Connection::new(session)))
+    /// Handlers over a new connection on `session`; `cancels` is the server-wide registry
+    /// cancel requests are looked up in.
+    pub fn new(session: Session, cancels: Arc<ConnectionManager>) -> Self {
+        Self {
+            connection: Arc::new(Connection::new(session)),
+            cancels,
+        }
     }
 }
 
 impl PgWireServerHandlers for ConnectionHandlers {
     fn simple_query_handler(&self) -> Arc<impl SimpleQueryHandler> {
-        self.0.clone()
+        self.connection.clone()
     }
 
     fn extended_query_handler(&self) -> Arc<impl ExtendedQueryHandler> {
-        self.0.clone()
+        self.connection.clone()
     }
 
     fn copy_handler(&self) -> Arc<impl CopyHandler> {
-        self.0.clone()
+        self.connection.clone()
     }
 
     fn startup_handler(&self) -> Arc<impl StartupHandler> {
-        Arc::new(NoAuth)
+        Arc::new(NoAuth {
+            cancels: self.cancels.clone(),
+        })
+    }
+
+    fn cancel_handler(&self) -> Arc<impl CancelHandler> {
+        Arc::new(DefaultCancelHandler::new(self.cancels.clone()))
     }
 }

@@ -37,6 +37,7 @@ pub async fn serve(
 ) {
     let mut connections = JoinSet::new();
     let mut next_id: u64 = 0;
+    let cancels = std::sync::Arc::new(pgwire::api::ConnectionManager::new());
     tokio::pin!(shutdown);
     loop {
         tokio::select! {
@@ -44,7 +45,7 @@ pub async fn serve(
             accepted = listener.accept() => match accepted {
                 Ok((socket, peer)) => {
                     next_id += 1;
-                    let handlers = std::sync::Arc::new(ConnectionHandlers::new(db.session()));
+                    let handlers = std::sync::Arc::new(ConnectionHandlers::new(db.session(), cancels.clone()));
                     let span = info_span!("connection", id = next_id, %peer);
                     connections.spawn(async move {
                         info!("connected");

@@ -627,3 +627,69 @@ async fn bad_input_gets_clear_errors_and_the_server_keeps_serving() {
         .get(0);
     assert_eq!(n, 150);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cancel_request_stops_training_with_57014_and_kills_the_run() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let server = TestServer::start(dir.path());
+    let c = server.connect().await;
+    load_csv(&c, "breast_cancer", "cancer", "diagnosis", "text").await;
+    let trainer = server.connect().await;
+    let cancel = trainer.cancel_token();
+    let long = tokio::spawn(async move {
+        trainer
+            .query_one(
+                "SELECT * FROM train('cancelled', 'SELECT * FROM cancer', 'diagnosis', \
+                 '{\"epochs\": 100000, \"batch_size\": 2}')",
+                &[],
+            )
+            .await
+    });
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let run_id = loop {
+        assert!(Instant::now() < deadline, "training never started");
+        let rows = c
+            .query("SELECT run_id FROM runbase.jobs WHERE epoch >= 1", &[])
+            .await
+            .expect("jobs");
+        if let Some(r) = rows.first() {
+            break r.get::<_, String>(0);
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    cancel
+        .cancel_query(tokio_postgres::NoTls)
+        .await
+        .expect("cancel request");
+    let err = tokio::time::timeout(Duration::from_secs(30), long)
+        .await
+        .expect("TRAIN returned after the cancel")
+        .expect("join")
+        .expect_err("TRAIN was cancelled");
+    assert_eq!(sqlstate(&err), "57014", "{err:?}");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let status: String = c
+            .query_one(
+                "SELECT status FROM runbase.runs WHERE run_id = $1",
+                &[&run_id],
+            )
+            .await
+            .expect("run")
+            .get(0);
+        if status == "KILLED" {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the run was not killed: {status}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let models: i64 = c
+        .query_one("SELECT count(*) FROM runbase.models", &[])
+        .await
+        .expect("models")
+        .get(0);
+    assert_eq!(models, 0);
+}
