@@ -127,6 +127,18 @@ pub enum Prepared {
         /// The data format.
         format: CopyFormat,
     },
+    /// A statement with `$n` parameters among a table function's arguments
+    /// (`SELECT * FROM train($1, $2, $3)`): a table function is resolved while planning,
+    /// so the statement is planned when it is executed, with the values in place. The
+    /// parameters are text; the result's columns come from planning with NULLs.
+    Deferred {
+        /// The statement as parsed.
+        statement: Box<AstStatement>,
+        /// Number of parameters (the highest `$n`).
+        parameters: usize,
+        /// The result's columns.
+        schema: SchemaRef,
+    },
     /// An empty statement.
     #[default]
     Empty,
@@ -145,11 +157,15 @@ impl Prepared {
             | Prepared::CopyIn { .. }
             | Prepared::CopyOut { .. } => Arc::new(Schema::empty()),
             Prepared::Show(name) => show_schema(name),
+            Prepared::Deferred { schema, .. } => schema.clone(),
         }
     }
 
     /// Types of the `$n` parameters, in order (`None` where it could not be inferred).
     pub fn parameter_types(&self) -> Result<Vec<Option<DataType>>> {
+        if let Prepared::Deferred { parameters, .. } = self {
+            return Ok(vec![Some(DataType::Utf8); *parameters]);
+        }
         let Prepared::Plan(plan) = self else {
             return Ok(vec![]);
         };
@@ -253,6 +269,97 @@ fn returns_rows(plan: &LogicalPlan) -> bool {
             | LogicalPlan::Statement(_)
             | LogicalPlan::Copy(_)
     )
+}
+
+/// The number of `$n` parameters of `statement` if any of them is an argument of a table
+/// function in a `FROM` clause; `None` otherwise.
+fn table_function_parameters(statement: &AstStatement) -> Option<usize> {
+    use datafusion::sql::sqlparser::ast::{
+        Expr as SqlExpr, FunctionArg, FunctionArgExpr, TableFactor, Value, Visit, Visitor,
+        visit_expressions,
+    };
+    use std::ops::ControlFlow;
+    fn placeholders(node: &impl Visit) -> usize {
+        let mut highest = 0;
+        let _ = visit_expressions(node, |e| {
+            if let SqlExpr::Value(v) = e
+                && let Value::Placeholder(p) = &v.value
+            {
+                highest = highest.max(p.trim_start_matches('$').parse().unwrap_or(1));
+            }
+            ControlFlow::<()>::Continue(())
+        });
+        highest
+    }
+    struct InFunctionArgs(bool);
+    impl Visitor for InFunctionArgs {
+        type Break = ();
+        fn pre_visit_table_factor(&mut self, factor: &TableFactor) -> ControlFlow<()> {
+            if let TableFactor::Table {
+                args: Some(args), ..
+            } = factor
+            {
+                for arg in &args.args {
+                    let (FunctionArg::Unnamed(FunctionArgExpr::Expr(e))
+                    | FunctionArg::Named {
+                        arg: FunctionArgExpr::Expr(e),
+                        ..
+                    }
+                    | FunctionArg::ExprNamed {
+                        arg: FunctionArgExpr::Expr(e),
+                        ..
+                    }) = arg
+                    else {
+                        continue;
+                    };
+                    if placeholders(e) > 0 {
+                        self.0 = true;
+                        return ControlFlow::Break(());
+                    }
+                }
+            }
+            ControlFlow::Continue(())
+        }
+    }
+    let mut found = InFunctionArgs(false);
+    let _ = statement.visit(&mut found);
+    found.0.then(|| placeholders(statement))
+}
+
+/// Replaces every `$n` in `statement` by the value bound to it (NULL when none is).
+fn bind_parameters(statement: &mut AstStatement, params: &ParamValues) -> Result<()> {
+    use datafusion::sql::sqlparser::ast::{Expr as SqlExpr, Value, visit_expressions_mut};
+    use std::ops::ControlFlow;
+    let _ = visit_expressions_mut(statement, |e| {
+        if let SqlExpr::Value(v) = e
+            && let Value::Placeholder(p) = &v.value
+        {
+            let scalar = match params {
+                ParamValues::List(list) => p
+                    .trim_start_matches('$')
+                    .parse::<usize>()
+                    .ok()
+                    .and_then(|i| list.get(i.wrapping_sub(1)))
+                    .map(|s| s.value.clone()),
+                ParamValues::Map(map) => {
+                    map.get(p.trim_start_matches('$')).map(|s| s.value.clone())
+                }
+            };
+            v.value = match scalar {
+                None => Value::Null,
+                Some(s) if s.is_null() => Value::Null,
+                Some(
+                    datafusion::common::ScalarValue::Utf8(Some(t))
+                    | datafusion::common::ScalarValue::Utf8View(Some(t))
+                    | datafusion::common::ScalarValue::LargeUtf8(Some(t)),
+                ) => Value::SingleQuotedString(t),
+                Some(s) if s.data_type().is_numeric() => Value::Number(s.to_string(), false),
+                Some(s) => Value::SingleQuotedString(s.to_string()),
+            };
+        }
+        ControlFlow::<()>::Continue(())
+    });
+    Ok(())
 }
 
 fn show_schema(name: &str) -> SchemaRef {
@@ -487,6 +594,16 @@ impl Session {
                 return Ok(Prepared::Show(name));
             }
         }
+        if let Some(parameters) = table_function_parameters(&statement) {
+            let mut probe = statement.clone();
+            bind_parameters(&mut probe, &ParamValues::List(vec![]))?;
+            let schema = Box::pin(self.prepare(probe)).await?.output_schema();
+            return Ok(Prepared::Deferred {
+                statement: Box::new(statement),
+                parameters,
+                schema,
+            });
+        }
         let plan = self
             .ctx
             .state()
@@ -520,6 +637,12 @@ impl Session {
                 let physical = df.create_physical_plan().await?;
                 let stream = self.db.executor().execute(physical, self.ctx.task_ctx());
                 Ok(QueryOutput::CopyOut(stream, format.clone()))
+            }
+            Prepared::Deferred { statement, .. } => {
+                let mut statement = statement.as_ref().clone();
+                bind_parameters(&mut statement, &params.unwrap_or(ParamValues::List(vec![])))?;
+                let prepared = Box::pin(self.prepare(statement)).await?;
+                Box::pin(self.execute(&prepared, None)).await
             }
             Prepared::Plan(plan) => {
                 let plan = match params {

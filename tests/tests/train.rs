@@ -693,3 +693,32 @@ async fn a_cancel_request_stops_training_with_57014_and_kills_the_run() {
         .get(0);
     assert_eq!(models, 0);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_python_client_trains_with_bound_parameters_through_psycopg() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let server = TestServer::start(dir.path());
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/python/train_script.py");
+    // `python3` is the test venv's (scripts/env.sh puts it first on PATH; setup installs psycopg).
+    let out = tokio::task::spawn_blocking({
+        let conn = server.conn_str();
+        let csv = data_file("iris");
+        move || {
+            Command::new("python3")
+                .arg(script)
+                .arg(conn)
+                .arg(csv)
+                .output()
+                .expect("run python3")
+        }
+    })
+    .await
+    .expect("join");
+    assert!(
+        out.status.success(),
+        "train script failed:\n{}\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(String::from_utf8_lossy(&out.stdout).contains("ok: trained"));
+}

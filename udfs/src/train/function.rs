@@ -64,8 +64,8 @@ fn summary_batch(s: &Summary) -> DfResult<RecordBatch> {
     )?)
 }
 
-/// A string literal argument (dollar-quoted strings included).
-fn string_arg(function: &str, what: &str, expr: &Expr) -> DfResult<String> {
+/// A string literal argument (dollar-quoted strings included); `None` for NULL.
+fn string_arg(function: &str, what: &str, expr: &Expr) -> DfResult<Option<String>> {
     let value = match expr {
         Expr::Literal(v, _) => v.clone(),
         Expr::Cast(c) => match c.expr.as_ref() {
@@ -77,13 +77,11 @@ fn string_arg(function: &str, what: &str, expr: &Expr) -> DfResult<String> {
     match value {
         ScalarValue::Utf8(Some(s))
         | ScalarValue::Utf8View(Some(s))
-        | ScalarValue::LargeUtf8(Some(s)) => Ok(s),
-        ScalarValue::Utf8(None) | ScalarValue::Utf8View(None) | ScalarValue::LargeUtf8(None) => {
-            Err(
-                runbase_engine::Error::NullValue(format!("{function}: {what} must not be NULL"))
-                    .into(),
-            )
-        }
+        | ScalarValue::LargeUtf8(Some(s)) => Ok(Some(s)),
+        ScalarValue::Utf8(None)
+        | ScalarValue::Utf8View(None)
+        | ScalarValue::LargeUtf8(None)
+        | ScalarValue::Null => Ok(None),
         other => plan_err!(
             "{function}: {what} must be a string, got {}",
             other.data_type()
@@ -134,18 +132,25 @@ impl TableFunctionImpl for TrainFunction {
             )));
         }
         let model = string_arg("train", "model_name", &exprs[0])?;
-        runbase_engine::tracking::models::validate_model_name(&model)?;
         let query = string_arg("train", "query", &exprs[1])?;
         let target = string_arg("train", "target", &exprs[2])?;
+        let (Some(model), Some(query), Some(target)) = (model, query, target) else {
+            // Planned without values (see `Prepared::Deferred`), or NULL: fails when run.
+            return Ok(Arc::new(TrainTable {
+                trainer: self.trainer.clone(),
+                request: None,
+            }));
+        };
+        runbase_engine::tracking::models::validate_model_name(&model)?;
         let options = match exprs.get(3) {
-            Some(e) => Some(string_arg("train", "options_json", e)?),
+            Some(e) => string_arg("train", "options_json", e)?,
             None => None,
         };
         let options = TrainOptions::parse(options.as_deref()).map_err(engine_err)?;
         let (identity, notices) = session_context(args.session());
         Ok(Arc::new(TrainTable {
             trainer: self.trainer.clone(),
-            request: TrainRequest {
+            request: Some(TrainRequest {
                 model,
                 query,
                 target,
@@ -154,7 +159,7 @@ impl TableFunctionImpl for TrainFunction {
                 reproduces: None,
                 identity,
                 notices,
-            },
+            }),
         }))
     }
 }
@@ -181,7 +186,12 @@ impl TableFunctionImpl for ReproduceFunction {
                 exprs.len()
             )));
         };
-        let run = string_arg("reproduce", "run_id", run)?;
+        let Some(run) = string_arg("reproduce", "run_id", run)? else {
+            return Ok(Arc::new(TrainTable {
+                trainer: self.trainer.clone(),
+                request: None,
+            }));
+        };
         let (identity, notices) = session_context(args.session());
         let request = self
             .trainer
@@ -189,16 +199,17 @@ impl TableFunctionImpl for ReproduceFunction {
             .map_err(engine_err)?;
         Ok(Arc::new(TrainTable {
             trainer: self.trainer.clone(),
-            request,
+            request: Some(request),
         }))
     }
 }
 
-/// The table a `train(…)` call plans to.
+/// The table a `train(…)` call plans to; without a request (a NULL argument) scanning it
+/// is an error.
 #[derive(Debug)]
 struct TrainTable {
     trainer: Arc<Trainer>,
-    request: TrainRequest,
+    request: Option<TrainRequest>,
 }
 
 #[async_trait]
@@ -218,13 +229,19 @@ impl TableProvider for TrainTable {
         _filters: &[Expr],
         _limit: Option<usize>,
     ) -> DfResult<Arc<dyn ExecutionPlan>> {
+        let Some(request) = &self.request else {
+            return Err(runbase_engine::Error::NullValue(
+                "train: model_name, query and target (reproduce: run_id) must not be NULL".into(),
+            )
+            .into());
+        };
         let schema = match projection {
             Some(p) => Arc::new(summary_schema().project(p)?),
             None => summary_schema(),
         };
         Ok(Arc::new(TrainExec {
             trainer: self.trainer.clone(),
-            request: self.request.clone(),
+            request: request.clone(),
             projection: projection.cloned(),
             properties: Arc::new(PlanProperties::new(
                 EquivalenceProperties::new(schema.clone()),
