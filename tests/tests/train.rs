@@ -508,12 +508,11 @@ async fn closing_the_connection_kills_the_run_and_stores_no_model() {
         .get(0);
     assert_eq!(models, 0);
     let deadline = Instant::now() + Duration::from_secs(30);
-    while c
+    while !c
         .query("SELECT 1 FROM runbase.jobs", &[])
         .await
         .expect("jobs")
-        .len()
-        > 0
+        .is_empty()
     {
         assert!(Instant::now() < deadline, "the job is still listed");
         tokio::time::sleep(Duration::from_millis(100)).await;

@@ -155,7 +155,7 @@ pub struct TrainOptions {
     pub task: Option<Task>,
     /// linear | mlp (default mlp).
     pub model: Option<ModelKind>,
-    /// Hidden layer widths of an MLP (default [64]).
+    /// Hidden layer widths of an MLP (default `[64]`).
     pub hidden_layers: Option<Vec<i64>>,
     /// Hidden activation (default relu).
     pub activation: Option<Activation>,
