@@ -20,7 +20,7 @@ def export(name, bunch, target_name, target_values=None):
     columns = [clean(c) for c in bunch.feature_names]
     path = os.path.join(HERE, f"{name}.csv")
     with open(path, "w", newline="") as f:
-        w = csv.writer(f)
+        w = csv.writer(f, lineterminator="\n")
         w.writerow(columns + [target_name])
         for row, t in zip(bunch.data, bunch.target):
             label = target_values[t] if target_values is not None else t

@@ -1,5 +1,6 @@
 """TRAIN from Python through psycopg 3: parameters bound by the driver, progress NOTICEs
-received, results and the run read back, a failure caught as a SQLSTATE.
+received, results and the run read back, a stored model scored in PyTorch on rows it never
+saw, a failure caught as a SQLSTATE.
 
 Usage: python3 train_script.py <conninfo> <iris.csv>
 """
@@ -55,6 +56,32 @@ def main() -> None:
     again = conn.execute("SELECT version FROM reproduce(%s)", (run_id,)).fetchone()[0]
     assert again == 2, again
 
+    # Held out for real: train without every fourth row, then score those rows in Python
+    # with the stored TorchScript module (the model file runbase.models points at).
+    conn.execute("CREATE TABLE iris_split AS SELECT CAST(row_number() OVER () AS bigint) AS id, * FROM iris")
+    features = ["sepal_length", "sepal_width", "petal_length", "petal_width"]
+    query = f"SELECT {', '.join(features)}, species FROM iris_split WHERE id % 4 <> 0"
+    conn.execute(
+        "SELECT * FROM train('py_split', %s, 'species', %s)",
+        (query, json.dumps({"epochs": 80, "learning_rate": 0.01, "seed": 3})),
+    )
+    uri, inputs = conn.execute(
+        "SELECT uri, input_columns FROM runbase.models WHERE name = 'py_split'"
+    ).fetchone()
+    assert inputs == features, inputs
+    held_out = conn.execute(
+        f"SELECT {', '.join(features)}, species FROM iris_split WHERE id % 4 = 0"
+    ).fetchall()
+    import torch
+    from urllib.parse import urlparse
+
+    module = torch.jit.load(urlparse(uri).path)
+    x = torch.tensor([[float(v) for v in r[:4]] for r in held_out], dtype=torch.float32)
+    classes = sorted({r[4] for r in held_out})  # classes are sorted; logits follow that order
+    predicted = [classes[i] for i in module(x).argmax(1).tolist()]
+    accuracy = sum(p == r[4] for p, r in zip(predicted, held_out)) / len(held_out)
+    assert len(held_out) == 37 and accuracy >= 0.9, (len(held_out), accuracy)
+
     try:
         conn.execute(
             "SELECT * FROM train(%s, %s, %s)", ("py_bad", "SELECT * FROM iris", "nope")
@@ -62,7 +89,7 @@ def main() -> None:
         raise SystemExit("an unknown target did not fail")
     except errors.UndefinedColumn:
         pass
-    print(f"ok: trained {run_id} version {version}, {len(notices)} notices")
+    print(f"ok: trained {run_id} version {version}, {len(notices)} notices, held-out accuracy {accuracy:.3f}")
 
 
 if __name__ == "__main__":
