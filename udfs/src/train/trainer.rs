@@ -81,7 +81,9 @@ impl Net {
         }
     }
 
-    fn forward(&self, x: &Tensor, train: bool) -> Tensor {
+    /// The network's output; with `dropout` (training) the masks are drawn from that
+    /// generator, so they depend on the run's seed alone.
+    fn forward(&self, x: &Tensor, mut dropout: Option<&mut Rng>) -> Tensor {
         let mut x = x.shallow_clone();
         let last = self.layers.len() - 1;
         for (i, layer) in self.layers.iter().enumerate() {
@@ -94,8 +96,24 @@ impl Net {
                     Activation::Sigmoid => x.sigmoid(),
                     Activation::LeakyRelu => x.leaky_relu(),
                 };
-                if self.dropout > 0.0 {
-                    x = x.dropout(self.dropout, train);
+                if self.dropout > 0.0
+                    && let Some(rng) = dropout.as_deref_mut()
+                {
+                    let keep = 1.0 - self.dropout;
+                    let n = x.numel();
+                    let mask: Vec<f32> = (0..n)
+                        .map(|_| {
+                            if rng.next_f64() < keep {
+                                (1.0 / keep) as f32
+                            } else {
+                                0.0
+                            }
+                        })
+                        .collect();
+                    let mask = Tensor::from_slice(&mask)
+                        .view(x.size().as_slice())
+                        .to_device(x.device());
+                    x = x.multiply(&mask);
                 }
             }
         }
@@ -112,9 +130,10 @@ pub fn train(
     cancel: &AtomicBool,
 ) -> Result<Outcome> {
     let started = Instant::now();
-    // Dropout draws from libtorch's generator; seed it (the rest uses the run's own).
-    tch::manual_seed(settings.seed as i64);
+    // All randomness (initial weights, shuffles, dropout masks) comes from the run's own
+    // generators, never libtorch's global one, so concurrent trainings cannot disturb it.
     let mut rng = Rng::new(settings.seed);
+    let mut dropout_rng = Rng::new(settings.seed ^ 0xd40_9047);
     let spec = &ds.spec;
     let classification = matches!(spec.output, TargetSpec::Classification { .. });
     let encoder = Encoder::new(&spec.inputs, Device::Cpu);
@@ -199,14 +218,14 @@ pub fn train(
             let idx = Tensor::from_slice(chunk).to_device(device);
             let xb = x_train.index_select(0, &idx);
             let yb = y_train.index_select(0, &idx);
-            let loss = loss_of(&net.forward(&xb, true), &yb);
+            let loss = loss_of(&net.forward(&xb, Some(&mut dropout_rng)), &yb);
             opt.backward_step(&loss);
             loss_sum += loss.detach() * chunk.len() as f64;
         }
         let train_loss = loss_sum.double_value(&[]) / n_train as f64;
         let mut m: Metrics = vec![("train_loss".into(), train_loss)];
         tch::no_grad(|| -> Result<()> {
-            let out = net.forward(&x_val, false);
+            let out = net.forward(&x_val, None);
             m.push(("val_loss".into(), loss_of(&out, &y_val).double_value(&[])));
             let out = out.to_device(Device::Cpu).to_kind(Kind::Float).contiguous();
             match spec.output {
@@ -300,7 +319,7 @@ fn export(net: &Net, spec: &ModelSpec, raw: &Tensor) -> Result<Vec<u8>> {
     let output = spec.output.clone();
     let example = raw.narrow(0, 0, raw.size()[0].min(8));
     let mut forward = |inputs: &[Tensor]| -> Vec<Tensor> {
-        let out = net.forward(&encoder.encode(&inputs[0]), false);
+        let out = net.forward(&encoder.encode(&inputs[0]), None);
         vec![match output {
             TargetSpec::Classification { .. } => out,
             TargetSpec::Regression { mean, std } => out.squeeze_dim(1) * std + mean,
@@ -449,6 +468,42 @@ mod tests {
         let out = tch::no_grad(|| module.forward_ts(&[raw])).expect("fwd");
         assert_eq!(out.size(), [1, 2]);
         assert!(out.isfinite().all().int64_value(&[]) == 1);
+    }
+
+    fn train_with_dropout(seed: u64) -> Metrics {
+        let ds = features::prepare(
+            &batch(300),
+            &DatasetOptions {
+                target: "label",
+                task: None,
+                validation_fraction: 0.2,
+                split: None,
+                seed,
+            },
+        )
+        .expect("prepare");
+        let options = TrainOptions::parse(Some(
+            r#"{"epochs": 5, "hidden_layers": [32, 16], "dropout": 0.3}"#,
+        ))
+        .expect("options");
+        let settings =
+            Settings::resolve(&options, Task::Classification, seed, true).expect("settings");
+        let cancel = AtomicBool::new(false);
+        train(&ds, &settings, Device::Cpu, &Quiet, &cancel)
+            .expect("train")
+            .metrics
+    }
+
+    #[test]
+    fn dropout_training_is_reproducible_even_alongside_another_training() {
+        let alone = train_with_dropout(4);
+        let (together, other) = std::thread::scope(|s| {
+            let a = s.spawn(|| train_with_dropout(4));
+            let b = s.spawn(|| train_with_dropout(5));
+            (a.join().expect("join"), b.join().expect("join"))
+        });
+        assert_eq!(alone, together);
+        assert_ne!(alone, other);
     }
 
     #[test]
