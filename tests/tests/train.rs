@@ -592,6 +592,11 @@ async fn bad_input_gets_clear_errors_and_the_server_keeps_serving() {
             "42704",
             "does not exist",
         ),
+        (
+            "SELECT * FROM train('m', 'SELECT * FROM iris', 'species', '{\"hidden_layers\": [65536, 65536]}')",
+            "22023",
+            "weights",
+        ),
     ];
     for (sql, code, message) in cases {
         let err = c.query(sql, &[]).await.expect_err(sql);

@@ -218,6 +218,9 @@ impl TrainOptions {
                 "hidden_layers: a layer width must be between 1 and 65536, got {w}"
             ));
         }
+        if self.hidden_layers.as_ref().is_some_and(|l| l.len() > 64) {
+            return bad("hidden_layers: at most 64 layers".into());
+        }
         if let Some(d) = self.dropout
             && !(0.0..1.0).contains(&d)
         {

@@ -137,6 +137,7 @@ pub fn train(
     let spec = &ds.spec;
     let classification = matches!(spec.output, TargetSpec::Classification { .. });
     let encoder = Encoder::new(&spec.inputs, Device::Cpu);
+    check_size(ds, settings)?;
     let (x_all, x_train, y_train, x_val, y_val) = tch::no_grad(|| {
         let x = encoder.encode(&ds.raw);
         let tr = Tensor::from_slice(&ds.train);
@@ -309,6 +310,39 @@ pub fn train(
         stopped_early,
         torchscript,
     })
+}
+
+/// Most network inputs held in memory at once (rows × encoded width), and most weights.
+const MAX_INPUT_VALUES: usize = 1 << 30;
+const MAX_WEIGHTS: usize = 100_000_000;
+
+/// Refuses a training that would not fit in memory, before allocating it: a clear error
+/// instead of the server being killed for memory.
+fn check_size(ds: &Dataset, settings: &Settings) -> Result<()> {
+    let width = ds.spec.encoded_width();
+    let rows = ds.train.len() + ds.val.len();
+    if rows.saturating_mul(width) > MAX_INPUT_VALUES {
+        return Err(Error::Engine(runbase_engine::Error::InvalidArgument(
+            format!(
+                "{rows} rows × {width} network inputs is more than TRAIN holds in memory ({MAX_INPUT_VALUES} values); use fewer rows or fewer (text) columns"
+            ),
+        )));
+    }
+    let mut widths = vec![width];
+    widths.extend(settings.hidden.iter().map(|w| *w as usize));
+    widths.push(ds.spec.output.outputs() as usize);
+    let weights: usize = widths
+        .windows(2)
+        .map(|w| w[0].saturating_mul(w[1]).saturating_add(w[1]))
+        .fold(0, usize::saturating_add);
+    if weights > MAX_WEIGHTS {
+        return Err(Error::Engine(runbase_engine::Error::InvalidArgument(
+            format!(
+                "the network would have {weights} weights, more than the {MAX_WEIGHTS} TRAIN allows; use smaller hidden_layers"
+            ),
+        )));
+    }
+    Ok(())
 }
 
 /// Traces preprocessing + network (+ un-standardizing a regression output) into one
