@@ -220,7 +220,8 @@ impl TableFunctionImpl for TableAtFunction {
     }
 }
 
-fn literal(expr: &Expr) -> Option<ScalarValue> {
+/// The value of a constant table-function argument: a literal, or a literal cast to a type.
+pub fn literal(expr: &Expr) -> Option<ScalarValue> {
     match expr {
         Expr::Literal(v, _) => Some(v.clone()),
         Expr::Cast(c) => literal(&c.expr).and_then(|v| v.cast_to(c.field.data_type()).ok()),

@@ -271,6 +271,17 @@ fn returns_rows(plan: &LogicalPlan) -> bool {
     )
 }
 
+/// The user table a plan node scans, and the version it reads (`None`: the latest).
+fn user_table_scan(node: &LogicalPlan) -> Option<(Arc<crate::storage::StoredTable>, Option<i64>)> {
+    let LogicalPlan::TableScan(scan) = node else {
+        return None;
+    };
+    let provider = datafusion::datasource::source_as_provider(&scan.source).ok()?;
+    let user = (provider.as_ref() as &dyn std::any::Any)
+        .downcast_ref::<crate::provider::UserTableProvider>()?;
+    Some((user.stored().clone(), user.version()))
+}
+
 /// The number of `$n` parameters of `statement` if any of them is an argument of a table
 /// function in a `FROM` clause; `None` otherwise.
 fn table_function_parameters(statement: &AstStatement) -> Option<usize> {
@@ -484,7 +495,7 @@ impl Session {
     /// later, or again, reads the same data.
     pub async fn plan_pinned(&self, sql: &str, pins: &HashMap<String, i64>) -> Result<PinnedQuery> {
         use datafusion::common::tree_node::Transformed;
-        use datafusion::datasource::{provider_as_source, source_as_provider};
+        use datafusion::datasource::provider_as_source;
         let mut statements = self.parse(sql)?;
         let statement = match (statements.pop(), statements.is_empty()) {
             (Some(s @ AstStatement::Query(_)), true) => s,
@@ -503,13 +514,7 @@ impl Session {
         let mut versions: HashMap<String, i64> = HashMap::new();
         let mut tables = Vec::new();
         plan.apply_with_subqueries(|node| {
-            if let LogicalPlan::TableScan(scan) = node
-                && let Ok(provider) = source_as_provider(&scan.source)
-                && let Some(user) = (provider.as_ref() as &dyn std::any::Any)
-                    .downcast_ref::<crate::provider::UserTableProvider>()
-            {
-                tables.push((user.stored().clone(), user.version()));
-            }
+            tables.extend(user_table_scan(node));
             Ok(datafusion::common::tree_node::TreeNodeRecursion::Continue)
         })?;
         let mut inputs = Vec::new();
@@ -535,16 +540,13 @@ impl Session {
         inputs.dedup();
         let plan = plan
             .transform_up_with_subqueries(|node| {
-                if let LogicalPlan::TableScan(scan) = &node
-                    && let Ok(provider) = source_as_provider(&scan.source)
-                    && let Some(user) = (provider.as_ref() as &dyn std::any::Any)
-                        .downcast_ref::<crate::provider::UserTableProvider>()
-                    && user.version().is_none()
-                    && let Some(v) = versions.get(&user.stored().entry.name)
+                if let Some((table, None)) = user_table_scan(&node)
+                    && let Some(v) = versions.get(&table.entry.name)
+                    && let LogicalPlan::TableScan(scan) = &node
                 {
                     let mut scan = scan.clone();
                     scan.source = provider_as_source(Arc::new(
-                        crate::provider::UserTableProvider::at_version(user.stored().clone(), *v),
+                        crate::provider::UserTableProvider::at_version(table, *v),
                     ));
                     return Ok(Transformed::yes(LogicalPlan::TableScan(scan)));
                 }

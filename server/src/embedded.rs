@@ -25,28 +25,6 @@ pub async fn run(args: SqlArgs) -> i32 {
             Ok(p) => session.execute(&p, None).await,
             Err(e) => Err(e),
         };
-        let output = match output {
-            Ok(rows @ QueryOutput::Rows(_)) => rows.collect().await.map(Collected::Rows),
-            Ok(other) => Ok(Collected::Other(other)),
-            Err(e) => Err(e),
-        };
-        for m in session.notices().drain() {
-            eprintln!("NOTICE:  {m}");
-        }
-        let output = match output {
-            Ok(Collected::Rows(batches)) => {
-                match pretty_format_batches(&batches) {
-                    Ok(table) => {
-                        let n: usize = batches.iter().map(|b| b.num_rows()).sum();
-                        println!("{table}\n({n} row{})", if n == 1 { "" } else { "s" });
-                    }
-                    Err(e) => return report(&runbase_engine::Error::DataFusion(e.into())),
-                }
-                continue;
-            }
-            Ok(Collected::Other(o)) => Ok(o),
-            Err(e) => Err(e),
-        };
         match output {
             Ok(QueryOutput::Command(tag)) => println!("{tag}"),
             Ok(QueryOutput::CopyIn(mut copy)) => {
@@ -85,17 +63,36 @@ pub async fn run(args: SqlArgs) -> i32 {
                     }
                 }
             }
-            Ok(QueryOutput::Rows(_)) => {}
-            Err(e) => return report(&e),
+            Ok(rows @ QueryOutput::Rows(_)) => {
+                // Reading the rows runs the statement; its NOTICEs (TRAIN's progress) come first.
+                let batches = rows.collect().await;
+                print_notices(&session);
+                let batches = match batches {
+                    Ok(b) => b,
+                    Err(e) => return report(&e),
+                };
+                match pretty_format_batches(&batches) {
+                    Ok(table) => {
+                        let n: usize = batches.iter().map(|b| b.num_rows()).sum();
+                        println!("{table}\n({n} row{})", if n == 1 { "" } else { "s" });
+                    }
+                    Err(e) => return report(&runbase_engine::Error::DataFusion(e.into())),
+                }
+            }
+            Err(e) => {
+                print_notices(&session);
+                return report(&e);
+            }
         }
     }
     0
 }
 
-/// A statement's output with any result set already read.
-enum Collected {
-    Rows(Vec<datafusion::arrow::array::RecordBatch>),
-    Other(QueryOutput),
+/// Prints the NOTICEs statements of `session` queued, as psql does.
+fn print_notices(session: &runbase_engine::Session) {
+    for m in session.notices().drain() {
+        eprintln!("NOTICE:  {m}");
+    }
 }
 
 fn report(e: &runbase_engine::Error) -> i32 {

@@ -25,13 +25,29 @@ use crate::system::SystemTable;
 /// Longest model name accepted.
 pub const MAX_MODEL_NAME_LEN: usize = 128;
 
-/// One registered model version.
+/// One registered model version: what was registered, and where its blob is.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ModelVersion {
-    /// Model name.
-    pub name: String,
+    /// What was registered (name, task, inputs, …).
+    #[serde(flatten)]
+    pub model: NewModelVersion,
     /// Version, from 1.
     pub version: i64,
+    /// Blob location relative to the object-store root.
+    pub location: String,
+    /// Blob size.
+    pub size_bytes: i64,
+    /// Hex SHA-256 of the blob.
+    pub sha256: String,
+    /// When it was registered, microseconds since the Unix epoch.
+    pub created_at_us: i64,
+}
+
+/// A model version as [`Tracking::register_model`] takes it, besides the blob.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct NewModelVersion {
+    /// Model name (see [`validate_model_name`]).
+    pub name: String,
     /// The run that produced it (a TRAIN run), if any.
     pub run_id: Option<Uuid>,
     /// `classification`, `regression`, …
@@ -45,35 +61,6 @@ pub struct ModelVersion {
     /// Blob format: `torchscript`.
     pub format: String,
     /// What a reader of the blob needs besides the blob (preprocessing, classes, …).
-    pub spec: serde_json::Value,
-    /// Blob location relative to the object-store root.
-    pub location: String,
-    /// Blob size.
-    pub size_bytes: i64,
-    /// Hex SHA-256 of the blob.
-    pub sha256: String,
-    /// When it was registered, microseconds since the Unix epoch.
-    pub created_at_us: i64,
-}
-
-/// What [`Tracking::register_model`] needs besides the blob.
-#[derive(Debug, Clone)]
-pub struct NewModelVersion {
-    /// Model name (see [`validate_model_name`]).
-    pub name: String,
-    /// The run that produced it.
-    pub run_id: Option<Uuid>,
-    /// `classification`, `regression`, …
-    pub task: String,
-    /// Label column.
-    pub target: Option<String>,
-    /// Input columns in order.
-    pub input_columns: Vec<String>,
-    /// Held-out metrics.
-    pub metrics: serde_json::Value,
-    /// Blob format.
-    pub format: String,
-    /// Reader's spec.
     pub spec: serde_json::Value,
 }
 
@@ -139,15 +126,8 @@ impl Tracking {
         let _guard = self.lock();
         let version = self.latest_model_version(&new.name)?.unwrap_or(0) + 1;
         let record = ModelVersion {
-            name: new.name,
+            model: new,
             version,
-            run_id: new.run_id,
-            task: new.task,
-            target: new.target,
-            input_columns: new.input_columns,
-            metrics: new.metrics,
-            format: new.format,
-            spec: new.spec,
             location,
             size_bytes,
             sha256,
@@ -156,7 +136,7 @@ impl Tracking {
         let mut batch = WriteBatch::default();
         batch.put_cf(
             self.cf(CF_MODELS)?,
-            model_key(&record.name, version),
+            model_key(&record.model.name, version),
             serde_json::to_vec(&record).map_err(|e| Error::corrupt("model version", e))?,
         );
         self.commit(batch)?;
@@ -266,7 +246,7 @@ impl SystemTable for ModelsTable {
         let models = tracking.models()?;
         let mut inputs = ListBuilder::new(StringBuilder::new());
         for m in &models {
-            for c in &m.input_columns {
+            for c in &m.model.input_columns {
                 inputs.values().append_value(c);
             }
             inputs.append(true);
@@ -276,26 +256,26 @@ impl SystemTable for ModelsTable {
             self.schema.clone(),
             vec![
                 Arc::new(StringArray::from_iter_values(
-                    models.iter().map(|m| m.name.as_str()),
+                    models.iter().map(|m| m.model.name.as_str()),
                 )),
                 Arc::new(Int64Array::from_iter_values(
                     models.iter().map(|m| m.version),
                 )),
                 Arc::new(StringArray::from_iter(
-                    models.iter().map(|m| m.run_id.map(|r| r.to_string())),
+                    models.iter().map(|m| m.model.run_id.map(|r| r.to_string())),
                 )),
                 Arc::new(StringArray::from_iter_values(
-                    models.iter().map(|m| m.task.as_str()),
+                    models.iter().map(|m| m.model.task.as_str()),
                 )),
                 Arc::new(StringArray::from_iter(
-                    models.iter().map(|m| m.target.as_deref()),
+                    models.iter().map(|m| m.model.target.as_deref()),
                 )),
                 Arc::new(inputs.finish()),
                 Arc::new(StringArray::from_iter_values(
-                    models.iter().map(|m| m.metrics.to_string()),
+                    models.iter().map(|m| m.model.metrics.to_string()),
                 )),
                 Arc::new(StringArray::from_iter_values(
-                    models.iter().map(|m| m.format.as_str()),
+                    models.iter().map(|m| m.model.format.as_str()),
                 )),
                 Arc::new(StringArray::from_iter_values(models.iter().map(|m| {
                     url.join(&m.location)

@@ -10,7 +10,9 @@
 
 use std::collections::{BTreeSet, HashMap};
 
-use datafusion::arrow::array::{Array, ArrayRef, AsArray, RecordBatch};
+use datafusion::arrow::array::{
+    Array, ArrayRef, AsArray, GenericListArray, OffsetSizeTrait, RecordBatch,
+};
 use datafusion::arrow::compute::cast;
 use datafusion::arrow::datatypes::{DataType, Float32Type, Float64Type};
 use serde::{Deserialize, Serialize};
@@ -246,26 +248,8 @@ fn f32_column(arr: &ArrayRef) -> Result<Tensor> {
 /// The elements of a list column as `[rows, len]` `f32`s (NaN rows where NULL).
 fn vector_column(name: &str, arr: &ArrayRef, len: Option<usize>) -> Result<(Tensor, usize)> {
     let (values, offsets): (ArrayRef, Vec<(usize, usize)>) = match arr.data_type() {
-        DataType::List(_) => {
-            let l = arr.as_list::<i32>();
-            let o = l.value_offsets();
-            (
-                l.values().clone(),
-                (0..l.len())
-                    .map(|i| (o[i] as usize, (o[i + 1] - o[i]) as usize))
-                    .collect(),
-            )
-        }
-        DataType::LargeList(_) => {
-            let l = arr.as_list::<i64>();
-            let o = l.value_offsets();
-            (
-                l.values().clone(),
-                (0..l.len())
-                    .map(|i| (o[i] as usize, (o[i + 1] - o[i]) as usize))
-                    .collect(),
-            )
-        }
+        DataType::List(_) => list_parts(arr.as_list::<i32>()),
+        DataType::LargeList(_) => list_parts(arr.as_list::<i64>()),
         DataType::FixedSizeList(_, n) => {
             let l = arr.as_fixed_size_list();
             let n = *n as usize;
@@ -320,6 +304,16 @@ fn vector_column(name: &str, arr: &ArrayRef, len: Option<usize>) -> Result<(Tens
         Tensor::from_slice(&out).view([arr.len() as i64, len as i64]),
         len,
     ))
+}
+
+/// A list array's values and each row's (start, length) in them.
+fn list_parts<O: OffsetSizeTrait>(l: &GenericListArray<O>) -> (ArrayRef, Vec<(usize, usize)>) {
+    let offsets = l
+        .value_offsets()
+        .windows(2)
+        .map(|w| (w[0].as_usize(), (w[1] - w[0]).as_usize()))
+        .collect();
+    (l.values().clone(), offsets)
 }
 
 /// The text of each row of a text-like column (`None` where NULL).

@@ -66,13 +66,8 @@ fn summary_batch(s: &Summary) -> DfResult<RecordBatch> {
 
 /// A string literal argument (dollar-quoted strings included); `None` for NULL.
 fn string_arg(function: &str, what: &str, expr: &Expr) -> DfResult<Option<String>> {
-    let value = match expr {
-        Expr::Literal(v, _) => v.clone(),
-        Expr::Cast(c) => match c.expr.as_ref() {
-            Expr::Literal(v, _) => v.clone(),
-            _ => return plan_err!("{function}: {what} must be a string literal"),
-        },
-        _ => return plan_err!("{function}: {what} must be a string literal"),
+    let Some(value) = runbase_engine::provider::literal(expr) else {
+        return plan_err!("{function}: {what} must be a string literal");
     };
     match value {
         ScalarValue::Utf8(Some(s))

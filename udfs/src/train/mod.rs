@@ -301,7 +301,7 @@ impl Trainer {
         match result {
             Ok((trained, model, metrics)) => {
                 tracking.set_tags(&[
-                    (run_id, "runbase.model".into(), model.name.clone()),
+                    (run_id, "runbase.model".into(), model.model.name.clone()),
                     (
                         run_id,
                         "runbase.model_version".into(),
@@ -319,9 +319,9 @@ impl Trainer {
                 ));
                 Ok(Summary {
                     run_id,
-                    model: model.name,
+                    model: model.model.name,
                     version: model.version,
-                    task: model.task,
+                    task: model.model.task,
                     device: trained.device,
                     epochs: trained.outcome.epochs_run,
                     best_epoch: trained.outcome.best_epoch,
@@ -330,13 +330,7 @@ impl Trainer {
                 })
             }
             Err(e) => {
-                let status = if matches!(e, Error::Engine(runbase_engine::Error::Canceled(_))) {
-                    RunStatus::Killed
-                } else {
-                    RunStatus::Failed
-                };
-                let _ = tracking.set_tags(&[(run_id, "error".into(), truncate(&e.to_string()))]);
-                let _ = tracking.end_run(&run_id, status);
+                end_with_error(&tracking, run_id, &e);
                 guard.done = true;
                 Err(e)
             }
@@ -355,14 +349,27 @@ struct RunGuard {
 impl Drop for RunGuard {
     fn drop(&mut self) {
         if !self.done {
-            let _ = self.tracking.set_tags(&[(
+            end_with_error(
+                &self.tracking,
                 self.run,
-                "error".into(),
-                "canceling statement due to user request".into(),
-            )]);
-            let _ = self.tracking.end_run(&self.run, RunStatus::Killed);
+                &Error::Engine(runbase_engine::Error::Canceled(
+                    "canceling statement due to user request".into(),
+                )),
+            );
         }
     }
+}
+
+/// Ends `run` after `e`: KILLED if it was cancelled, else FAILED; the message goes in the
+/// run's `error` tag.
+fn end_with_error(tracking: &Tracking, run: Uuid, e: &Error) {
+    let status = if matches!(e, Error::Engine(runbase_engine::Error::Canceled(_))) {
+        RunStatus::Killed
+    } else {
+        RunStatus::Failed
+    };
+    let _ = tracking.set_tags(&[(run, "error".into(), truncate(&e.to_string()))]);
+    let _ = tracking.end_run(&run, status);
 }
 
 /// The first line of a training thread's panic (libtorch errors carry a C++ backtrace).
@@ -436,12 +443,11 @@ fn settings_params(s: &Settings, o: &TrainOptions, device: &str) -> Vec<(String,
         ("task".to_string(), s.task.as_str().to_string()),
         (
             "architecture".to_string(),
-            if s.hidden.is_empty() {
+            json_name(&if s.hidden.is_empty() {
                 ModelKind::Linear
             } else {
                 ModelKind::Mlp
-            }
-            .serialize_name(),
+            }),
         ),
         (
             "hidden_layers".to_string(),
@@ -477,12 +483,6 @@ fn json_name<T: serde::Serialize>(v: &T) -> String {
         Ok(Value::String(s)) => s,
         Ok(other) => other.to_string(),
         Err(_) => String::new(),
-    }
-}
-
-impl ModelKind {
-    fn serialize_name(self) -> String {
-        json_name(&self)
     }
 }
 
@@ -641,17 +641,7 @@ fn train_blocking(
         let outcome = match trainer::train(&ds, &settings, device, &sink, &ctx.cancel) {
             Ok(o) => o,
             Err(e) => {
-                let status = if matches!(e, Error::Engine(runbase_engine::Error::Canceled(_))) {
-                    RunStatus::Killed
-                } else {
-                    RunStatus::Failed
-                };
-                let _ = ctx.tracking.set_tags(&[(
-                    child.run_id,
-                    "error".into(),
-                    truncate(&e.to_string()),
-                )]);
-                let _ = ctx.tracking.end_run(&child.run_id, status);
+                end_with_error(&ctx.tracking, child.run_id, &e);
                 return Err(e);
             }
         };
