@@ -4,6 +4,8 @@
 //! # Layout
 //! - [`server`]: [`server::TestServer`], a `runbase serve` child process on a free port.
 //! - [`slt`]: sqllogictest drivers, embedded ([`slt::Embedded`]) and wire ([`slt::Wire`]).
+//! - [`client`]: tokio-postgres helpers (`sqlstate`, `scalar`).
 
+pub mod client;
 pub mod server;
 pub mod slt;

@@ -7,6 +7,7 @@ use std::process::Command;
 
 use bytes::Bytes;
 use futures::{SinkExt, TryStreamExt};
+use runbase_tests::client::sqlstate;
 use runbase_tests::server::TestServer;
 
 async fn one_text(client: &tokio_postgres::Client, sql: &str) -> String {
@@ -20,12 +21,6 @@ async fn one_text(client: &tokio_postgres::Client, sql: &str) -> String {
             _ => None,
         })
         .unwrap_or_else(|| panic!("{sql}: no row"))
-}
-
-fn sqlstate(e: &tokio_postgres::Error) -> String {
-    e.code()
-        .map(|c| c.code().to_string())
-        .unwrap_or_else(|| format!("no SQLSTATE: {e}"))
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -9,6 +9,7 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use futures::SinkExt;
+use runbase_tests::client::{scalar, sqlstate};
 use runbase_tests::server::TestServer;
 use tokio_postgres::Client;
 
@@ -64,10 +65,46 @@ async fn train(client: &Client, sql: &str) -> (String, i64, serde_json::Value, i
     )
 }
 
-fn sqlstate(e: &tokio_postgres::Error) -> String {
-    e.code()
-        .map(|c| c.code().to_string())
-        .unwrap_or_else(|| format!("no SQLSTATE: {e}"))
+/// Waits (up to a minute) until `runbase.jobs` lists a training at `epoch` or later;
+/// returns its run id and epoch.
+async fn wait_for_epoch(client: &Client, epoch: i64) -> (String, i64) {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        assert!(
+            Instant::now() < deadline,
+            "no training reached epoch {epoch}"
+        );
+        let rows = client
+            .query(
+                "SELECT run_id, epoch FROM runbase.jobs WHERE epoch >= $1",
+                &[&epoch],
+            )
+            .await
+            .expect("jobs");
+        if let Some(r) = rows.first() {
+            return (r.get(0), r.get(1));
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// Waits (up to 30 s) until run `run_id` is KILLED; until then it must be RUNNING.
+async fn wait_until_killed(client: &Client, run_id: &str) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let status: String = scalar(
+            client,
+            "SELECT status FROM runbase.runs WHERE run_id = $1",
+            &[&run_id],
+        )
+        .await;
+        if status == "KILLED" {
+            return;
+        }
+        assert_eq!(status, "RUNNING");
+        assert!(Instant::now() < deadline, "the run was not killed");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
 }
 
 async fn history(client: &Client, run_id: &str, key: &str) -> Vec<f64> {
@@ -274,34 +311,28 @@ async fn same_seed_same_losses_and_reproduce_reads_the_pinned_version() {
     assert_ne!(again, first);
     assert_eq!(row.get::<_, i64>(1), 4);
     assert_eq!(history(&c, &again, "train_loss").await, a);
-    let inputs: i64 = c
-        .query_one(
-            "SELECT table_version FROM runbase.run_inputs WHERE run_id = $1",
-            &[&again],
-        )
-        .await
-        .expect("inputs")
-        .get(0);
+    let inputs: i64 = scalar(
+        &c,
+        "SELECT table_version FROM runbase.run_inputs WHERE run_id = $1",
+        &[&again],
+    )
+    .await;
     assert_eq!(inputs, 1);
-    let tag: String = c
-        .query_one(
-            "SELECT value FROM runbase.tags WHERE run_id = $1 AND key = 'reproduces'",
-            &[&again],
-        )
-        .await
-        .expect("tag")
-        .get(0);
+    let tag: String = scalar(
+        &c,
+        "SELECT value FROM runbase.tags WHERE run_id = $1 AND key = 'reproduces'",
+        &[&again],
+    )
+    .await;
     assert_eq!(tag, first);
     // A fresh TRAIN reads the new version.
     let fresh = train(&c, sql).await.0;
-    let v: i64 = c
-        .query_one(
-            "SELECT table_version FROM runbase.run_inputs WHERE run_id = $1",
-            &[&fresh],
-        )
-        .await
-        .expect("inputs")
-        .get(0);
+    let v: i64 = scalar(
+        &c,
+        "SELECT table_version FROM runbase.run_inputs WHERE run_id = $1",
+        &[&fresh],
+    )
+    .await;
     assert_eq!(v, 2);
 }
 
@@ -326,32 +357,26 @@ async fn a_search_runs_each_trial_as_a_child_run_and_keeps_the_best() {
         .expect("children");
     assert_eq!(children.len(), 4);
     assert!(children.iter().all(|r| r.get::<_, String>(1) == "FINISHED"));
-    let best: String = c
-        .query_one(
-            "SELECT value FROM runbase.tags WHERE run_id = $1 AND key = 'best_trial_run_id'",
-            &[&parent],
-        )
-        .await
-        .expect("best tag")
-        .get(0);
+    let best: String = scalar(
+        &c,
+        "SELECT value FROM runbase.tags WHERE run_id = $1 AND key = 'best_trial_run_id'",
+        &[&parent],
+    )
+    .await;
     // The winner has the highest final accuracy of the four.
-    let best_acc: f64 = c
-        .query_one(
-            "SELECT max(value) FROM runbase.metrics WHERE run_id = $1 AND key = 'accuracy'",
-            &[&best],
-        )
-        .await
-        .expect("best")
-        .get(0);
-    let all_best: f64 = c
-        .query_one(
-            "SELECT max(m.value) FROM runbase.metrics m JOIN runbase.runs r ON m.run_id = r.run_id \
+    let best_acc: f64 = scalar(
+        &c,
+        "SELECT max(value) FROM runbase.metrics WHERE run_id = $1 AND key = 'accuracy'",
+        &[&best],
+    )
+    .await;
+    let all_best: f64 = scalar(
+        &c,
+        "SELECT max(m.value) FROM runbase.metrics m JOIN runbase.runs r ON m.run_id = r.run_id \
              WHERE r.parent_run_id = $1 AND m.key = 'accuracy'",
-            &[&parent],
-        )
-        .await
-        .expect("max")
-        .get(0);
+        &[&parent],
+    )
+    .await;
     assert_eq!(best_acc, all_best);
     assert_eq!(metrics["accuracy"].as_f64(), Some(best_acc));
     // Each trial records its own options.
@@ -385,48 +410,27 @@ async fn progress_is_visible_live_and_as_notices_in_psql() {
             .map(|r| r.get::<_, String>(0))
     });
     // Another connection sees the job and its epochs' metrics before TRAIN returns.
-    let deadline = Instant::now() + Duration::from_secs(60);
-    let (run_id, epoch) = loop {
-        assert!(Instant::now() < deadline, "no progress seen");
-        let rows = c
-            .query("SELECT run_id, epoch, state FROM runbase.jobs", &[])
-            .await
-            .expect("jobs");
-        if let Some(r) = rows.first()
-            && r.get::<_, i64>(1) >= 2
-        {
-            break (r.get::<_, String>(0), r.get::<_, i64>(1));
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    };
-    let logged: i64 = c
-        .query_one(
-            "SELECT count(*) FROM runbase.metrics WHERE run_id = $1 AND key = 'val_loss'",
-            &[&run_id],
-        )
-        .await
-        .expect("metrics")
-        .get(0);
+    let (run_id, epoch) = wait_for_epoch(&c, 2).await;
+    let logged: i64 = scalar(
+        &c,
+        "SELECT count(*) FROM runbase.metrics WHERE run_id = $1 AND key = 'val_loss'",
+        &[&run_id],
+    )
+    .await;
     assert!(logged >= epoch, "{logged} < {epoch}");
-    let running: String = c
-        .query_one(
-            "SELECT status FROM runbase.runs WHERE run_id = $1",
-            &[&run_id],
-        )
-        .await
-        .expect("run")
-        .get(0);
+    let running: String = scalar(
+        &c,
+        "SELECT status FROM runbase.runs WHERE run_id = $1",
+        &[&run_id],
+    )
+    .await;
     assert_eq!(running, "RUNNING");
     assert!(
         !long.is_finished(),
         "TRAIN returned before progress was seen"
     );
     // Other clients are served meanwhile.
-    let one: i32 = c
-        .query_one("SELECT CAST(1 AS int)", &[])
-        .await
-        .expect("select")
-        .get(0);
+    let one: i32 = scalar(&c, "SELECT CAST(1 AS int)", &[]).await;
     assert_eq!(one, 1);
     long.abort();
 
@@ -467,45 +471,16 @@ async fn closing_the_connection_kills_the_run_and_stores_no_model() {
         .stderr(std::process::Stdio::null())
         .spawn()
         .expect("psql");
-    let deadline = Instant::now() + Duration::from_secs(60);
-    let run_id = loop {
-        assert!(Instant::now() < deadline, "training never started");
-        let rows = c
-            .query("SELECT run_id FROM runbase.jobs WHERE epoch >= 1", &[])
-            .await
-            .expect("jobs");
-        if let Some(r) = rows.first() {
-            break r.get::<_, String>(0);
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    };
+    let (run_id, _) = wait_for_epoch(&c, 1).await;
     psql.kill().expect("kill psql");
     psql.wait().expect("wait psql");
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        let status: String = c
-            .query_one(
-                "SELECT status FROM runbase.runs WHERE run_id = $1",
-                &[&run_id],
-            )
-            .await
-            .expect("run")
-            .get(0);
-        if status == "KILLED" {
-            break;
-        }
-        assert_eq!(status, "RUNNING");
-        assert!(Instant::now() < deadline, "the run was not killed");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    let models: i64 = c
-        .query_one(
-            "SELECT count(*) FROM runbase.models WHERE name = 'doomed'",
-            &[],
-        )
-        .await
-        .expect("models")
-        .get(0);
+    wait_until_killed(&c, &run_id).await;
+    let models: i64 = scalar(
+        &c,
+        "SELECT count(*) FROM runbase.models WHERE name = 'doomed'",
+        &[],
+    )
+    .await;
     assert_eq!(models, 0);
     let deadline = Instant::now() + Duration::from_secs(30);
     while !c
@@ -618,17 +593,9 @@ async fn bad_input_gets_clear_errors_and_the_server_keeps_serving() {
         .expect("failed run");
     assert_eq!(row.get::<_, String>(0), "FAILED");
     // Nothing was registered and the table is intact; the server still serves.
-    let models: i64 = c
-        .query_one("SELECT count(*) FROM runbase.models", &[])
-        .await
-        .expect("models")
-        .get(0);
+    let models: i64 = scalar(&c, "SELECT count(*) FROM runbase.models", &[]).await;
     assert_eq!(models, 0);
-    let n: i64 = c
-        .query_one("SELECT count(*) FROM iris", &[])
-        .await
-        .expect("count")
-        .get(0);
+    let n: i64 = scalar(&c, "SELECT count(*) FROM iris", &[]).await;
     assert_eq!(n, 150);
 }
 
@@ -649,18 +616,7 @@ async fn a_cancel_request_stops_training_with_57014_and_kills_the_run() {
             )
             .await
     });
-    let deadline = Instant::now() + Duration::from_secs(60);
-    let run_id = loop {
-        assert!(Instant::now() < deadline, "training never started");
-        let rows = c
-            .query("SELECT run_id FROM runbase.jobs WHERE epoch >= 1", &[])
-            .await
-            .expect("jobs");
-        if let Some(r) = rows.first() {
-            break r.get::<_, String>(0);
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    };
+    let (run_id, _) = wait_for_epoch(&c, 1).await;
     cancel
         .cancel_query(tokio_postgres::NoTls)
         .await
@@ -671,30 +627,8 @@ async fn a_cancel_request_stops_training_with_57014_and_kills_the_run() {
         .expect("join")
         .expect_err("TRAIN was cancelled");
     assert_eq!(sqlstate(&err), "57014", "{err:?}");
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        let status: String = c
-            .query_one(
-                "SELECT status FROM runbase.runs WHERE run_id = $1",
-                &[&run_id],
-            )
-            .await
-            .expect("run")
-            .get(0);
-        if status == "KILLED" {
-            break;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "the run was not killed: {status}"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    let models: i64 = c
-        .query_one("SELECT count(*) FROM runbase.models", &[])
-        .await
-        .expect("models")
-        .get(0);
+    wait_until_killed(&c, &run_id).await;
+    let models: i64 = scalar(&c, "SELECT count(*) FROM runbase.models", &[]).await;
     assert_eq!(models, 0);
 }
 
