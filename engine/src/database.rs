@@ -1,5 +1,6 @@
 //! [`Database`]: the handle an embedding program (or the server) opens.
 
+use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, RwLock};
 
@@ -89,6 +90,8 @@ struct Inner {
     ddl_lock: Mutex<()>,
     executor: CpuExecutor,
     tracking: Tracking,
+    /// Table functions that take a query as text, and at which argument positions.
+    query_arguments: RwLock<HashMap<String, Vec<usize>>>,
 }
 
 impl Database {
@@ -127,6 +130,12 @@ impl Database {
             ))),
         )?;
         system.register_table(
+            "model_aliases".into(),
+            Arc::new(SystemTableProvider(Arc::new(
+                crate::tracking::models::ModelAliasesTable::new(&tracking),
+            ))),
+        )?;
+        system.register_table(
             "table_versions".into(),
             Arc::new(SystemTableProvider(Arc::new(TableVersions::new(
                 user.clone(),
@@ -154,6 +163,7 @@ impl Database {
                 ddl_lock: Mutex::new(()),
                 executor: CpuExecutor::new(threads)?,
                 tracking,
+                query_arguments: RwLock::new(HashMap::new()),
             }),
         })
     }
@@ -197,6 +207,36 @@ impl Database {
         f(&ctx)?;
         *template = ctx.state();
         Ok(())
+    }
+
+    /// Declares that argument `position` (from 0) of table function `function` is a query
+    /// given as text (`predict('m', 'SELECT …')`). When a statement calls the function with
+    /// a string literal there, the session plans that query first — asynchronously, like
+    /// any statement — and the function finds the plan in the [`PlannedQueries`]
+    /// session-config extension while the statement is planned.
+    ///
+    /// [`PlannedQueries`]: crate::session::PlannedQueries
+    pub fn register_query_argument(&self, function: &str, position: usize) {
+        let mut map = self
+            .inner
+            .query_arguments
+            .write()
+            .unwrap_or_else(|p| p.into_inner());
+        let positions = map.entry(function.to_ascii_lowercase()).or_default();
+        if !positions.contains(&position) {
+            positions.push(position);
+        }
+    }
+
+    /// The query-argument positions of `function` (see [`Database::register_query_argument`]).
+    pub(crate) fn query_argument_positions(&self, function: &str) -> Vec<usize> {
+        self.inner
+            .query_arguments
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(&function.to_ascii_lowercase())
+            .cloned()
+            .unwrap_or_default()
     }
 
     /// Adds a table to the `runbase` system schema.

@@ -65,6 +65,11 @@ pub enum Error {
     #[error("{0}")]
     ColumnNotFound(String),
 
+    /// A column or value of the wrong type for its use, such as a text column where a
+    /// model takes a number (42804).
+    #[error("{0}")]
+    DatatypeMismatch(String),
+
     /// The statement was cancelled by the client, or its connection closed (57014).
     #[error("{0}")]
     Canceled(String),

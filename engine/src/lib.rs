@@ -48,7 +48,8 @@ pub mod tracking;
 pub use database::{DATABASE_NAME, Database, DatabaseOptions, WeakDatabase, version_string};
 pub use error::{Error, Result};
 pub use session::{
-    ClientIdentity, CommandTag, Notices, PinnedQuery, Prepared, QueryOutput, Session,
+    ClientIdentity, CommandTag, Notices, PinnedQuery, PlannedQueries, Prepared, QueryOutput,
+    Session, SessionVariables,
 };
 pub use system::SystemTable;
 

@@ -337,6 +337,56 @@ fn table_function_parameters(statement: &AstStatement) -> Option<usize> {
     found.0.then(|| placeholders(statement))
 }
 
+/// The string literals `statement` passes to table functions at the positions
+/// `positions(function)` names.
+fn query_arguments(
+    statement: &AstStatement,
+    positions: impl Fn(&str) -> Vec<usize>,
+) -> Vec<String> {
+    use datafusion::sql::sqlparser::ast::{
+        Expr as SqlExpr, FunctionArg, FunctionArgExpr, TableFactor, Value, Visit, Visitor,
+    };
+    use std::ops::ControlFlow;
+    struct Found<F> {
+        positions: F,
+        queries: Vec<String>,
+    }
+    impl<F: Fn(&str) -> Vec<usize>> Visitor for Found<F> {
+        type Break = ();
+        fn pre_visit_table_factor(&mut self, factor: &TableFactor) -> ControlFlow<()> {
+            let TableFactor::Table {
+                name,
+                args: Some(args),
+                ..
+            } = factor
+            else {
+                return ControlFlow::Continue(());
+            };
+            let Some(function) = name.0.last().and_then(|p| p.as_ident()) else {
+                return ControlFlow::Continue(());
+            };
+            for position in (self.positions)(&function.value) {
+                if let Some(FunctionArg::Unnamed(FunctionArgExpr::Expr(SqlExpr::Value(v)))) =
+                    args.args.get(position)
+                    && let Value::SingleQuotedString(sql)
+                    | Value::DollarQuotedString(
+                        datafusion::sql::sqlparser::ast::DollarQuotedString { value: sql, .. },
+                    ) = &v.value
+                {
+                    self.queries.push(sql.clone());
+                }
+            }
+            ControlFlow::Continue(())
+        }
+    }
+    let mut found = Found {
+        positions,
+        queries: Vec::new(),
+    };
+    let _ = statement.visit(&mut found);
+    found.queries
+}
+
 /// Replaces every `$n` in `statement` by the value bound to it (NULL when none is).
 fn bind_parameters(statement: &mut AstStatement, params: &ParamValues) -> Result<()> {
     use datafusion::sql::sqlparser::ast::{Expr as SqlExpr, Value, visit_expressions_mut};
@@ -417,6 +467,64 @@ pub struct ClientIdentity {
     pub application: Option<String>,
 }
 
+/// Queries passed to table functions as text, planned before the statement that calls them
+/// (see [`Database::register_query_argument`]): a session-config extension, so a table
+/// function finds the plan of its query argument while the statement is planned.
+///
+/// [`Database::register_query_argument`]: crate::Database::register_query_argument
+#[derive(Debug, Default)]
+pub struct PlannedQueries {
+    plans: Mutex<HashMap<String, LogicalPlan>>,
+}
+
+impl PlannedQueries {
+    /// Most plans kept; older ones are dropped (they are planned again when needed).
+    const CAPACITY: usize = 32;
+
+    /// The plan of `sql`, if the statement being planned passed it as a query argument.
+    pub fn get(&self, sql: &str) -> Option<LogicalPlan> {
+        self.plans
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(sql)
+            .cloned()
+    }
+
+    fn insert(&self, sql: String, plan: LogicalPlan) {
+        let mut plans = self.plans.lock().unwrap_or_else(|p| p.into_inner());
+        if plans.len() >= Self::CAPACITY {
+            plans.clear();
+        }
+        plans.insert(sql, plan);
+    }
+}
+
+/// Settings a client changed with `SET` (PostgreSQL-level ones such as `application_name`,
+/// and `runbase.*` ones such as `runbase.device`), visible to functions as a session-config
+/// extension.
+#[derive(Debug, Default)]
+pub struct SessionVariables {
+    values: Mutex<HashMap<String, String>>,
+}
+
+impl SessionVariables {
+    /// The value `name` (lower case) was set to in this session, if it was.
+    pub fn get(&self, name: &str) -> Option<String> {
+        self.values
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(name)
+            .cloned()
+    }
+
+    fn set(&self, name: String, value: String) {
+        self.values
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(name, value);
+    }
+}
+
 /// A query planned over fixed table versions: see [`Session::plan_pinned`].
 #[derive(Debug)]
 pub struct PinnedQuery {
@@ -431,8 +539,8 @@ pub struct Session {
     db: Database,
     ctx: SessionContext,
     parser: PostgresCompatibilityParser,
-    /// PostgreSQL-level variables (`application_name`, `search_path`, …) set by clients.
-    variables: Mutex<HashMap<String, String>>,
+    /// Variables (`application_name`, `search_path`, `runbase.device`, …) set by the client.
+    variables: Arc<SessionVariables>,
     /// Set once the client's identity is known.
     client: std::sync::Once,
     notices: Arc<Notices>,
@@ -449,16 +557,21 @@ impl fmt::Debug for Session {
 impl Session {
     pub(crate) fn new(db: Database, ctx: SessionContext) -> Self {
         let notices = Arc::new(Notices::default());
-        ctx.state_ref()
-            .write()
-            .config_mut()
-            .set_extension(notices.clone());
+        let variables = Arc::new(SessionVariables::default());
+        {
+            let state = ctx.state_ref();
+            let mut state = state.write();
+            let config = state.config_mut();
+            config.set_extension(notices.clone());
+            config.set_extension(variables.clone());
+            config.set_extension(Arc::new(PlannedQueries::default()));
+        }
         Self {
             notices,
             db,
             ctx,
             parser: PostgresCompatibilityParser::new(),
-            variables: Mutex::new(HashMap::new()),
+            variables,
             client: std::sync::Once::new(),
         }
     }
@@ -599,13 +712,19 @@ impl Session {
         if let Some(parameters) = table_function_parameters(&statement) {
             let mut probe = statement.clone();
             bind_parameters(&mut probe, &ParamValues::List(vec![]))?;
-            let schema = Box::pin(self.prepare(probe)).await?.output_schema();
+            // Columns that depend on the values (`predict`'s are the query's) are only
+            // known once they are bound; the portal is described then.
+            let schema = match Box::pin(self.prepare(probe)).await {
+                Ok(p) => p.output_schema(),
+                Err(_) => Arc::new(Schema::empty()),
+            };
             return Ok(Prepared::Deferred {
                 statement: Box::new(statement),
                 parameters,
                 schema,
             });
         }
+        self.plan_query_arguments(&statement).await?;
         let plan = self
             .ctx
             .state()
@@ -640,10 +759,9 @@ impl Session {
                 let stream = self.db.executor().execute(physical, self.ctx.task_ctx());
                 Ok(QueryOutput::CopyOut(stream, format.clone()))
             }
-            Prepared::Deferred { statement, .. } => {
-                let mut statement = statement.as_ref().clone();
-                bind_parameters(&mut statement, &params.unwrap_or(ParamValues::List(vec![])))?;
-                let prepared = Box::pin(self.prepare(statement)).await?;
+            Prepared::Deferred { .. } => {
+                let params = params.unwrap_or(ParamValues::List(vec![]));
+                let prepared = self.bind_deferred(prepared, params).await?;
                 Box::pin(self.execute(&prepared, None)).await
             }
             Prepared::Plan(plan) => {
@@ -657,6 +775,54 @@ impl Session {
                 self.execute_plan(plan).await
             }
         }
+    }
+
+    /// Plans the queries `statement` passes as text to table functions that take one (see
+    /// [`Database::register_query_argument`]), for the functions to find in
+    /// [`PlannedQueries`].
+    ///
+    /// [`Database::register_query_argument`]: crate::Database::register_query_argument
+    async fn plan_query_arguments(&self, statement: &AstStatement) -> Result<()> {
+        let queries = query_arguments(statement, |f| self.db.query_argument_positions(f));
+        if queries.is_empty() {
+            return Ok(());
+        }
+        let Some(planned) = self.ctx.state().config().get_extension::<PlannedQueries>() else {
+            return Ok(());
+        };
+        for sql in queries {
+            if planned.get(&sql).is_some() {
+                continue;
+            }
+            let mut statements = self.parse(&sql)?;
+            let query = match (statements.pop(), statements.is_empty()) {
+                (Some(q @ AstStatement::Query(_)), true) => q,
+                _ => {
+                    return Err(Error::InvalidArgument(format!(
+                        "the query argument must be exactly one SELECT statement, got: {sql}"
+                    )));
+                }
+            };
+            if let Prepared::Plan(plan) = Box::pin(self.prepare(query)).await? {
+                planned.insert(sql, plan);
+            }
+        }
+        Ok(())
+    }
+
+    /// Plans a [`Prepared::Deferred`] statement with `params` in place of its `$n`; any
+    /// other statement comes back as it is.
+    pub async fn bind_deferred(
+        &self,
+        prepared: &Prepared,
+        params: ParamValues,
+    ) -> Result<Prepared> {
+        let Prepared::Deferred { statement, .. } = prepared else {
+            return Ok(prepared.clone());
+        };
+        let mut statement = statement.as_ref().clone();
+        bind_parameters(&mut statement, &params)?;
+        Box::pin(self.prepare(statement)).await
     }
 
     async fn prepare_copy(&self, statement: AstStatement) -> Result<Prepared> {
@@ -949,10 +1115,7 @@ impl Session {
                 if name.starts_with("datafusion.") {
                     self.ctx.execute_logical_plan(plan).await?;
                 } else {
-                    self.variables
-                        .lock()
-                        .expect("variables lock poisoned")
-                        .insert(name, set.value.clone());
+                    self.variables.set(name, set.value.clone());
                 }
                 CommandTag::plain("SET")
             }
@@ -992,12 +1155,7 @@ impl Session {
     }
 
     fn show(&self, name: &str) -> Result<QueryOutput> {
-        let set = self
-            .variables
-            .lock()
-            .expect("variables lock poisoned")
-            .get(name)
-            .cloned();
+        let set = self.variables.get(name);
         let value = match set {
             Some(v) => v,
             None => default_variable(name).ok_or_else(|| {
@@ -1033,6 +1191,7 @@ fn default_variable(name: &str) -> Option<String> {
             "max_identifier_length" => "63",
             "lc_collate" | "lc_ctype" => "C",
             "runbase_version" => env!("CARGO_PKG_VERSION"),
+            "runbase.device" => "default",
             "version" => return Some(version_string()),
             _ => return None,
         }

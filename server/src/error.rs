@@ -54,6 +54,7 @@ pub fn to_pg_error(err: &Error) -> PgError {
         Error::ObjectNotFound(_) => PgError::new("42704", err.to_string()),
         Error::InvalidState(_) => PgError::new("55000", err.to_string()),
         Error::ColumnNotFound(_) => PgError::new("42703", err.to_string()),
+        Error::DatatypeMismatch(_) => PgError::new("42804", err.to_string()),
         Error::Canceled(_) => PgError::new("57014", err.to_string()),
         Error::Internal(_) => PgError::new("XX000", err.to_string()),
         Error::Corrupt { .. } => PgError::new("XX001", err.to_string()),

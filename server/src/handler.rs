@@ -8,6 +8,7 @@ use arrow_pg::datatypes::{
 };
 use async_trait::async_trait;
 use datafusion::arrow::datatypes::DataType;
+use datafusion::common::ParamValues;
 use datafusion::execution::SendableRecordBatchStream;
 use futures::{Sink, SinkExt, StreamExt, stream};
 use pgwire::api::auth::StartupHandler;
@@ -16,7 +17,9 @@ use pgwire::api::cancel::{CancelHandler, DefaultCancelHandler};
 use pgwire::api::copy::CopyHandler;
 use pgwire::api::portal::{Format, Portal};
 use pgwire::api::query::{ExtendedQueryHandler, SimpleQueryHandler};
-use pgwire::api::results::{CopyResponse, FieldFormat, FieldInfo, QueryResponse, Response, Tag};
+use pgwire::api::results::{
+    CopyResponse, DescribePortalResponse, FieldFormat, FieldInfo, QueryResponse, Response, Tag,
+};
 use pgwire::api::stmt::QueryParser;
 use pgwire::api::store::PortalStore;
 use pgwire::api::{ClientInfo, ClientPortalStore, ConnectionManager, PgWireServerHandlers, Type};
@@ -379,6 +382,30 @@ impl QueryParser for StatementParser {
     }
 }
 
+/// The values bound to a portal's `$n` parameters, typed as the statement declared them.
+fn portal_parameters(portal: &Portal<Prepared>) -> PgWireResult<ParamValues> {
+    let prepared = &portal.statement.statement;
+    let types = prepared.parameter_types().map_err(|e| pg_err(&e))?;
+    // A parameter whose type neither the server inferred nor the client named was
+    // described to the client as text (see `parameter_wire_type`), so it is read as
+    // text. (Left untyped, arrow-pg guesses from the value and takes a JSON object for
+    // an array.)
+    let client_types = &portal.statement.parameter_types;
+    let type_refs: Vec<Option<&DataType>> = types
+        .iter()
+        .enumerate()
+        .map(
+            |(i, t)| match (t, client_types.get(i).and_then(Option::as_ref)) {
+                (Some(t), _) => Some(t),
+                (None, Some(_)) => None,
+                (None, None) => Some(&DataType::Utf8),
+            },
+        )
+        .collect();
+    let params = deserialize_parameters(portal, &type_refs)?;
+    Ok(params)
+}
+
 #[async_trait]
 impl ExtendedQueryHandler for Connection {
     type Statement = Prepared;
@@ -386,6 +413,37 @@ impl ExtendedQueryHandler for Connection {
 
     fn query_parser(&self) -> Arc<StatementParser> {
         self.parser.clone()
+    }
+
+    /// A statement planned at execution (`Prepared::Deferred`: `$n` among a table
+    /// function's arguments, whose columns may depend on the values, as `predict`'s do) is
+    /// described by planning it with the portal's values.
+    async fn do_describe_portal<C>(
+        &self,
+        _client: &mut C,
+        portal: &Portal<Prepared>,
+    ) -> PgWireResult<DescribePortalResponse>
+    where
+        C: ClientInfo + ClientPortalStore + Sink<PgWireBackendMessage> + Unpin + Send + Sync,
+        C::PortalStore: PortalStore<Statement = Prepared>,
+        C::Error: Debug,
+        PgWireError: From<<C as Sink<PgWireBackendMessage>>::Error>,
+    {
+        let prepared = &portal.statement.statement;
+        let schema = match prepared {
+            Prepared::Deferred { .. } => {
+                let params = portal_parameters(portal)?;
+                self.session
+                    .bind_deferred(prepared, params)
+                    .await
+                    .map_err(|e| pg_err(&e))?
+                    .output_schema()
+            }
+            other => other.output_schema(),
+        };
+        let fields =
+            arrow_schema_to_pg_fields(schema.as_ref(), &portal.result_column_format, None)?;
+        Ok(DescribePortalResponse::new(fields))
     }
 
     async fn do_query<C>(
@@ -401,24 +459,7 @@ impl ExtendedQueryHandler for Connection {
         PgWireError: From<<C as Sink<PgWireBackendMessage>>::Error>,
     {
         let prepared = &portal.statement.statement;
-        let types = prepared.parameter_types().map_err(|e| pg_err(&e))?;
-        // A parameter whose type neither the server inferred nor the client named was
-        // described to the client as text (see `parameter_wire_type`), so it is read as
-        // text. (Left untyped, arrow-pg guesses from the value and takes a JSON object for
-        // an array.)
-        let client_types = &portal.statement.parameter_types;
-        let type_refs: Vec<Option<&DataType>> = types
-            .iter()
-            .enumerate()
-            .map(
-                |(i, t)| match (t, client_types.get(i).and_then(Option::as_ref)) {
-                    (Some(t), _) => Some(t),
-                    (None, Some(_)) => None,
-                    (None, None) => Some(&DataType::Utf8),
-                },
-            )
-            .collect();
-        let params = deserialize_parameters(portal, &type_refs)?;
+        let params = portal_parameters(portal)?;
         self.session.notices().drain();
         let output = self
             .session

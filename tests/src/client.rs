@@ -1,5 +1,9 @@
 //! Small helpers for tests that talk to the server through tokio-postgres.
 
+use std::path::PathBuf;
+
+use bytes::Bytes;
+use futures::SinkExt;
 use tokio_postgres::Client;
 use tokio_postgres::types::{FromSql, ToSql};
 
@@ -20,4 +24,41 @@ where
         .await
         .unwrap_or_else(|e| panic!("{sql}: {e}"))
         .get(0)
+}
+
+/// A CSV shipped in tests/data.
+pub fn data_file(name: &str) -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("data")
+        .join(format!("{name}.csv"))
+}
+
+/// Creates `table` from a shipped CSV: every column a double except `target`, typed
+/// `target_type`; loads it with COPY.
+pub async fn load_csv(client: &Client, name: &str, table: &str, target: &str, target_type: &str) {
+    let text = std::fs::read_to_string(data_file(name)).expect("read csv");
+    let header = text.lines().next().expect("header");
+    let columns: Vec<String> = header
+        .split(',')
+        .map(|c| {
+            if c == target {
+                format!("{c} {target_type}")
+            } else {
+                format!("{c} double precision")
+            }
+        })
+        .collect();
+    client
+        .batch_execute(&format!("CREATE TABLE {table} ({})", columns.join(", ")))
+        .await
+        .expect("create table");
+    let sink = client
+        .copy_in(&format!(
+            "COPY {table} FROM STDIN WITH (FORMAT csv, HEADER true)"
+        ))
+        .await
+        .expect("copy in");
+    futures::pin_mut!(sink);
+    sink.send(Bytes::from(text)).await.expect("send");
+    sink.finish().await.expect("finish copy");
 }

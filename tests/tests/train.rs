@@ -3,51 +3,12 @@
 //! registry, reproducibility and `reproduce`, search with child runs, cancellation, and
 //! errors for bad input while other clients keep being served.
 
-use std::path::PathBuf;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use bytes::Bytes;
-use futures::SinkExt;
-use runbase_tests::client::{scalar, sqlstate};
+use runbase_tests::client::{data_file, load_csv, scalar, sqlstate};
 use runbase_tests::server::TestServer;
 use tokio_postgres::Client;
-
-fn data_file(name: &str) -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .join("data")
-        .join(format!("{name}.csv"))
-}
-
-/// Creates `table` from a shipped CSV: every column a double except `target`, typed
-/// `target_type`; loads it with COPY.
-async fn load_csv(client: &Client, name: &str, table: &str, target: &str, target_type: &str) {
-    let text = std::fs::read_to_string(data_file(name)).expect("read csv");
-    let header = text.lines().next().expect("header");
-    let columns: Vec<String> = header
-        .split(',')
-        .map(|c| {
-            if c == target {
-                format!("{c} {target_type}")
-            } else {
-                format!("{c} double precision")
-            }
-        })
-        .collect();
-    client
-        .batch_execute(&format!("CREATE TABLE {table} ({})", columns.join(", ")))
-        .await
-        .expect("create table");
-    let sink = client
-        .copy_in(&format!(
-            "COPY {table} FROM STDIN WITH (FORMAT csv, HEADER true)"
-        ))
-        .await
-        .expect("copy in");
-    futures::pin_mut!(sink);
-    sink.send(Bytes::from(text)).await.expect("send");
-    sink.finish().await.expect("finish copy");
-}
 
 /// Runs a TRAIN statement; returns (run_id, version, metrics JSON, epochs, best_epoch).
 async fn train(client: &Client, sql: &str) -> (String, i64, serde_json::Value, i32, i32) {

@@ -7,6 +7,8 @@
 //! - [`devices`]: the `runbase.devices` system table — the CPU and every CUDA device
 //!   libtorch sees, i.e. where training can run.
 //! - [`train`]: the `train` and `reproduce` table functions and `runbase.jobs`.
+//! - [`inference`]: `predict` (table and scalar), `evaluate`, `import_model`,
+//!   `export_model`, the shared cache of loaded models and `runbase.loaded_models`.
 //!
 //! # Example
 //! ```no_run
@@ -20,6 +22,7 @@
 //! ```
 
 pub mod devices;
+pub mod inference;
 pub mod train;
 
 use std::sync::Arc;
@@ -54,7 +57,39 @@ pub fn register(db: &runbase_engine::Database) -> Result<()> {
         "jobs",
         Arc::new(train::jobs::JobsTable::new(trainer.jobs().clone())),
     )?;
+    let inference = Arc::new(inference::Inference::new(
+        db.downgrade(),
+        inference::model_cache_bytes(),
+        inference::inference_concurrency(),
+    ));
+    db.register_system_table(
+        "loaded_models",
+        Arc::new(inference::cache::LoadedModelsTable::new(&inference)),
+    )?;
+    db.register_query_argument("train", 1);
+    db.register_query_argument("predict", 1);
+    db.register_query_argument("evaluate", 1);
     db.configure(|ctx| {
+        use datafusion::logical_expr::ScalarUDF;
+        ctx.register_udtf(
+            "predict",
+            Arc::new(inference::predict::PredictFunction::new(inference.clone())),
+        );
+        ctx.register_udtf(
+            "evaluate",
+            Arc::new(inference::evaluate::EvaluateFunction::new(
+                inference.clone(),
+            )),
+        );
+        ctx.register_udf(ScalarUDF::new_from_impl(
+            inference::predict_scalar::PredictScalar::new(inference.clone()),
+        ));
+        ctx.register_udf(ScalarUDF::new_from_impl(
+            inference::import_model::ImportModel::new(inference.clone()),
+        ));
+        ctx.register_udf(ScalarUDF::new_from_impl(
+            inference::export_model::ExportModel::new(inference.clone()),
+        ));
         ctx.register_udtf(
             "train",
             Arc::new(train::function::TrainFunction::new(trainer.clone())),

@@ -1,5 +1,6 @@
 //! The tracking functions: `create_experiment`, `start_run`, `log_param`, `log_params`,
-//! `log_metric`, `set_tag`, `log_input`, `end_run`, `log_artifact` and `artifact`.
+//! `log_metric`, `set_tag`, `log_input`, `end_run`, `log_artifact` and `artifact`; and the
+//! model registry's `set_model_alias` and `drop_model_alias`.
 //!
 //! They are volatile scalar functions, so they run once per row and work over many rows
 //! (`SELECT log_metric(run, 'loss', v, step) FROM t` logs every row in one write batch).
@@ -38,10 +39,12 @@ enum Kind {
     EndRun,
     LogArtifact,
     Artifact,
+    SetModelAlias,
+    DropModelAlias,
 }
 
 impl Kind {
-    const ALL: [Kind; 10] = [
+    const ALL: [Kind; 12] = [
         Kind::CreateExperiment,
         Kind::StartRun,
         Kind::LogParam,
@@ -52,6 +55,8 @@ impl Kind {
         Kind::EndRun,
         Kind::LogArtifact,
         Kind::Artifact,
+        Kind::SetModelAlias,
+        Kind::DropModelAlias,
     ];
 
     fn name(self) -> &'static str {
@@ -66,6 +71,8 @@ impl Kind {
             Kind::EndRun => "end_run",
             Kind::LogArtifact => "log_artifact",
             Kind::Artifact => "artifact",
+            Kind::SetModelAlias => "set_model_alias",
+            Kind::DropModelAlias => "drop_model_alias",
         }
     }
 
@@ -95,16 +102,24 @@ impl Kind {
             Kind::EndRun => (&["run_id", "status"], vec![Utf8, Utf8], 1),
             Kind::LogArtifact => (&["run_id", "path", "data"], vec![Utf8, Utf8, Binary], 3),
             Kind::Artifact => (&["run_id", "path"], vec![Utf8, Utf8], 2),
+            Kind::SetModelAlias => (
+                &["model_name", "alias", "version"],
+                vec![Utf8, Utf8, Int64],
+                3,
+            ),
+            Kind::DropModelAlias => (&["model_name", "alias"], vec![Utf8, Utf8], 2),
         }
     }
 
     fn returns(self) -> DataType {
         match self {
-            Kind::CreateExperiment | Kind::LogParams | Kind::LogMetric | Kind::LogInput => {
-                DataType::Int64
-            }
+            Kind::CreateExperiment
+            | Kind::LogParams
+            | Kind::LogMetric
+            | Kind::LogInput
+            | Kind::SetModelAlias => DataType::Int64,
             Kind::StartRun | Kind::EndRun | Kind::LogArtifact => DataType::Utf8,
-            Kind::LogParam | Kind::SetTag => DataType::Boolean,
+            Kind::LogParam | Kind::SetTag | Kind::DropModelAlias => DataType::Boolean,
             Kind::Artifact => DataType::Binary,
         }
     }
@@ -411,6 +426,32 @@ impl TrackingFunction {
                     let run = run_arg(kind, &args[0], i)?;
                     let path = required(kind, "path", text(&args[1], i))?;
                     out.append_value(block_on(tracking.artifact(&run, path))?);
+                }
+                Ok(Arc::new(out.finish()))
+            }
+            Kind::SetModelAlias => {
+                let versions = args[2].as_primitive::<Int64Type>();
+                let mut out = Int64Builder::with_capacity(rows);
+                for i in 0..rows {
+                    let name = required(kind, "model_name", text(&args[0], i))?;
+                    let alias = required(kind, "alias", text(&args[1], i))?;
+                    if versions.is_null(i) {
+                        return Err(Error::NullValue(
+                            "set_model_alias: version must not be null".into(),
+                        ));
+                    }
+                    let set = tracking.set_model_alias(name, alias, versions.value(i))?;
+                    out.append_value(set.version);
+                }
+                Ok(Arc::new(out.finish()))
+            }
+            Kind::DropModelAlias => {
+                let mut out = BooleanBuilder::with_capacity(rows);
+                for i in 0..rows {
+                    let name = required(kind, "model_name", text(&args[0], i))?;
+                    let alias = required(kind, "alias", text(&args[1], i))?;
+                    tracking.drop_model_alias(name, alias)?;
+                    out.append_value(true);
                 }
                 Ok(Arc::new(out.finish()))
             }

@@ -44,6 +44,7 @@ pub(crate) const CF_LATEST: &str = "latest_metrics";
 pub(crate) const CF_INPUTS: &str = "run_inputs";
 pub(crate) const CF_ARTIFACTS: &str = "artifacts";
 pub(crate) const CF_MODELS: &str = "models";
+pub(crate) const CF_MODEL_ALIASES: &str = "model_aliases";
 
 const NEXT_EXPERIMENT_ID: &[u8] = b"meta/next_experiment_id";
 
@@ -70,6 +71,7 @@ pub(crate) fn column_families() -> Vec<ColumnFamilyDescriptor> {
         plain(CF_INPUTS),
         plain(CF_ARTIFACTS),
         plain(CF_MODELS),
+        plain(CF_MODEL_ALIASES),
     ]
 }
 

@@ -5,6 +5,11 @@
 //! blob is written to the object store first, under a fresh id, and the record second, so a
 //! crash in between leaves an unreferenced object, never a record without its blob.
 //! The engine does not look inside blobs: the `udfs` crate writes TorchScript modules.
+//!
+//! Aliases (`production`, `default`, …) point at one version of a model each and live in
+//! the `model_aliases` column family under `name · 0x00 · alias`. A model *reference* is
+//! `name` (the version `default` points at, else the latest), `name@3` or `name@alias`;
+//! [`Tracking::resolve_model`] turns one into a version.
 
 use std::sync::Arc;
 
@@ -18,12 +23,93 @@ use rocksdb::WriteBatch;
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
-use super::{CF_MODELS, Tracking, TrackingRef, hex, keys, now_us};
+use super::{CF_MODEL_ALIASES, CF_MODELS, Tracking, TrackingRef, hex, keys, now_us};
 use crate::error::{Error, Result};
 use crate::system::SystemTable;
 
 /// Longest model name accepted.
 pub const MAX_MODEL_NAME_LEN: usize = 128;
+
+/// Longest alias accepted.
+pub const MAX_ALIAS_LEN: usize = 64;
+
+/// The alias a plain model name resolves to when it is set.
+pub const DEFAULT_ALIAS: &str = "default";
+
+/// An alias of a model: a name for one of its versions.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ModelAlias {
+    /// Model name.
+    pub name: String,
+    /// The alias.
+    pub alias: String,
+    /// The version it points at.
+    pub version: i64,
+    /// When it was last set, microseconds since the Unix epoch.
+    pub updated_at_us: i64,
+}
+
+/// Checks an alias: a letter or `_`, then letters, digits, `_` and `-`, at most 64 long
+/// (so `name@3` is always a version and `name@prod` always an alias).
+pub fn validate_alias(alias: &str) -> Result<()> {
+    let ok = alias.len() <= MAX_ALIAS_LEN
+        && alias.starts_with(|c: char| c.is_ascii_alphabetic() || c == '_')
+        && alias
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '-'));
+    if ok {
+        Ok(())
+    } else {
+        Err(Error::InvalidArgument(format!(
+            "invalid alias \"{alias}\": an alias is 1 to {MAX_ALIAS_LEN} letters, digits, _ and -, starting with a letter or _"
+        )))
+    }
+}
+
+/// What a model reference names.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ModelReference {
+    /// `name`: the `default` alias, else the latest version.
+    Latest(String),
+    /// `name@3`.
+    Version(String, i64),
+    /// `name@alias`.
+    Alias(String, String),
+}
+
+impl ModelReference {
+    /// Parses `name`, `name@version` or `name@alias`.
+    pub fn parse(reference: &str) -> Result<Self> {
+        let (name, at) = match reference.split_once('@') {
+            Some((name, at)) => (name, Some(at)),
+            None => (reference, None),
+        };
+        validate_model_name(name)?;
+        let name = name.to_string();
+        Ok(match at {
+            None => ModelReference::Latest(name),
+            Some(v) if !v.is_empty() && v.bytes().all(|b| b.is_ascii_digit()) => {
+                let version = v.parse::<i64>().map_err(|_| {
+                    Error::InvalidArgument(format!("model version \"{v}\" is out of range"))
+                })?;
+                ModelReference::Version(name, version)
+            }
+            Some(alias) => {
+                validate_alias(alias)?;
+                ModelReference::Alias(name, alias.to_string())
+            }
+        })
+    }
+
+    /// The model name.
+    pub fn name(&self) -> &str {
+        match self {
+            ModelReference::Latest(n)
+            | ModelReference::Version(n, _)
+            | ModelReference::Alias(n, _) => n,
+        }
+    }
+}
 
 /// One registered model version: what was registered, and where its blob is.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -185,12 +271,139 @@ impl Tracking {
         Ok(out)
     }
 
-    /// The blob of a model version.
+    /// The blob of a model version, checked against the SHA-256 recorded when it was
+    /// registered.
     pub async fn model_blob(&self, model: &ModelVersion) -> Result<Vec<u8>> {
+        use sha2::Digest;
         let object = self.inner.root.object_path(&model.location)?;
         let bytes = self.inner.root.store.get(&object).await?.bytes().await?;
+        let sha256 = hex(&sha2::Sha256::digest(&bytes));
+        if sha256 != model.sha256 {
+            return Err(Error::Corrupt {
+                what: format!("model {}@{}", model.model.name, model.version),
+                detail: format!(
+                    "its blob's SHA-256 is {sha256}, the registry recorded {}",
+                    model.sha256
+                ),
+            });
+        }
         Ok(bytes.to_vec())
     }
+}
+
+impl Tracking {
+    /// The version `reference` (`name`, `name@3`, `name@alias`) names now.
+    pub fn resolve_model(&self, reference: &str) -> Result<ModelVersion> {
+        match ModelReference::parse(reference)? {
+            ModelReference::Version(name, v) => {
+                self.model_exists(&name)?;
+                self.model_version(&name, v)
+            }
+            ModelReference::Alias(name, alias) => {
+                self.model_exists(&name)?;
+                let v = self.model_alias(&name, &alias)?.ok_or_else(|| {
+                    Error::ObjectNotFound(format!("model \"{name}\" has no alias \"{alias}\""))
+                })?;
+                self.model_version(&name, v)
+            }
+            ModelReference::Latest(name) => match self.model_alias(&name, DEFAULT_ALIAS)? {
+                Some(v) => self.model_version(&name, v),
+                None => self.model_versions(&name)?.pop().ok_or_else(|| {
+                    Error::ObjectNotFound(format!("model \"{name}\" does not exist"))
+                }),
+            },
+        }
+    }
+
+    fn model_exists(&self, name: &str) -> Result<()> {
+        let prefix = model_prefix(name);
+        let found = self
+            .db()
+            .prefix_iterator_cf(self.cf(CF_MODELS)?, &prefix)
+            .next()
+            .transpose()?
+            .is_some_and(|(k, _)| k.starts_with(&prefix));
+        if found {
+            Ok(())
+        } else {
+            Err(Error::ObjectNotFound(format!(
+                "model \"{name}\" does not exist"
+            )))
+        }
+    }
+
+    /// The version `alias` of `name` points at, if it is set.
+    pub fn model_alias(&self, name: &str, alias: &str) -> Result<Option<i64>> {
+        let Some(v) = self
+            .db()
+            .get_cf(self.cf(CF_MODEL_ALIASES)?, alias_key(name, alias))?
+        else {
+            return Ok(None);
+        };
+        Ok(Some(decode_alias(&v)?.version))
+    }
+
+    /// Points `alias` of `name` at `version` (which must exist), replacing where it pointed.
+    pub fn set_model_alias(&self, name: &str, alias: &str, version: i64) -> Result<ModelAlias> {
+        validate_model_name(name)?;
+        validate_alias(alias)?;
+        let _guard = self.lock();
+        self.model_exists(name)?;
+        self.model_version(name, version)?;
+        let record = ModelAlias {
+            name: name.to_string(),
+            alias: alias.to_string(),
+            version,
+            updated_at_us: now_us(),
+        };
+        let mut batch = WriteBatch::default();
+        batch.put_cf(
+            self.cf(CF_MODEL_ALIASES)?,
+            alias_key(name, alias),
+            serde_json::to_vec(&record).map_err(|e| Error::corrupt("model alias", e))?,
+        );
+        self.commit(batch)?;
+        Ok(record)
+    }
+
+    /// Removes `alias` of `name`; an error when it is not set.
+    pub fn drop_model_alias(&self, name: &str, alias: &str) -> Result<()> {
+        validate_model_name(name)?;
+        validate_alias(alias)?;
+        let _guard = self.lock();
+        if self.model_alias(name, alias)?.is_none() {
+            return Err(Error::ObjectNotFound(format!(
+                "model \"{name}\" has no alias \"{alias}\""
+            )));
+        }
+        let mut batch = WriteBatch::default();
+        batch.delete_cf(self.cf(CF_MODEL_ALIASES)?, alias_key(name, alias));
+        self.commit(batch)?;
+        Ok(())
+    }
+
+    /// Every alias of every model, by name then alias.
+    pub fn model_aliases(&self) -> Result<Vec<ModelAlias>> {
+        let mut out = Vec::new();
+        for item in self
+            .db()
+            .iterator_cf(self.cf(CF_MODEL_ALIASES)?, rocksdb::IteratorMode::Start)
+        {
+            let (_, v) = item?;
+            out.push(decode_alias(&v)?);
+        }
+        Ok(out)
+    }
+}
+
+fn alias_key(name: &str, alias: &str) -> Vec<u8> {
+    let mut k = model_prefix(name);
+    k.extend_from_slice(alias.as_bytes());
+    k
+}
+
+fn decode_alias(v: &[u8]) -> Result<ModelAlias> {
+    serde_json::from_slice(v).map_err(|e| Error::corrupt("model alias", e))
 }
 
 fn decode_model(v: &[u8]) -> Result<ModelVersion> {
@@ -219,6 +432,7 @@ impl ModelsTable {
             ),
             Field::new("metrics", DataType::Utf8, false),
             Field::new("format", DataType::Utf8, false),
+            Field::new("spec", DataType::Utf8, false),
             Field::new("uri", DataType::Utf8, false),
             Field::new("size_bytes", DataType::Int64, false),
             Field::new("sha256", DataType::Utf8, false),
@@ -277,6 +491,9 @@ impl SystemTable for ModelsTable {
                 Arc::new(StringArray::from_iter_values(
                     models.iter().map(|m| m.model.format.as_str()),
                 )),
+                Arc::new(StringArray::from_iter_values(
+                    models.iter().map(|m| m.model.spec.to_string()),
+                )),
                 Arc::new(StringArray::from_iter_values(models.iter().map(|m| {
                     url.join(&m.location)
                         .map(|u| u.to_string())
@@ -291,6 +508,64 @@ impl SystemTable for ModelsTable {
                 Arc::new(
                     TimestampMicrosecondArray::from_iter_values(
                         models.iter().map(|m| m.created_at_us),
+                    )
+                    .with_timezone("UTC"),
+                ),
+            ],
+        )
+        .map_err(|e| Error::DataFusion(e.into()))
+    }
+}
+
+/// `runbase.model_aliases`: one row per alias.
+#[derive(Debug)]
+pub struct ModelAliasesTable {
+    tracking: TrackingRef,
+    schema: SchemaRef,
+}
+
+impl ModelAliasesTable {
+    pub(crate) fn new(tracking: &Tracking) -> Self {
+        let schema = Arc::new(Schema::new(vec![
+            Field::new("name", DataType::Utf8, false),
+            Field::new("alias", DataType::Utf8, false),
+            Field::new("version", DataType::Int64, false),
+            Field::new(
+                "updated_at",
+                DataType::Timestamp(TimeUnit::Microsecond, Some("UTC".into())),
+                false,
+            ),
+        ]));
+        Self {
+            tracking: tracking.downgrade(),
+            schema,
+        }
+    }
+}
+
+#[async_trait]
+impl SystemTable for ModelAliasesTable {
+    fn schema(&self) -> SchemaRef {
+        self.schema.clone()
+    }
+
+    async fn rows(&self) -> Result<RecordBatch> {
+        let aliases = self.tracking.get()?.model_aliases()?;
+        RecordBatch::try_new(
+            self.schema.clone(),
+            vec![
+                Arc::new(StringArray::from_iter_values(
+                    aliases.iter().map(|a| a.name.as_str()),
+                )),
+                Arc::new(StringArray::from_iter_values(
+                    aliases.iter().map(|a| a.alias.as_str()),
+                )),
+                Arc::new(Int64Array::from_iter_values(
+                    aliases.iter().map(|a| a.version),
+                )),
+                Arc::new(
+                    TimestampMicrosecondArray::from_iter_values(
+                        aliases.iter().map(|a| a.updated_at_us),
                     )
                     .with_timezone("UTC"),
                 ),
@@ -318,5 +593,31 @@ mod tests {
             validate_model_name(&"m".repeat(129)),
             Err(Error::ValueTooLong(_))
         ));
+    }
+
+    #[test]
+    fn model_references_parse_into_versions_and_aliases() {
+        assert_eq!(
+            ModelReference::parse("iris").expect("plain"),
+            ModelReference::Latest("iris".into())
+        );
+        assert_eq!(
+            ModelReference::parse("iris@12").expect("version"),
+            ModelReference::Version("iris".into(), 12)
+        );
+        assert_eq!(
+            ModelReference::parse("iris@production").expect("alias"),
+            ModelReference::Alias("iris".into(), "production".into())
+        );
+        for bad in [
+            "iris@",
+            "@3",
+            "iris@-1",
+            "iris@a b",
+            "../x@1",
+            "iris@99999999999999999999",
+        ] {
+            assert!(ModelReference::parse(bad).is_err(), "{bad}");
+        }
     }
 }

@@ -638,17 +638,27 @@ pub fn category_slots(vocabulary: &[String], text: &[Option<String>]) -> Tensor 
     Tensor::from_slice(&slots)
 }
 
-/// Raw rows for already-fitted inputs (what inference does with new rows).
+/// Raw rows for already-fitted inputs (what inference does with new rows), reading each
+/// input from the batch column of its name.
 pub fn raw_rows(inputs: &[InputColumn], batch: &RecordBatch) -> Result<Tensor> {
+    let columns = inputs
+        .iter()
+        .map(|input| {
+            batch.column_by_name(input.name()).cloned().ok_or_else(|| {
+                Error::Engine(runbase_engine::Error::ColumnNotFound(format!(
+                    "input column \"{}\" is missing",
+                    input.name()
+                )))
+            })
+        })
+        .collect::<Result<Vec<_>>>()?;
+    raw_rows_of(inputs, &columns)
+}
+
+/// Raw rows `[rows, raw_width]` from one column per input, in the inputs' order.
+pub fn raw_rows_of(inputs: &[InputColumn], columns: &[ArrayRef]) -> Result<Tensor> {
     let mut raws = Vec::with_capacity(inputs.len());
-    for input in inputs {
-        let i = batch.schema().index_of(input.name()).map_err(|_| {
-            Error::Engine(runbase_engine::Error::ColumnNotFound(format!(
-                "input column \"{}\" is missing",
-                input.name()
-            )))
-        })?;
-        let col = batch.column(i);
+    for (input, col) in inputs.iter().zip(columns) {
         raws.push(match input {
             InputColumn::Numeric { .. } | InputColumn::Boolean { .. } => {
                 f32_column(col)?.view([-1, 1])
@@ -659,7 +669,38 @@ pub fn raw_rows(inputs: &[InputColumn], batch: &RecordBatch) -> Result<Tensor> {
             InputColumn::Vector { name, mean, .. } => vector_column(name, col, Some(mean.len()))?.0,
         });
     }
+    if raws.len() == 1 {
+        return Ok(raws
+            .pop()
+            .unwrap_or_else(|| Tensor::zeros([0, 0], (Kind::Float, Device::Cpu))));
+    }
     Ok(Tensor::cat(&raws, 1))
+}
+
+/// Whether a column of type `t` can feed `input`.
+pub fn accepts(input: &InputColumn, t: &DataType) -> bool {
+    match input {
+        InputColumn::Numeric { .. } | InputColumn::Boolean { .. } => {
+            is_numeric(t) || *t == DataType::Boolean || *t == DataType::Null
+        }
+        InputColumn::Categorical { .. } => is_text(t) || *t == DataType::Null,
+        InputColumn::Vector { .. } => {
+            matches!(
+                t,
+                DataType::List(f) | DataType::LargeList(f) | DataType::FixedSizeList(f, _)
+                    if is_numeric(f.data_type())
+            ) || *t == DataType::Null
+        }
+    }
+}
+
+/// What type of column `input` takes, for error messages.
+pub fn expected_type(input: &InputColumn) -> &'static str {
+    match input {
+        InputColumn::Numeric { .. } | InputColumn::Boolean { .. } => "a number or boolean",
+        InputColumn::Categorical { .. } => "text",
+        InputColumn::Vector { .. } => "an array of numbers",
+    }
 }
 
 /// Raw rows → network inputs, with tensor operations only (see the module docs).

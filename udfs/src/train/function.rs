@@ -65,7 +65,7 @@ fn summary_batch(s: &Summary) -> DfResult<RecordBatch> {
 }
 
 /// A string literal argument (dollar-quoted strings included); `None` for NULL.
-fn string_arg(function: &str, what: &str, expr: &Expr) -> DfResult<Option<String>> {
+pub(crate) fn string_arg(function: &str, what: &str, expr: &Expr) -> DfResult<Option<String>> {
     let Some(value) = runbase_engine::provider::literal(expr) else {
         return plan_err!("{function}: {what} must be a string literal");
     };
@@ -84,7 +84,7 @@ fn string_arg(function: &str, what: &str, expr: &Expr) -> DfResult<Option<String
     }
 }
 
-fn session_context(session: &dyn Session) -> (ClientIdentity, Option<Arc<Notices>>) {
+pub(crate) fn session_context(session: &dyn Session) -> (ClientIdentity, Option<Arc<Notices>>) {
     let config = session.config();
     (
         config
@@ -95,7 +95,7 @@ fn session_context(session: &dyn Session) -> (ClientIdentity, Option<Arc<Notices
     )
 }
 
-fn engine_err(e: crate::Error) -> DataFusionError {
+pub(crate) fn engine_err(e: crate::Error) -> DataFusionError {
     match e {
         crate::Error::Engine(e) => e.into(),
         other => {
