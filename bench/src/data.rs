@@ -90,3 +90,29 @@ mod tests {
         assert_eq!(rows, again);
     }
 }
+
+/// SQL creating `table(id bigint, f0 … f{features-1} double precision, label bigint)` with
+/// `rows` rows computed in the database: every feature a deterministic pseudo-random value
+/// in [-2, 2) of (id, feature), the label 1 where a fixed mix of the first features is
+/// positive. The same SQL gives the same table on every run.
+pub fn scoring_table_sql(table: &str, rows: usize, features: usize) -> String {
+    let feature = |k: usize| {
+        let h = format!(
+            "abs(sin(CAST(value AS double) * 12.9898 + {}.0 * 78.233)) * 43758.5453",
+            k + 1
+        );
+        format!("(({h}) - floor({h})) * 4.0 - 2.0 AS f{k}")
+    };
+    let columns: Vec<String> = (0..features).map(feature).collect();
+    let mix: Vec<String> = (0..features.min(8))
+        .map(|k| format!("{} f{k}", if k % 2 == 0 { "+" } else { "-" }))
+        .collect();
+    let names: Vec<String> = (0..features).map(|k| format!("f{k}")).collect();
+    format!(
+        "CREATE TABLE {table} AS SELECT id, {names}, CASE WHEN 0.0 {mix} > 0.0 THEN 1 ELSE 0 END AS label \
+         FROM (SELECT CAST(value AS bigint) AS id, {columns} FROM generate_series(1, {rows}))",
+        names = names.join(", "),
+        mix = mix.join(" "),
+        columns = columns.join(", "),
+    )
+}

@@ -85,7 +85,7 @@ fn check_module(blob: &[u8], spec: &ServingSpec) -> Result<()> {
             e,
         )
     })?;
-    prediction_columns(spec, &out, 2)
+    prediction_columns(spec, &out, 2, true)
         .map_err(|e| invalid_argument(format!("the spec does not match the module: {e}")))?;
     Ok(())
 }

@@ -145,16 +145,18 @@ impl Inference {
         run_blocking(move || model.forward(&columns)).await
     }
 
-    /// `forward`, then the output as `prediction` (and `probabilities` for a classifier).
+    /// `forward`, then the output as `prediction` (and, when `probabilities` is set,
+    /// `probabilities` for a classifier).
     pub async fn predict(
         &self,
         model: Arc<LoadedModel>,
         columns: Vec<ArrayRef>,
+        probabilities: bool,
     ) -> Result<Vec<ArrayRef>> {
         let rows = columns.first().map_or(0, |c| c.len());
         let spec = model.spec.clone();
         let out = self.forward(model, columns).await?;
-        prediction_columns(&spec, &out, rows)
+        prediction_columns(&spec, &out, rows, probabilities)
     }
 }
 
@@ -234,9 +236,14 @@ pub fn check_type(input: &InputColumn, t: &DataType, model: &str) -> Result<()> 
     }
 }
 
-/// The module's output `[rows, …]` as the `prediction` column (and `probabilities` for a
-/// classifier, softmax over the logits in class order).
-pub fn prediction_columns(spec: &ServingSpec, out: &Tensor, rows: usize) -> Result<Vec<ArrayRef>> {
+/// The module's output `[rows, …]` as the `prediction` column (and, if `probabilities` is
+/// set, the `probabilities` of a classifier: softmax over the logits in class order).
+pub fn prediction_columns(
+    spec: &ServingSpec,
+    out: &Tensor,
+    rows: usize,
+    probabilities: bool,
+) -> Result<Vec<ArrayRef>> {
     let shape = out.size();
     let mismatch = |expected: String| {
         invalid_argument(format!(
@@ -261,8 +268,7 @@ pub fn prediction_columns(spec: &ServingSpec, out: &Tensor, rows: usize) -> Resu
             if shape.len() != 2 || shape[1] != k as i64 {
                 return Err(mismatch(format!("[{rows}, {k}] (one logit per class)")));
             }
-            let probabilities = out.to_kind(Kind::Double).softmax(1, Kind::Double);
-            let best: Vec<i64> = Vec::try_from(&probabilities.argmax(1, false))
+            let best: Vec<i64> = Vec::try_from(&out.argmax(1, false))
                 .map_err(|e| torch_error("reading predictions", e))?;
             let labels = spec
                 .label_array()
@@ -272,8 +278,14 @@ pub fn prediction_columns(spec: &ServingSpec, out: &Tensor, rows: usize) -> Resu
             );
             let prediction = take(labels.as_ref(), &index, None)
                 .map_err(|e| Error::Engine(runbase_engine::Error::DataFusion(e.into())))?;
-            let probabilities = spec::list_array(tensor_f64(&probabilities)?, rows, k)?;
-            Ok(vec![prediction, probabilities])
+            if !probabilities {
+                return Ok(vec![prediction]);
+            }
+            let p = out.to_kind(Kind::Double).softmax(1, Kind::Double);
+            Ok(vec![
+                prediction,
+                spec::list_array(tensor_f64(&p)?, rows, k)?,
+            ])
         }
         Output::Tensor => {
             let width = match shape.as_slice() {

@@ -177,18 +177,49 @@ impl TableProvider for PredictTable {
             .load(&request.version, &request.spec, request.device)
             .await
             .map_err(engine_err)?;
-        let input = state.create_physical_plan(&request.plan).await?;
-        let schema = match projection {
-            Some(p) => Arc::new(self.schema.project(p)?),
-            None => self.schema.clone(),
+        let width = request.plan.schema().fields().len();
+        let wanted: Vec<usize> = match projection {
+            Some(p) => p.clone(),
+            None => (0..self.schema.fields().len()).collect(),
         };
+        // Read only what is needed: the model's inputs and the query columns projected.
+        let mut needed: Vec<usize> = wanted
+            .iter()
+            .copied()
+            .filter(|i| *i < width)
+            .chain(request.columns.iter().copied())
+            .collect();
+        needed.sort_unstable();
+        needed.dedup();
+        let at = |i: usize| needed.iter().position(|n| *n == i).unwrap_or(0);
+        let output = wanted
+            .iter()
+            .map(|i| {
+                if *i < width {
+                    Produce::Input(at(*i))
+                } else {
+                    Produce::Added(*i - width)
+                }
+            })
+            .collect::<Vec<_>>();
+        let probabilities = output.contains(&Produce::Added(1));
+        let columns = request.columns.iter().map(|c| at(*c)).collect();
+        let plan = datafusion::logical_expr::LogicalPlanBuilder::from(request.plan.clone())
+            .project(needed.iter().map(|i| {
+                Expr::Column(datafusion::common::Column::from(
+                    request.plan.schema().qualified_field(*i),
+                ))
+            }))?
+            .build()?;
+        let input = state.create_physical_plan(&plan).await?;
+        let schema = Arc::new(self.schema.project(&wanted)?);
         let partitions = input.output_partitioning().partition_count();
         Ok(Arc::new(PredictExec {
             inference: request.inference.clone(),
             model,
-            columns: request.columns.clone(),
-            full_schema: self.schema.clone(),
-            projection: projection.cloned(),
+            columns,
+            output: Arc::new(output),
+            probabilities,
             properties: Arc::new(PlanProperties::new(
                 EquivalenceProperties::new(schema.clone()),
                 Partitioning::UnknownPartitioning(partitions),
@@ -201,14 +232,26 @@ impl TableProvider for PredictTable {
     }
 }
 
+/// Where an output column comes from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Produce {
+    /// Column `n` of the input batch.
+    Input(usize),
+    /// Added column `n` (`prediction`, `probabilities`).
+    Added(usize),
+}
+
 /// Scores the batches of its input.
 struct PredictExec {
     inference: Arc<Inference>,
     model: Arc<LoadedModel>,
+    /// The input column feeding each model input.
     columns: Vec<usize>,
     input: Arc<dyn ExecutionPlan>,
-    full_schema: SchemaRef,
-    projection: Option<Vec<usize>>,
+    /// Each output column's source.
+    output: Arc<Vec<Produce>>,
+    /// Whether `probabilities` is wanted.
+    probabilities: bool,
     schema: SchemaRef,
     properties: Arc<PlanProperties>,
 }
@@ -269,8 +312,8 @@ impl ExecutionPlan for PredictExec {
             model: self.model.clone(),
             columns: self.columns.clone(),
             input: input.clone(),
-            full_schema: self.full_schema.clone(),
-            projection: self.projection.clone(),
+            output: self.output.clone(),
+            probabilities: self.probabilities,
             schema: self.schema.clone(),
             properties: Arc::new(PlanProperties::new(
                 EquivalenceProperties::new(self.schema.clone()),
@@ -291,24 +334,28 @@ impl ExecutionPlan for PredictExec {
         let inference = self.inference.clone();
         let model = self.model.clone();
         let columns = Arc::new(self.columns.clone());
-        let full_schema = self.full_schema.clone();
-        let projection = self.projection.clone();
+        let output = self.output.clone();
+        let probabilities = self.probabilities;
+        let schema = self.schema.clone();
         let scored = input
             .map_ok(move |batch| {
                 let inference = inference.clone();
                 let model = model.clone();
                 let columns = columns.clone();
-                let full_schema = full_schema.clone();
-                let projection = projection.clone();
+                let output = output.clone();
+                let schema = schema.clone();
                 async move {
-                    let added = score(&inference, &model, &batch, &columns).await?;
-                    let mut all: Vec<ArrayRef> = batch.columns().to_vec();
-                    all.extend(added);
-                    let out = RecordBatch::try_new(full_schema, all)?;
-                    match projection {
-                        Some(p) => Ok(out.project(&p)?),
-                        None => Ok(out),
-                    }
+                    let added = score(&inference, &model, &batch, &columns, probabilities).await?;
+                    let arrays = output
+                        .iter()
+                        .map(|o| match o {
+                            Produce::Input(i) => batch.column(*i).clone(),
+                            Produce::Added(i) => added[*i].clone(),
+                        })
+                        .collect();
+                    let options = datafusion::arrow::array::RecordBatchOptions::new()
+                        .with_row_count(Some(batch.num_rows()));
+                    Ok(RecordBatch::try_new_with_options(schema, arrays, &options)?)
                 }
             })
             .try_buffered(IN_FLIGHT);
@@ -325,6 +372,7 @@ pub(crate) async fn score(
     model: &Arc<LoadedModel>,
     batch: &RecordBatch,
     columns: &[usize],
+    probabilities: bool,
 ) -> DfResult<Vec<ArrayRef>> {
     if batch.num_rows() == 0 {
         return Ok(prediction_fields(&model.spec)
@@ -333,7 +381,7 @@ pub(crate) async fn score(
             .collect());
     }
     inference
-        .predict(model.clone(), pick(batch, columns))
+        .predict(model.clone(), pick(batch, columns), probabilities)
         .await
         .map_err(engine_err)
 }

@@ -134,7 +134,7 @@ impl ScalarUDFImpl for PredictScalar {
                 None => crate::train::options::DeviceChoice::Cpu,
             })?;
             let model = inference.load(&version, &spec, device).await?;
-            inference.predict(model, columns).await
+            inference.predict(model, columns, false).await
         })
         .and_then(|r| r)
         .map_err(engine_err)?;
