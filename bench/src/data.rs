@@ -74,23 +74,6 @@ impl Iterator for MetricRows<'_> {
     }
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn rows_cover_every_run_key_and_step_deterministically() {
-        let runs = vec!["a".to_string(), "b".to_string()];
-        let keys = ["x", "y"];
-        let rows: Vec<String> = MetricRows::new(&runs, &keys, 3, 1).collect();
-        assert_eq!(rows.len(), 12);
-        assert!(rows[0].starts_with("a\tx\t0\t"));
-        assert!(rows[11].starts_with("b\ty\t2\t"));
-        let again: Vec<String> = MetricRows::new(&runs, &keys, 3, 1).collect();
-        assert_eq!(rows, again);
-    }
-}
-
 /// SQL creating `table(id bigint, f0 … f{features-1} double precision, label bigint)` with
 /// `rows` rows computed in the database: every feature a deterministic pseudo-random value
 /// in [-2, 2) of (id, feature), the label 1 where a fixed mix of the first features is
@@ -115,4 +98,21 @@ pub fn scoring_table_sql(table: &str, rows: usize, features: usize) -> String {
         mix = mix.join(" "),
         columns = columns.join(", "),
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rows_cover_every_run_key_and_step_deterministically() {
+        let runs = vec!["a".to_string(), "b".to_string()];
+        let keys = ["x", "y"];
+        let rows: Vec<String> = MetricRows::new(&runs, &keys, 3, 1).collect();
+        assert_eq!(rows.len(), 12);
+        assert!(rows[0].starts_with("a\tx\t0\t"));
+        assert!(rows[11].starts_with("b\ty\t2\t"));
+        let again: Vec<String> = MetricRows::new(&runs, &keys, 3, 1).collect();
+        assert_eq!(rows, again);
+    }
 }
