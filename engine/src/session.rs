@@ -790,10 +790,8 @@ impl Session {
         let Some(planned) = self.ctx.state().config().get_extension::<PlannedQueries>() else {
             return Ok(());
         };
+        // Planned afresh for every statement: tables may have changed since the last.
         for sql in queries {
-            if planned.get(&sql).is_some() {
-                continue;
-            }
             let mut statements = self.parse(&sql)?;
             let query = match (statements.pop(), statements.is_empty()) {
                 (Some(q @ AstStatement::Query(_)), true) => q,

@@ -151,6 +151,36 @@ async fn main() {
         ));
         floor.push(run_python("floor", &model, "", &args, threads));
     }
+    // Where runbase's time goes: the same rows over the wire without a model, and the
+    // scoring without the wire.
+    let (mut wire, mut scoring) = (Vec::new(), Vec::new());
+    for _ in 0..args.reps {
+        let start = Instant::now();
+        let rows: Vec<tokio_postgres::Row> = client
+            .query_raw("SELECT id, label FROM data", std::iter::empty::<i64>())
+            .await
+            .expect("read")
+            .try_collect()
+            .await
+            .expect("rows");
+        assert_eq!(rows.len(), args.rows);
+        wire.push(start.elapsed().as_secs_f64());
+        let start = Instant::now();
+        client
+            .query_one(
+                "SELECT count(*) FROM predict('bench_mlp', 'SELECT * FROM data')",
+                &[],
+            )
+            .await
+            .expect("count");
+        scoring.push(start.elapsed().as_secs_f64());
+    }
+    eprintln!(
+        "reference: {} rows of (id, label) over the wire without a model {:.3} s; predict without the wire (count(*)) {:.3} s",
+        args.rows,
+        median(&wire),
+        median(&scoring)
+    );
     let rate = |s: &[f64]| args.rows as f64 / median(s);
     let mut table = Table::new(&format!(
         "PREDICT: score {} rows × {} features with an MLP 128-64, {threads} libtorch threads (rows/s, median of {})",
