@@ -212,3 +212,97 @@ impl SystemTable for LoadedModelsTable {
         .map_err(|e| runbase_engine::Error::DataFusion(e.into()))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use runbase_engine::tracking::models::NewModelVersion;
+    use tch::{Kind, Tensor};
+
+    use super::*;
+    use crate::inference::Output;
+
+    fn model(name: &str, version: i64, size: i64) -> Arc<LoadedModel> {
+        let mut double =
+            |inputs: &[Tensor]| vec![inputs[0].sum_dim_intlist(1, false, Kind::Float) * 2.0];
+        let module = tch::CModule::create_by_tracing(
+            "Double",
+            "forward",
+            &[Tensor::ones([2, 3], (Kind::Float, Device::Cpu))],
+            &mut double,
+        )
+        .expect("trace");
+        let version = ModelVersion {
+            model: NewModelVersion {
+                name: name.into(),
+                run_id: None,
+                task: "regression".into(),
+                target: None,
+                input_columns: vec!["a".into(), "b".into(), "c".into()],
+                metrics: serde_json::json!({}),
+                format: "torchscript".into(),
+                spec: serde_json::json!({}),
+            },
+            version,
+            location: String::new(),
+            size_bytes: size,
+            sha256: String::new(),
+            created_at_us: 0,
+        };
+        let spec = ServingSpec {
+            inputs: ["a", "b", "c"]
+                .iter()
+                .map(|n| crate::train::features::InputColumn::Numeric {
+                    name: n.to_string(),
+                    mean: 0.0,
+                    std: 1.0,
+                })
+                .collect(),
+            output: Output::Regression,
+            device: None,
+            target: None,
+        };
+        Arc::new(LoadedModel::new(version, spec, Device::Cpu, module))
+    }
+
+    #[test]
+    fn the_least_recently_used_model_goes_first_when_over_capacity() {
+        let cache = ModelCache::new(250);
+        let (a, b, c) = (model("a", 1, 100), model("b", 1, 100), model("c", 1, 100));
+        cache.insert(a.clone());
+        cache.insert(b.clone());
+        // `a` is used again, so `b` is now the least recently used.
+        assert!(cache.get(&a.version, Device::Cpu).is_some());
+        cache.insert(c.clone());
+        assert!(cache.get(&b.version, Device::Cpu).is_none());
+        assert!(cache.get(&a.version, Device::Cpu).is_some());
+        assert!(cache.get(&c.version, Device::Cpu).is_some());
+        assert_eq!(cache.loads(), 3);
+        // Another version of a name is another entry; one model larger than the whole
+        // cache is still kept (alone).
+        cache.insert(model("a", 2, 1000));
+        let names: Vec<(String, i64)> = cache
+            .snapshot()
+            .iter()
+            .map(|m| (m.version.model.name.clone(), m.version.version))
+            .collect();
+        assert_eq!(names, [("a".to_string(), 2)]);
+    }
+
+    #[test]
+    fn a_loaded_model_scores_arrow_columns() {
+        use datafusion::arrow::array::{Float64Array, Int32Array};
+        let m = model("a", 1, 10);
+        let columns: Vec<ArrayRef> = vec![
+            Arc::new(Float64Array::from(vec![1.0, 2.0])),
+            Arc::new(Int32Array::from(vec![10, 20])),
+            Arc::new(Float64Array::from(vec![Some(0.5), None])),
+        ];
+        let out = m.forward(&columns).expect("forward");
+        let values: Vec<f32> = Vec::try_from(&out).expect("values");
+        assert_eq!(values[0], 23.0);
+        assert!(
+            values[1].is_nan(),
+            "a NULL input is NaN to an imported model"
+        );
+    }
+}
