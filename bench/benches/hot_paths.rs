@@ -2,7 +2,8 @@
 //! work), metric key encoding and the RocksDB write path (every `log_metric`), COPY text
 //! parsing, and encoding result rows for the wire.
 //!
-//! Run with `cargo bench -p runbase-bench --bench hot_paths`.
+//! Run with `cargo bench --workspace --bench hot_paths` (`--workspace`, so the build shares
+//! the release build's compiled dependencies).
 
 use std::sync::Arc;
 

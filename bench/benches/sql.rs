@@ -1,6 +1,6 @@
 //! Engine SQL benchmarks: one committed INSERT (a Delta commit), and scans.
 //!
-//! Run with `cargo bench -p runbase-bench --bench sql`.
+//! Run with `cargo bench --workspace --bench sql`.
 
 use criterion::{Criterion, criterion_group, criterion_main};
 use runbase_bench::{fixture, metrics_insert_sql};
