@@ -17,14 +17,13 @@
 //! $CARGO_TARGET_DIR/release/compare_predict --quick    # 20k rows, a smoke run
 //! ```
 
-use std::path::{Path, PathBuf};
-use std::process::Command;
+use std::path::Path;
 use std::time::Instant;
 
 use clap::Parser;
 use futures::TryStreamExt;
 use runbase_bench::data::scoring_table_sql;
-use runbase_bench::peers::Runbase;
+use runbase_bench::peers::{Runbase, python_json};
 use runbase_bench::report::{Row, Table, median};
 
 /// Sizes of the comparison.
@@ -50,39 +49,32 @@ struct Args {
 /// Rows per forward pass: DataFusion's batch size, which runbase scores batch by batch.
 const CHUNK: usize = 8192;
 
-fn python_job() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("python/predict_job.py")
-}
-
 fn run_python(mode: &str, model: &Path, conninfo: &str, args: &Args, threads: usize) -> f64 {
-    let out = Command::new("python3")
-        .arg(python_job())
-        .arg(mode)
-        .arg(model)
-        .args([
-            "--conninfo",
-            conninfo,
-            "--features",
-            &args.features.to_string(),
-            "--rows",
-            &args.rows.to_string(),
-            "--threads",
-            &threads.to_string(),
-            "--chunk",
-            &CHUNK.to_string(),
-        ])
-        .output()
-        .expect("run python3 (source scripts/env.sh for the venv with torch)");
-    assert!(
-        out.status.success(),
-        "python {mode}: {}",
-        String::from_utf8_lossy(&out.stderr)
+    let (features, rows, threads, chunk) = (
+        args.features.to_string(),
+        args.rows.to_string(),
+        threads.to_string(),
+        CHUNK.to_string(),
     );
-    let text = String::from_utf8_lossy(&out.stdout);
-    let value: serde_json::Value = serde_json::from_str(text.trim())
-        .unwrap_or_else(|e| panic!("python {mode} printed {text}: {e}"));
-    assert_eq!(value["rows"].as_u64(), Some(args.rows as u64), "{text}");
-    let seconds = value["seconds"].as_f64().expect("seconds");
+    let out = python_json(
+        "predict_job.py",
+        &[
+            mode.as_ref(),
+            model.as_os_str(),
+            "--conninfo".as_ref(),
+            conninfo.as_ref(),
+            "--features".as_ref(),
+            features.as_ref(),
+            "--rows".as_ref(),
+            rows.as_ref(),
+            "--threads".as_ref(),
+            threads.as_ref(),
+            "--chunk".as_ref(),
+            chunk.as_ref(),
+        ],
+    );
+    assert_eq!(out["rows"].as_u64(), Some(args.rows as u64), "{out}");
+    let seconds = out["seconds"].as_f64().expect("seconds");
     eprintln!("  python {mode}: {seconds:.3} s");
     seconds
 }

@@ -16,15 +16,14 @@
 //! ```
 
 use std::io::Write;
-use std::path::{Path, PathBuf};
-use std::process::Command;
+use std::path::Path;
 use std::time::Instant;
 
 use bytes::Bytes;
 use clap::Parser;
 use futures::SinkExt;
 use runbase_bench::data::Rng;
-use runbase_bench::peers::Runbase;
+use runbase_bench::peers::{Runbase, python_json};
 use runbase_bench::report::{Row, Table, median};
 
 /// Sizes of the comparison.
@@ -74,41 +73,30 @@ fn write_data(path: &Path, rows: usize, features: usize) -> String {
     text
 }
 
-fn python_loop() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("python/train_loop.py")
-}
-
 fn run_python(csv: &Path, args: &Args, threads: usize) -> f64 {
-    let out = Command::new("python3")
-        .arg(python_loop())
-        .arg(csv)
-        .args([
-            "--hidden",
-            "128,64",
-            "--epochs",
-            &args.epochs.to_string(),
-            "--batch-size",
-            &args.batch_size.to_string(),
-            "--lr",
-            "0.001",
-            "--threads",
-            &threads.to_string(),
-        ])
-        .output()
-        .expect("run python3 (source scripts/env.sh for the venv with torch)");
-    assert!(
-        out.status.success(),
-        "python: {}",
-        String::from_utf8_lossy(&out.stderr)
+    let (epochs, batch_size, threads) = (
+        args.epochs.to_string(),
+        args.batch_size.to_string(),
+        threads.to_string(),
     );
-    let text = String::from_utf8_lossy(&out.stdout);
-    let seconds = text
-        .split("\"seconds\": ")
-        .nth(1)
-        .and_then(|s| s.split([',', '}']).next())
-        .and_then(|s| s.trim().parse::<f64>().ok())
-        .unwrap_or_else(|| panic!("python printed {text}"));
-    eprintln!("  python: {seconds:.3} s  {}", text.trim());
+    let out = python_json(
+        "train_loop.py",
+        &[
+            csv.as_os_str(),
+            "--hidden".as_ref(),
+            "128,64".as_ref(),
+            "--epochs".as_ref(),
+            epochs.as_ref(),
+            "--batch-size".as_ref(),
+            batch_size.as_ref(),
+            "--lr".as_ref(),
+            "0.001".as_ref(),
+            "--threads".as_ref(),
+            threads.as_ref(),
+        ],
+    );
+    let seconds = out["seconds"].as_f64().expect("seconds");
+    eprintln!("  python: {seconds:.3} s  {out}");
     seconds
 }
 

@@ -91,20 +91,8 @@ impl TableFunctionImpl for EvaluateFunction {
         let plan = planned_query("evaluate", args.session(), &query)?;
         let input = Arc::new(plan.schema().as_arrow().clone());
         let columns = bind_columns(&spec, &input, &model).map_err(engine_err)?;
-        let target_column = input
-            .index_of(&target)
-            .ok()
-            .or_else(|| {
-                let found: Vec<usize> = input
-                    .fields()
-                    .iter()
-                    .enumerate()
-                    .filter(|(_, f)| f.name().eq_ignore_ascii_case(&target))
-                    .map(|(i, _)| i)
-                    .collect();
-                (found.len() == 1).then(|| found[0])
-            })
-            .ok_or_else(|| {
+        let target_column =
+            crate::train::features::column_index(&input, &target).ok_or_else(|| {
                 DataFusionError::from(runbase_engine::Error::ColumnNotFound(format!(
                     "evaluate: target column \"{target}\" is not among the query's columns"
                 )))

@@ -35,9 +35,8 @@ pub async fn import(
     validate_model_name(name)?;
     let spec = ImportSpec::parse(spec_json)?;
     let serving = ServingSpec::imported(&spec);
-    let checked = blob.clone();
-    let check_spec = serving.clone();
-    tokio::task::spawn_blocking(move || check_module(&checked, &check_spec))
+    // The blob goes to the check and comes back, not copied.
+    let blob = tokio::task::spawn_blocking(move || check_module(&blob, &serving).map(|()| blob))
         .await
         .map_err(|e| {
             crate::Error::Engine(runbase_engine::Error::Internal(format!(

@@ -98,13 +98,8 @@ impl Inference {
         let setting = session
             .config()
             .get_extension::<SessionVariables>()
-            .and_then(|v| v.get(DEVICE_SETTING))
-            .filter(|v| !v.is_empty() && !v.eq_ignore_ascii_case("default"));
-        let choice = match setting.as_deref().or(spec.device.as_deref()) {
-            Some(d) => parse_device(d)?,
-            None => DeviceChoice::Cpu,
-        };
-        resolve_device(choice)
+            .and_then(|v| v.get(DEVICE_SETTING));
+        device_for(spec, setting.as_deref())
     }
 
     /// The loaded module of `version` on `device`, from the cache or the object store.
@@ -160,6 +155,17 @@ impl Inference {
     }
 }
 
+/// The device to run `spec` on: `setting` (a `runbase.device` value) unless it is unset or
+/// `default`, else the spec's `device`, else the CPU.
+pub fn device_for(spec: &ServingSpec, setting: Option<&str>) -> Result<Device> {
+    let setting = setting.filter(|v| !v.is_empty() && !v.eq_ignore_ascii_case("default"));
+    let choice = match setting.or(spec.device.as_deref()) {
+        Some(d) => parse_device(d)?,
+        None => DeviceChoice::Cpu,
+    };
+    resolve_device(choice)
+}
+
 /// Runs CPU-heavy `f` on tokio's blocking pool.
 async fn run_blocking<T: Send + 'static>(
     f: impl FnOnce() -> Result<T> + Send + 'static,
@@ -194,25 +200,10 @@ pub fn bind_columns(spec: &ServingSpec, schema: &SchemaRef, model: &str) -> Resu
         .iter()
         .map(|input| {
             let name = input.name();
-            let index = schema.index_of(name).ok().or_else(|| {
-                let found: Vec<usize> = schema
-                    .fields()
-                    .iter()
-                    .enumerate()
-                    .filter(|(_, f)| f.name().eq_ignore_ascii_case(name))
-                    .map(|(i, _)| i)
-                    .collect();
-                (found.len() == 1).then(|| found[0])
-            });
-            let Some(index) = index else {
+            let Some(index) = features::column_index(schema, name) else {
                 return Err(Error::Engine(runbase_engine::Error::ColumnNotFound(format!(
                     "model {model} takes column \"{name}\", which the query does not return; its columns are {}",
-                    schema
-                        .fields()
-                        .iter()
-                        .map(|f| f.name().as_str())
-                        .collect::<Vec<_>>()
-                        .join(", ")
+                    features::column_names(schema)
                 ))));
             };
             check_type(input, schema.field(index).data_type(), model)?;

@@ -129,10 +129,7 @@ impl ScalarUDFImpl for PredictScalar {
             .collect();
         let inference = self.inference.clone();
         let predicted = block_on(async move {
-            let device = crate::train::options::resolve_device(match &spec.device {
-                Some(d) => crate::train::options::parse_device(d)?,
-                None => crate::train::options::DeviceChoice::Cpu,
-            })?;
+            let device = super::device_for(&spec, None)?;
             let model = inference.load(&version, &spec, device).await?;
             inference.predict(model, columns, false).await
         })

@@ -14,7 +14,7 @@ use datafusion::arrow::array::{
     Array, ArrayRef, AsArray, GenericListArray, OffsetSizeTrait, RecordBatch,
 };
 use datafusion::arrow::compute::cast;
-use datafusion::arrow::datatypes::{DataType, Float32Type, Float64Type};
+use datafusion::arrow::datatypes::{DataType, Float32Type, Float64Type, Schema};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use tch::{Device, Kind, Tensor};
@@ -173,11 +173,11 @@ pub struct Dataset {
     pub val: Vec<i64>,
 }
 
-/// Finds `wanted` among the result's columns: exactly, else case-insensitively.
-fn find_column(batch: &RecordBatch, wanted: &str) -> Result<usize> {
-    let schema = batch.schema();
+/// The index of column `wanted` in `schema`: the exact name, else the one column whose name
+/// matches ignoring case.
+pub fn column_index(schema: &Schema, wanted: &str) -> Option<usize> {
     if let Ok(i) = schema.index_of(wanted) {
-        return Ok(i);
+        return Some(i);
     }
     let matches: Vec<usize> = schema
         .fields()
@@ -187,19 +187,30 @@ fn find_column(batch: &RecordBatch, wanted: &str) -> Result<usize> {
         .map(|(i, _)| i)
         .collect();
     match matches.as_slice() {
-        [i] => Ok(*i),
-        _ => Err(Error::Engine(runbase_engine::Error::ColumnNotFound(
-            format!(
-                "target column \"{wanted}\" does not exist in the query's result; its columns are {}",
-                schema
-                    .fields()
-                    .iter()
-                    .map(|f| f.name().as_str())
-                    .collect::<Vec<_>>()
-                    .join(", ")
-            ),
-        ))),
+        [i] => Some(*i),
+        _ => None,
     }
+}
+
+/// `schema`'s column names, comma-separated, for error messages.
+pub fn column_names(schema: &Schema) -> String {
+    schema
+        .fields()
+        .iter()
+        .map(|f| f.name().as_str())
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// Finds the target column `wanted` among the result's columns (see [`column_index`]).
+fn find_column(batch: &RecordBatch, wanted: &str) -> Result<usize> {
+    let schema = batch.schema();
+    column_index(&schema, wanted).ok_or_else(|| {
+        Error::Engine(runbase_engine::Error::ColumnNotFound(format!(
+            "target column \"{wanted}\" does not exist in the query's result; its columns are {}",
+            column_names(&schema)
+        )))
+    })
 }
 
 fn is_numeric(t: &DataType) -> bool {
