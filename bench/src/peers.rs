@@ -1,7 +1,9 @@
-//! Peers started locally for side-by-side comparisons: the `runbase` server itself and a
-//! throwaway PostgreSQL 15 cluster, each on a free loopback port, each stopped on drop.
+//! Peers started locally for side-by-side comparisons: the `runbase` server itself, a
+//! throwaway PostgreSQL 15 cluster and an MLflow tracking server, each on a free loopback
+//! port, each stopped on drop.
 
 use std::net::TcpListener;
+use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -9,10 +11,19 @@ use std::time::{Duration, Instant};
 /// Runs `bench/python/<script>` with `args` under the venv's `python3` (put first on `PATH`
 /// by scripts/env.sh) and parses the JSON line it prints; panics with its stderr if it fails.
 pub fn python_json(script: &str, args: &[&std::ffi::OsStr]) -> serde_json::Value {
+    python_json_with(Path::new("python3"), script, args)
+}
+
+/// [`python_json`] under another interpreter (a peer's own venv).
+pub fn python_json_with(
+    python: &Path,
+    script: &str,
+    args: &[&std::ffi::OsStr],
+) -> serde_json::Value {
     let path = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
         .join("python")
         .join(script);
-    let out = Command::new("python3")
+    let out = Command::new(python)
         .arg(&path)
         .args(args)
         .output()
@@ -22,8 +33,10 @@ pub fn python_json(script: &str, args: &[&std::ffi::OsStr]) -> serde_json::Value
         "{script}: {}",
         String::from_utf8_lossy(&out.stderr)
     );
+    // The JSON is the last line: libraries may print before it (MLflow prints run links).
     let text = String::from_utf8_lossy(&out.stdout);
-    serde_json::from_str(text.trim()).unwrap_or_else(|e| panic!("{script} printed {text}: {e}"))
+    let last = text.lines().rev().find(|l| !l.trim().is_empty()).unwrap_or("");
+    serde_json::from_str(last).unwrap_or_else(|e| panic!("{script} printed {text}: {e}"))
 }
 
 /// A free TCP port on loopback.
@@ -230,5 +243,120 @@ impl Drop for Postgres {
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .status();
+    }
+}
+
+/// An MLflow tracking server (`mlflow server`, SQLite backend store, local artifact root)
+/// from the venv at `$RUNBASE_MLFLOW_VENV` (installed by scripts/bench.sh).
+pub struct Mlflow {
+    child: Child,
+    port: u16,
+    venv: PathBuf,
+    _dir: tempfile::TempDir,
+}
+
+impl Mlflow {
+    /// The venv holding `mlflow` (and psycopg, so both sides run under one interpreter).
+    pub fn venv() -> PathBuf {
+        std::env::var_os("RUNBASE_MLFLOW_VENV")
+            .map(PathBuf::from)
+            .expect("RUNBASE_MLFLOW_VENV (source scripts/env.sh; scripts/bench.sh installs it)")
+    }
+
+    /// Starts the server with `workers` uvicorn workers (its default is 4) on a fresh SQLite
+    /// database and waits until `/health` answers (workers import for ~20 s on 2 cores).
+    pub fn start(workers: usize) -> Self {
+        let venv = Self::venv();
+        let dir = tempfile::tempdir().expect("tempdir");
+        let port = free_port();
+        let child = Command::new(venv.join("bin").join("mlflow"))
+            .arg("server")
+            .arg("--backend-store-uri")
+            .arg(format!("sqlite:///{}", dir.path().join("mlflow.db").display()))
+            .arg("--default-artifact-root")
+            .arg(dir.path().join("artifacts"))
+            .args(["--host", "127.0.0.1", "--port", &port.to_string()])
+            .args(["--workers", &workers.to_string()])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            // Its own process group, so that drop ends the uvicorn workers too.
+            .process_group(0)
+            .spawn()
+            .unwrap_or_else(|e| panic!("start mlflow from {}: {e}", venv.display()));
+        let mut me = Self {
+            child,
+            port,
+            venv,
+            _dir: dir,
+        };
+        let start = Instant::now();
+        while !me.healthy() {
+            if let Ok(Some(status)) = me.child.try_wait() {
+                panic!("mlflow server exited: {status}");
+            }
+            assert!(
+                start.elapsed() < Duration::from_secs(180),
+                "mlflow server did not answer /health within 180 s"
+            );
+            std::thread::sleep(Duration::from_millis(250));
+        }
+        me
+    }
+
+    fn healthy(&self) -> bool {
+        use std::io::{Read, Write};
+        let Ok(mut stream) = std::net::TcpStream::connect(("127.0.0.1", self.port)) else {
+            return false;
+        };
+        let _ = stream.set_read_timeout(Some(Duration::from_secs(5)));
+        let request = format!(
+            "GET /health HTTP/1.0\r\nHost: 127.0.0.1:{}\r\n\r\n",
+            self.port
+        );
+        let mut response = String::new();
+        stream.write_all(request.as_bytes()).is_ok()
+            && stream.read_to_string(&mut response).is_ok()
+            && response.split_whitespace().nth(1) == Some("200")
+    }
+
+    /// The tracking URI.
+    pub fn uri(&self) -> String {
+        format!("http://127.0.0.1:{}", self.port)
+    }
+
+    /// The venv's interpreter.
+    pub fn python(&self) -> PathBuf {
+        self.venv.join("bin").join("python3")
+    }
+
+    /// `mlflow --version`'s number.
+    pub fn version(&self) -> String {
+        Command::new(self.venv.join("bin").join("mlflow"))
+            .arg("--version")
+            .output()
+            .map(|o| {
+                String::from_utf8_lossy(&o.stdout)
+                    .trim()
+                    .rsplit(' ')
+                    .next()
+                    .unwrap_or_default()
+                    .to_string()
+            })
+            .unwrap_or_default()
+    }
+}
+
+impl Drop for Mlflow {
+    fn drop(&mut self) {
+        // `mlflow server` runs uvicorn and its workers as children: end the whole group.
+        let _ = Command::new("kill")
+            .args(["-TERM", "--", &format!("-{}", self.child.id())])
+            .status();
+        std::thread::sleep(Duration::from_millis(500));
+        let _ = Command::new("kill")
+            .args(["-KILL", "--", &format!("-{}", self.child.id())])
+            .status();
+        let _ = self.child.kill();
+        let _ = self.child.wait();
     }
 }

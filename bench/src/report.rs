@@ -1,12 +1,14 @@
 //! The comparison table: one row per measurement, runbase and the peer side by side, with
-//! the ratio oriented so that above 1 means runbase is better.
+//! the ratio oriented so that above 1 means runbase is better. Every row names its peer, so
+//! scripts/bench.sh can fold the tables of all comparisons into one.
 
 /// One measurement.
 #[derive(Debug, Clone)]
 pub struct Row {
     name: String,
+    peer: Option<String>,
     runbase: f64,
-    peer: f64,
+    peer_value: f64,
     higher_is_better: bool,
 }
 
@@ -15,8 +17,9 @@ impl Row {
     pub fn higher_better(name: &str, runbase: f64, peer: f64) -> Self {
         Self {
             name: name.into(),
+            peer: None,
             runbase,
-            peer,
+            peer_value: peer,
             higher_is_better: true,
         }
     }
@@ -25,26 +28,37 @@ impl Row {
     pub fn lower_better(name: &str, runbase: f64, peer: f64) -> Self {
         Self {
             name: name.into(),
+            peer: None,
             runbase,
-            peer,
+            peer_value: peer,
             higher_is_better: false,
         }
+    }
+
+    /// The peer this row measures against, when it is not the table's.
+    pub fn against(mut self, peer: &str) -> Self {
+        self.peer = Some(peer.into());
+        self
     }
 
     /// How many times better runbase is (below 1: worse).
     pub fn advantage(&self) -> f64 {
         if self.higher_is_better {
-            self.runbase / self.peer
+            self.runbase / self.peer_value
         } else {
-            self.peer / self.runbase
+            self.peer_value / self.runbase
         }
     }
 }
+
+/// The header row of every table (scripts/bench.sh keys on it).
+pub const HEADER: &str = "| peer | measurement | runbase | peer | runbase advantage |";
 
 /// A titled table of rows.
 #[derive(Debug, Clone)]
 pub struct Table {
     title: String,
+    peer: String,
     rows: Vec<Row>,
 }
 
@@ -59,10 +73,11 @@ fn fmt(v: f64) -> String {
 }
 
 impl Table {
-    /// An empty table.
-    pub fn new(title: &str) -> Self {
+    /// An empty table against `peer` (a short name, e.g. "PostgreSQL 15.18").
+    pub fn new(peer: &str, title: &str) -> Self {
         Self {
             title: title.into(),
+            peer: peer.into(),
             rows: vec![],
         }
     }
@@ -75,15 +90,16 @@ impl Table {
     /// The table in Markdown.
     pub fn markdown(&self) -> String {
         let mut s = format!(
-            "### {}\n\n| measurement | runbase | peer | runbase advantage |\n|---|---:|---:|---:|\n",
+            "### {}\n\n{HEADER}\n|---|---|---:|---:|---:|\n",
             self.title
         );
         for r in &self.rows {
             s.push_str(&format!(
-                "| {} | {} | {} | {:.2}× |\n",
+                "| {} | {} | {} | {} | {:.2}× |\n",
+                r.peer.as_deref().unwrap_or(&self.peer),
                 r.name,
                 fmt(r.runbase),
-                fmt(r.peer),
+                fmt(r.peer_value),
                 r.advantage()
             ));
         }
@@ -116,10 +132,11 @@ mod tests {
         assert_eq!(median(&[4.0, 1.0, 2.0, 3.0]), 2.5);
         assert_eq!(Row::higher_better("x", 200.0, 100.0).advantage(), 2.0);
         assert_eq!(Row::lower_better("x", 5.0, 10.0).advantage(), 2.0);
-        let t = Table {
-            title: "t".into(),
-            rows: vec![Row::lower_better("q (ms)", 5.0, 10.0)],
-        };
-        assert!(t.markdown().contains("| q (ms) | 5.00 | 10.0 | 2.00× |"));
+        let mut t = Table::new("PostgreSQL", "t");
+        t.push(Row::lower_better("q (ms)", 5.0, 10.0));
+        t.push(Row::higher_better("r (rows/s)", 50.0, 200.0).against("floor"));
+        let md = t.markdown();
+        assert!(md.contains("| PostgreSQL | q (ms) | 5.00 | 10.0 | 2.00× |"), "{md}");
+        assert!(md.contains("| floor | r (rows/s) | 50.0 | 200 | 0.25× |"), "{md}");
     }
 }

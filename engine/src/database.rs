@@ -92,6 +92,8 @@ struct Inner {
     tracking: Tracking,
     /// Table functions that take a query as text, and at which argument positions.
     query_arguments: RwLock<HashMap<String, Vec<usize>>>,
+    /// Functions read-only users may not call.
+    writing_functions: RwLock<std::collections::HashSet<String>>,
 }
 
 impl Database {
@@ -164,6 +166,7 @@ impl Database {
                 executor: CpuExecutor::new(threads)?,
                 tracking,
                 query_arguments: RwLock::new(HashMap::new()),
+                writing_functions: RwLock::new(crate::tracking::functions::writing_names()),
             }),
         })
     }
@@ -226,6 +229,26 @@ impl Database {
         if !positions.contains(&position) {
             positions.push(position);
         }
+    }
+
+    /// Marks `function` (scalar or table function) as one that changes stored state, so
+    /// read-only users cannot call it (42501). The engine's own tracking writers
+    /// (`log_metric`, `start_run`, …) are registered when the database opens.
+    pub fn register_writing_function(&self, function: &str) {
+        self.inner
+            .writing_functions
+            .write()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(function.to_ascii_lowercase());
+    }
+
+    /// Whether `function` (lower case) was registered as writing.
+    pub(crate) fn is_writing_function(&self, function: &str) -> bool {
+        self.inner
+            .writing_functions
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .contains(function)
     }
 
     /// The query-argument positions of `function` (see [`Database::register_query_argument`]).
@@ -420,6 +443,9 @@ fn template_state(
         .with_target_partitions(threads.max(1));
     let options = config.options_mut();
     options.sql_parser.dialect = datafusion::config::Dialect::PostgreSQL;
+    // `timestamptz` and now() carry a zone, as in PostgreSQL (whose sessions default to
+    // one); without it they would be zone-less timestamps and reach clients as `timestamp`.
+    options.execution.time_zone = Some("UTC".into());
     options.sql_parser.map_string_types_to_utf8view = false;
     options.execution.parquet.schema_force_view_types = false;
 
@@ -456,5 +482,6 @@ fn template_state(
         datafusion_pg_catalog::pg_catalog::context::EmptyContextProvider,
     )
     .map_err(|e| Error::DataFusion(*e))?;
+    crate::compat::register(&ctx);
     Ok(ctx.state())
 }

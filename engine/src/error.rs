@@ -53,6 +53,18 @@ pub enum Error {
     #[error("{0}")]
     UniqueViolation(String),
 
+    /// A statement runbase parses itself (`CREATE USER`, …) that is malformed (42601).
+    #[error("syntax error: {0}")]
+    Syntax(String),
+
+    /// An object (a user, …) that already exists (42710).
+    #[error("{0}")]
+    DuplicateObject(String),
+
+    /// The session's user may not do this (42501).
+    #[error("{0}")]
+    PermissionDenied(String),
+
     /// A named object (run, experiment, artifact) that does not exist (42704).
     #[error("{0}")]
     ObjectNotFound(String),

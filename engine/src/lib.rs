@@ -8,8 +8,10 @@
 //!
 //! # Layout
 //! - [`database`]: [`Database`], opening, DDL, the hook for registering functions.
+//! - [`auth`]: users, roles and SCRAM-SHA-256 verifiers.
 //! - [`session`]: [`Session`], per-client statement planning and execution.
 //! - [`catalog`]: the RocksDB catalog of tables.
+//! - [`compat`]: PostgreSQL functions drivers call while discovering a server.
 //! - [`copy`]: `COPY … FROM STDIN` / `TO STDOUT` in text and CSV formats.
 //! - [`storage`]: Delta tables on the object store, versions and history.
 //! - [`schema`]: DataFusion catalog and schema providers (`public`, `runbase`).
@@ -33,7 +35,9 @@
 //! # }
 //! ```
 
+pub mod auth;
 pub mod catalog;
+pub mod compat;
 pub mod copy;
 pub mod database;
 pub mod error;
@@ -49,7 +53,7 @@ pub use database::{DATABASE_NAME, Database, DatabaseOptions, WeakDatabase, versi
 pub use error::{Error, Result};
 pub use session::{
     ClientIdentity, CommandTag, Notices, PinnedQuery, PlannedQueries, Prepared, QueryOutput,
-    Session, SessionVariables,
+    Session, SessionVariables, Statement,
 };
 pub use system::SystemTable;
 

@@ -25,6 +25,7 @@ use datafusion::sql::sqlparser::ast::Statement as AstStatement;
 use datafusion_pg_catalog::sql::PostgresCompatibilityParser;
 use futures::TryStreamExt;
 
+use crate::auth::{Role, UserCommand};
 use crate::copy::{CopyFormat, CopyIn};
 use crate::database::{Database, version_string};
 use crate::error::{Error, Result};
@@ -139,9 +140,180 @@ pub enum Prepared {
         /// The result's columns.
         schema: SchemaRef,
     },
+    /// `CREATE`/`ALTER`/`DROP USER`.
+    User(UserCommand),
     /// An empty statement.
     #[default]
     Empty,
+}
+
+/// One parsed statement.
+#[derive(Debug, Clone)]
+pub enum Statement {
+    /// A SQL statement, as sqlparser parsed it.
+    Sql(Box<AstStatement>),
+    /// A user-management statement (parsed by runbase: see [`crate::auth`]).
+    User(UserCommand),
+}
+
+impl From<AstStatement> for Statement {
+    fn from(s: AstStatement) -> Self {
+        Statement::Sql(Box::new(s))
+    }
+}
+
+/// Rewrites `'\x0a1b'::bytea` (and `CAST(… AS bytea)`) into the bytes the hex spells, as
+/// PostgreSQL reads bytea literals (psycopg2 and other drivers that interpolate on the
+/// client send bytes so); a plain cast would keep the text's characters.
+fn decode_bytea_literals(statement: &mut AstStatement) -> Result<()> {
+    use datafusion::sql::sqlparser::ast::{
+        DataType as SqlType, Expr as SqlExpr, Value, visit_expressions_mut,
+    };
+    use datafusion::sql::sqlparser::dialect::PostgreSqlDialect;
+    use datafusion::sql::sqlparser::parser::Parser;
+    use std::ops::ControlFlow;
+    let flow = visit_expressions_mut(statement, |e| {
+        let SqlExpr::Cast {
+            expr, data_type, ..
+        } = e
+        else {
+            return ControlFlow::Continue(());
+        };
+        let is_bytea = matches!(data_type, SqlType::Bytea)
+            || matches!(data_type, SqlType::Custom(n, _) if n.to_string().eq_ignore_ascii_case("bytea"));
+        let text = match expr.as_ref() {
+            SqlExpr::Value(v) => match &v.value {
+                Value::SingleQuotedString(t) | Value::EscapedStringLiteral(t) => t.clone(),
+                _ => return ControlFlow::Continue(()),
+            },
+            _ => return ControlFlow::Continue(()),
+        };
+        if !is_bytea {
+            return ControlFlow::Continue(());
+        }
+        let Some(hex) = text.strip_prefix("\\x") else {
+            return ControlFlow::Continue(());
+        };
+        if hex.len() % 2 != 0 || !hex.bytes().all(|b| b.is_ascii_hexdigit()) {
+            return ControlFlow::Break(Error::InvalidText(format!(
+                "invalid hexadecimal data in bytea literal \"{text}\""
+            )));
+        }
+        let decoded = Parser::new(&PostgreSqlDialect {})
+            .try_with_sql(&format!("decode('{hex}', 'hex')"))
+            .and_then(|mut p| p.parse_expr());
+        match decoded {
+            Ok(d) => {
+                *e = d;
+                ControlFlow::Continue(())
+            }
+            Err(err) => ControlFlow::Break(Error::Internal(err.to_string())),
+        }
+    });
+    match flow {
+        ControlFlow::Break(err) => Err(err),
+        ControlFlow::Continue(()) => Ok(()),
+    }
+}
+
+/// Rewrites `x LIKE p ESCAPE 'c'` with an escape character other than backslash (which is
+/// all DataFusion supports; SQLAlchemy's schema listing uses `ESCAPE '/'`) into the same
+/// match with backslash as the escape: in `p`, backslashes are doubled and `c` becomes
+/// backslash (`cc` stays a literal `c`).
+fn rewrite_like_escapes(statement: &mut AstStatement) -> Result<()> {
+    use datafusion::sql::sqlparser::ast::{Expr as SqlExpr, Value, visit_expressions_mut};
+    use datafusion::sql::sqlparser::dialect::PostgreSqlDialect;
+    use datafusion::sql::sqlparser::parser::Parser;
+    use std::ops::ControlFlow;
+    let flow = visit_expressions_mut(statement, |e| {
+        let (SqlExpr::Like {
+            pattern,
+            escape_char,
+            ..
+        }
+        | SqlExpr::ILike {
+            pattern,
+            escape_char,
+            ..
+        }) = e
+        else {
+            return ControlFlow::Continue(());
+        };
+        let escape = match escape_char.as_ref().map(|v| &v.value) {
+            Some(Value::SingleQuotedString(c)) if c != "\\" && c.chars().count() == 1 => {
+                c.clone()
+            }
+            _ => return ControlFlow::Continue(()),
+        };
+        let quoted = escape.replace('\'', "''");
+        let sql = format!(
+            "replace(replace(replace(replace(({pattern}), '\\', '\\\\'), '{quoted}{quoted}', chr(1)), '{quoted}', '\\'), chr(1), '{quoted}')"
+        );
+        match Parser::new(&PostgreSqlDialect {})
+            .try_with_sql(&sql)
+            .and_then(|mut p| p.parse_expr())
+        {
+            Ok(rewritten) => {
+                **pattern = rewritten;
+                *escape_char = None;
+                ControlFlow::Continue(())
+            }
+            Err(err) => ControlFlow::Break(Error::Internal(err.to_string())),
+        }
+    });
+    match flow {
+        ControlFlow::Break(err) => Err(err),
+        ControlFlow::Continue(()) => Ok(()),
+    }
+}
+
+/// The first function `statement` calls (as a scalar or as a table function) for which
+/// `writes` is true.
+fn writing_call(statement: &AstStatement, writes: &dyn Fn(&str) -> bool) -> Option<String> {
+    use datafusion::sql::sqlparser::ast::{Expr as SqlExpr, ObjectName, TableFactor, Visit, Visitor};
+    use std::ops::ControlFlow;
+    struct Find<'a> {
+        writes: &'a dyn Fn(&str) -> bool,
+    }
+    impl Find<'_> {
+        fn check(&self, name: &ObjectName) -> ControlFlow<String> {
+            let last = name
+                .0
+                .last()
+                .and_then(|p| p.as_ident())
+                .map(|i| i.value.to_lowercase())
+                .unwrap_or_default();
+            if (self.writes)(&last) {
+                ControlFlow::Break(last)
+            } else {
+                ControlFlow::Continue(())
+            }
+        }
+    }
+    impl Visitor for Find<'_> {
+        type Break = String;
+        fn pre_visit_expr(&mut self, expr: &SqlExpr) -> ControlFlow<String> {
+            match expr {
+                SqlExpr::Function(f) => self.check(&f.name),
+                _ => ControlFlow::Continue(()),
+            }
+        }
+        fn pre_visit_table_factor(&mut self, factor: &TableFactor) -> ControlFlow<String> {
+            match factor {
+                TableFactor::Table {
+                    name,
+                    args: Some(_),
+                    ..
+                }
+                | TableFactor::Function { name, .. } => self.check(name),
+                _ => ControlFlow::Continue(()),
+            }
+        }
+    }
+    match statement.visit(&mut Find { writes }) {
+        ControlFlow::Break(name) => Some(name),
+        ControlFlow::Continue(()) => None,
+    }
 }
 
 impl Prepared {
@@ -154,6 +326,7 @@ impl Prepared {
             Prepared::Plan(_)
             | Prepared::Empty
             | Prepared::Transaction(_)
+            | Prepared::User(_)
             | Prepared::CopyIn { .. }
             | Prepared::CopyOut { .. } => Arc::new(Schema::empty()),
             Prepared::Show(name) => show_schema(name),
@@ -179,18 +352,21 @@ impl Prepared {
                 }
             }
         }
-        let mut ids: Vec<(usize, Option<DataType>)> = types
+        // By position: `$n` is slot n-1. A number the plan no longer has (a rewrite of a
+        // catalog query may drop a subquery's parameters) keeps its slot, untyped.
+        let numbered: Vec<(usize, Option<DataType>)> = types
             .into_iter()
-            .map(|(id, ty)| {
-                let n = id
-                    .trim_start_matches('$')
-                    .parse::<usize>()
-                    .unwrap_or(usize::MAX);
-                (n, ty)
+            .filter_map(|(id, ty)| {
+                let n = id.trim_start_matches('$').parse::<usize>().ok()?;
+                (1..=65_535).contains(&n).then_some((n, ty))
             })
             .collect();
-        ids.sort_by_key(|(n, _)| *n);
-        Ok(ids.into_iter().map(|(_, t)| t).collect())
+        let count = numbered.iter().map(|(n, _)| *n).max().unwrap_or(0);
+        let mut slots = vec![None; count];
+        for (n, ty) in numbered {
+            slots[n - 1] = ty;
+        }
+        Ok(slots)
     }
 }
 
@@ -544,6 +720,10 @@ pub struct Session {
     /// Set once the client's identity is known.
     client: std::sync::Once,
     notices: Arc<Notices>,
+    /// What statements are authorized as (see [`Session::set_role`]).
+    role: Mutex<Role>,
+    /// The user the session is authorized as.
+    user_name: Mutex<String>,
 }
 
 impl fmt::Debug for Session {
@@ -573,6 +753,8 @@ impl Session {
             parser: PostgresCompatibilityParser::new(),
             variables,
             client: std::sync::Once::new(),
+            role: Mutex::new(Role::Superuser),
+            user_name: Mutex::new(String::new()),
         }
     }
 
@@ -609,7 +791,7 @@ impl Session {
     pub async fn plan_pinned(&self, sql: &str, pins: &HashMap<String, i64>) -> Result<PinnedQuery> {
         use datafusion::common::tree_node::Transformed;
         use datafusion::datasource::provider_as_source;
-        let mut statements = self.parse(sql)?;
+        let mut statements = self.parse_ast(sql)?;
         let statement = match (statements.pop(), statements.is_empty()) {
             (Some(s @ AstStatement::Query(_)), true) => s,
             _ => {
@@ -618,7 +800,7 @@ impl Session {
                 ));
             }
         };
-        let Prepared::Plan(plan) = self.prepare(statement).await? else {
+        let Prepared::Plan(plan) = self.prepare_ast(statement).await? else {
             return Err(Error::InvalidArgument(
                 "the query must be exactly one SELECT statement".into(),
             ));
@@ -681,19 +863,159 @@ impl Session {
         &self.ctx
     }
 
-    /// Parses `sql` into statements.
-    pub fn parse(&self, sql: &str) -> Result<Vec<AstStatement>> {
+    /// Parses `sql` into statements: SQL, or the user-management statements runbase
+    /// parses itself (`CREATE`/`ALTER`/`DROP USER`, see [`crate::auth`]).
+    pub fn parse(&self, sql: &str) -> Result<Vec<Statement>> {
+        if let Some(chunks) = crate::auth::split_user_commands(sql) {
+            let mut out = Vec::with_capacity(chunks.len());
+            for chunk in chunks {
+                match chunk {
+                    crate::auth::Chunk::User(cmd) => out.push(Statement::User(cmd?)),
+                    crate::auth::Chunk::Sql(text) => out.extend(
+                        self.parse_ast(&text)?
+                            .into_iter()
+                            .map(|s| Statement::Sql(Box::new(s))),
+                    ),
+                }
+            }
+            return Ok(out);
+        }
+        Ok(self
+            .parse_ast(sql)?
+            .into_iter()
+            .map(|s| Statement::Sql(Box::new(s)))
+            .collect())
+    }
+
+    /// Parses `sql` with the SQL parser.
+    pub(crate) fn parse_ast(&self, sql: &str) -> Result<Vec<AstStatement>> {
         self.parser.parse(sql).map_err(|e| {
             Error::DataFusion(datafusion::error::DataFusionError::SQL(Box::new(e), None))
         })
     }
 
+    /// The role this session's statements are authorized as.
+    pub fn role(&self) -> Role {
+        *self.role.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Sets the role (and user name) statements are authorized as; sessions start as
+    /// superuser, as an embedded database is its program's own. The server sets it after
+    /// authentication.
+    pub fn set_role(&self, user: &str, role: Role) {
+        *self.role.lock().unwrap_or_else(|p| p.into_inner()) = role;
+        *self.user_name.lock().unwrap_or_else(|p| p.into_inner()) = user.to_string();
+    }
+
+    fn user_name(&self) -> String {
+        self.user_name
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
     /// Plans one parsed statement.
-    pub async fn prepare(&self, statement: AstStatement) -> Result<Prepared> {
+    pub async fn prepare(&self, statement: Statement) -> Result<Prepared> {
+        match statement {
+            Statement::Sql(ast) => self.prepare_ast(*ast).await,
+            Statement::User(cmd) => {
+                self.authorize_user_command(&cmd)?;
+                Ok(Prepared::User(cmd))
+            }
+        }
+    }
+
+    /// Superusers manage users; anyone may change their own password.
+    fn authorize_user_command(&self, cmd: &UserCommand) -> Result<()> {
+        if self.role() == Role::Superuser {
+            return Ok(());
+        }
+        if let UserCommand::Alter {
+            name,
+            role: None,
+            password: Some(_),
+        } = cmd
+            && *name == self.user_name()
+        {
+            return Ok(());
+        }
+        Err(Error::PermissionDenied(format!(
+            "permission denied: only a superuser can manage users (\"{}\" is {})",
+            self.user_name(),
+            self.role()
+        )))
+    }
+
+    /// Refuses, for a read-only session, any statement that would change something: only
+    /// queries, `EXPLAIN` of them, `SHOW`, `SET`, transaction statements and `COPY … TO`
+    /// pass, and none that calls a function registered as writing
+    /// ([`Database::register_writing_function`]).
+    fn authorize(&self, statement: &AstStatement) -> Result<()> {
+        if self.role() != Role::Readonly {
+            return Ok(());
+        }
+        let denied = |what: &str| {
+            Err(Error::PermissionDenied(format!(
+                "permission denied: user \"{}\" is read-only and cannot {what}",
+                self.user_name()
+            )))
+        };
+        let reads_only = |s: &AstStatement| {
+            matches!(
+                s,
+                AstStatement::Query(_)
+                    | AstStatement::ShowVariable { .. }
+                    | AstStatement::ShowVariables { .. }
+                    | AstStatement::ShowTables { .. }
+                    | AstStatement::ShowColumns { .. }
+                    | AstStatement::Set(_)
+                    | AstStatement::StartTransaction { .. }
+                    | AstStatement::Commit { .. }
+                    | AstStatement::Rollback { .. }
+                    | AstStatement::Copy { to: true, .. }
+            )
+        };
+        let ok = match statement {
+            AstStatement::Explain { statement, .. } => reads_only(statement),
+            other => reads_only(other),
+        };
+        if !ok {
+            let verb = statement.to_string();
+            let verb = verb.split_whitespace().take(2).collect::<Vec<_>>().join(" ");
+            return denied(&format!("run {verb}"));
+        }
+        if let Some(f) = writing_call(statement, &|name| self.db.is_writing_function(name)) {
+            return denied(&format!("call {f}()"));
+        }
+        Ok(())
+    }
+
+    /// Plans one parsed SQL statement.
+    pub(crate) async fn prepare_ast(&self, statement: AstStatement) -> Result<Prepared> {
+        self.authorize(&statement)?;
         match &statement {
             AstStatement::StartTransaction { .. } => return Ok(Prepared::Transaction("BEGIN")),
             AstStatement::Commit { .. } => return Ok(Prepared::Transaction("COMMIT")),
             AstStatement::Rollback { .. } => return Ok(Prepared::Transaction("ROLLBACK")),
+            // Savepoints are accepted as transactions are (drivers and ORMs nest them).
+            AstStatement::Savepoint { .. } => return Ok(Prepared::Transaction("SAVEPOINT")),
+            AstStatement::ReleaseSavepoint { .. } => {
+                return Ok(Prepared::Transaction("RELEASE"));
+            }
+            AstStatement::Deallocate { .. } => {
+                // Of a SQL-level PREPARE (DataFusion's), or of a protocol-level statement
+                // the server forgets (psycopg deallocates its `_pg3_N` statements by SQL).
+                if let Ok(plan) = self
+                    .ctx
+                    .state()
+                    .statement_to_plan(DfStatement::Statement(Box::new(statement.clone())))
+                    .await
+                {
+                    // Not found is fine: the name may be the server's.
+                    let _ = self.ctx.execute_logical_plan(plan).await;
+                }
+                return Ok(Prepared::Transaction("DEALLOCATE"));
+            }
             _ => {}
         }
         if let AstStatement::Copy { .. } = &statement {
@@ -705,16 +1027,26 @@ impl Session {
                 .map(|i| i.value.to_lowercase())
                 .collect::<Vec<_>>()
                 .join(".");
+            // PostgreSQL's multi-word spellings (SQLAlchemy asks for the isolation level).
+            let name = match name.as_str() {
+                "transaction.isolation.level" => "transaction_isolation".to_string(),
+                "time.zone" => "timezone".to_string(),
+                _ => name,
+            };
             if !name.starts_with("datafusion.") && name != "all" {
                 return Ok(Prepared::Show(name));
             }
         }
+        let mut statement = statement;
+        self.inline_current_settings(&mut statement)?;
+        decode_bytea_literals(&mut statement)?;
+        rewrite_like_escapes(&mut statement)?;
         if let Some(parameters) = table_function_parameters(&statement) {
             let mut probe = statement.clone();
             bind_parameters(&mut probe, &ParamValues::List(vec![]))?;
             // Columns that depend on the values (`predict`'s are the query's) are only
             // known once they are bound; the portal is described then.
-            let schema = match Box::pin(self.prepare(probe)).await {
+            let schema = match Box::pin(self.prepare_ast(probe)).await {
                 Ok(p) => p.output_schema(),
                 Err(_) => Arc::new(Schema::empty()),
             };
@@ -743,6 +1075,7 @@ impl Session {
         match prepared {
             Prepared::Empty => Ok(QueryOutput::Command(CommandTag::plain(""))),
             Prepared::Show(name) => self.show(name),
+            Prepared::User(cmd) => self.run_user_command(cmd).map(QueryOutput::Command),
             Prepared::Transaction(tag) => Ok(QueryOutput::Command(CommandTag::plain(tag))),
             Prepared::CopyIn {
                 table,
@@ -792,7 +1125,7 @@ impl Session {
         };
         // Planned afresh for every statement: tables may have changed since the last.
         for sql in queries {
-            let mut statements = self.parse(&sql)?;
+            let mut statements = self.parse_ast(&sql)?;
             let query = match (statements.pop(), statements.is_empty()) {
                 (Some(q @ AstStatement::Query(_)), true) => q,
                 _ => {
@@ -801,7 +1134,7 @@ impl Session {
                     )));
                 }
             };
-            if let Prepared::Plan(plan) = Box::pin(self.prepare(query)).await? {
+            if let Prepared::Plan(plan) = Box::pin(self.prepare_ast(query)).await? {
                 planned.insert(sql, plan);
             }
         }
@@ -820,7 +1153,7 @@ impl Session {
         };
         let mut statement = statement.as_ref().clone();
         bind_parameters(&mut statement, &params)?;
-        Box::pin(self.prepare(statement)).await
+        Box::pin(self.prepare_ast(statement)).await
     }
 
     async fn prepare_copy(&self, statement: AstStatement) -> Result<Prepared> {
@@ -885,7 +1218,7 @@ impl Session {
                                 .join(", ")
                         };
                         let sql = format!("SELECT {cols} FROM {table_name}");
-                        self.parse(&sql)?
+                        self.parse_ast(&sql)?
                             .pop()
                             .ok_or_else(|| Error::InvalidArgument("COPY has no table".into()))?
                     }
@@ -973,22 +1306,30 @@ impl Session {
     fn type_placeholders(&self, plan: LogicalPlan) -> Result<LogicalPlan> {
         use datafusion::common::tree_node::{Transformed, TreeNode as _};
         use datafusion::logical_expr::Expr;
+        // A parameter the statement casts (`$1::varchar`) has the cast's type, as in
+        // PostgreSQL, whatever DataFusion inferred from what it is compared with.
+        let mut casts: HashMap<String, DataType> =
+            placeholder_cast_types(&plan)?.into_iter().collect();
         let untyped = plan.get_parameter_types()?;
-        if untyped.is_empty() || untyped.values().all(Option::is_some) {
-            return Ok(plan);
+        if untyped
+            .iter()
+            .any(|(id, t)| t.is_none() && !casts.contains_key(id))
+        {
+            // Others that are still untyped take the type the analyzer casts them to.
+            let state = self.ctx.state();
+            if let Ok(analyzed) =
+                state
+                    .analyzer()
+                    .execute_and_check(plan.clone(), state.config_options(), |_, _| {})
+            {
+                for (id, t) in placeholder_cast_types(&analyzed)? {
+                    if untyped.get(&id).is_some_and(Option::is_none) {
+                        casts.entry(id).or_insert(t);
+                    }
+                }
+            }
         }
-        let state = self.ctx.state();
-        let Ok(analyzed) =
-            state
-                .analyzer()
-                .execute_and_check(plan.clone(), state.config_options(), |_, _| {})
-        else {
-            return Ok(plan);
-        };
-        let casts: HashMap<String, DataType> = placeholder_cast_types(&analyzed)?
-            .into_iter()
-            .filter(|(id, _)| untyped.get(id).is_some_and(Option::is_none))
-            .collect();
+        casts.retain(|id, t| untyped.get(id).is_some_and(|have| have.as_ref() != Some(t)));
         if casts.is_empty() {
             return Ok(plan);
         }
@@ -996,7 +1337,7 @@ impl Session {
             .transform_up_with_subqueries(|node| {
                 node.map_expressions(|expr| {
                     expr.transform_up(|e| match e {
-                        Expr::Placeholder(p) if p.field.is_none() => match casts.get(&p.id) {
+                        Expr::Placeholder(p) => match casts.get(&p.id) {
                             Some(t) => Ok(Transformed::yes(Expr::Placeholder(
                                 datafusion::logical_expr::expr::Placeholder::new_with_field(
                                     p.id,
@@ -1117,6 +1458,16 @@ impl Session {
                 }
                 CommandTag::plain("SET")
             }
+            LogicalPlan::Statement(PlanStatement::Prepare(_)) => {
+                self.ctx.execute_logical_plan(plan).await?;
+                CommandTag::plain("PREPARE")
+            }
+            LogicalPlan::Statement(PlanStatement::Execute(_)) => {
+                let df = self.ctx.execute_logical_plan(plan).await?;
+                let physical = df.create_physical_plan().await?;
+                let stream = self.db.executor().execute(physical, self.ctx.task_ctx());
+                return Ok(QueryOutput::Rows(stream));
+            }
             LogicalPlan::Statement(other) => {
                 return Err(Error::NotSupported(other.name().to_string()));
             }
@@ -1128,6 +1479,49 @@ impl Session {
             }
         };
         Ok(QueryOutput::Command(tag))
+    }
+
+    fn run_user_command(&self, cmd: &UserCommand) -> Result<CommandTag> {
+        let tracking = self.db.tracking();
+        let verifier = |p: &Option<String>| p.as_deref().map(crate::auth::verifier_for).transpose();
+        Ok(match cmd {
+            UserCommand::Create {
+                name,
+                if_not_exists,
+                role,
+                password,
+            } => {
+                let verifier = match password {
+                    Some(p) => verifier(p)?,
+                    None => None,
+                };
+                tracking.create_user(name, role.unwrap_or(Role::Readwrite), verifier, *if_not_exists)?;
+                CommandTag::plain("CREATE ROLE")
+            }
+            UserCommand::Alter {
+                name,
+                role,
+                password,
+            } => {
+                let verifier = match password {
+                    Some(p) => Some(verifier(p)?),
+                    None => None,
+                };
+                tracking.alter_user(name, *role, verifier)?;
+                CommandTag::plain("ALTER ROLE")
+            }
+            UserCommand::Drop { names, if_exists } => {
+                for name in names {
+                    if *name == self.user_name() {
+                        return Err(Error::InvalidState(
+                            "current user cannot be dropped".into(),
+                        ));
+                    }
+                    tracking.drop_user(name, *if_exists)?;
+                }
+                CommandTag::plain("DROP ROLE")
+            }
+        })
     }
 
     /// Runs a DML plan and reads the row count it reports.
@@ -1152,14 +1546,73 @@ impl Session {
         Ok(count)
     }
 
-    fn show(&self, name: &str) -> Result<QueryOutput> {
-        let set = self.variables.get(name);
-        let value = match set {
-            Some(v) => v,
-            None => default_variable(name).ok_or_else(|| {
-                Error::InvalidArgument(format!("unrecognized configuration parameter \"{name}\""))
-            })?,
+    /// The value of setting `name` (lower case) in this session: what `SET` gave it, else
+    /// its default; None for a setting runbase does not have.
+    fn setting(&self, name: &str) -> Option<String> {
+        self.variables.get(name).or_else(|| default_variable(name))
+    }
+
+    /// Replaces `current_setting('name' [, missing_ok])` by the setting's value as a
+    /// string literal (NULL for an unknown setting with `missing_ok` true), so the planner
+    /// sees a constant; an unknown setting otherwise is an error, as in PostgreSQL.
+    fn inline_current_settings(&self, statement: &mut AstStatement) -> Result<()> {
+        use datafusion::sql::sqlparser::ast::{
+            Expr as SqlExpr, FunctionArg, FunctionArgExpr, FunctionArguments, Value,
+            visit_expressions_mut,
         };
+        use std::ops::ControlFlow;
+        let flow = visit_expressions_mut(statement, |e| {
+            let SqlExpr::Function(f) = e else {
+                return ControlFlow::Continue(());
+            };
+            if !f.name.to_string().eq_ignore_ascii_case("current_setting")
+                && !f.name.to_string().eq_ignore_ascii_case("pg_catalog.current_setting")
+            {
+                return ControlFlow::Continue(());
+            }
+            let FunctionArguments::List(list) = &f.args else {
+                return ControlFlow::Continue(());
+            };
+            let literal = |a: &FunctionArg| match a {
+                FunctionArg::Unnamed(FunctionArgExpr::Expr(SqlExpr::Value(v))) => {
+                    Some(v.value.clone())
+                }
+                _ => None,
+            };
+            let name = match list.args.first().and_then(literal) {
+                Some(Value::SingleQuotedString(n)) => n.to_lowercase(),
+                _ => {
+                    return ControlFlow::Break(Error::NotSupported(
+                        "current_setting() of a non-constant name".into(),
+                    ));
+                }
+            };
+            let missing_ok = matches!(
+                list.args.get(1).and_then(literal),
+                Some(Value::Boolean(true))
+            );
+            let value = match self.setting(&name) {
+                Some(v) => Value::SingleQuotedString(v),
+                None if missing_ok => Value::Null,
+                None => {
+                    return ControlFlow::Break(Error::ObjectNotFound(format!(
+                        "unrecognized configuration parameter \"{name}\""
+                    )));
+                }
+            };
+            *e = SqlExpr::Value(value.into());
+            ControlFlow::Continue(())
+        });
+        match flow {
+            ControlFlow::Break(err) => Err(err),
+            ControlFlow::Continue(()) => Ok(()),
+        }
+    }
+
+    fn show(&self, name: &str) -> Result<QueryOutput> {
+        let value = self.setting(name).ok_or_else(|| {
+            Error::ObjectNotFound(format!("unrecognized configuration parameter \"{name}\""))
+        })?;
         let schema = show_schema(name);
         let batch = RecordBatch::try_new(
             schema.clone(),

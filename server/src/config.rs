@@ -5,6 +5,8 @@ use std::path::PathBuf;
 
 use clap::{Parser, Subcommand, ValueEnum};
 
+pub use crate::auth::AuthMethod;
+
 /// runbase: an experiment-tracking database with a SQL interface.
 #[derive(Debug, Parser)]
 #[command(name = "runbase", version, about)]
@@ -56,6 +58,28 @@ pub struct ServeArgs {
     /// Seconds to let open connections finish after SIGINT/SIGTERM before closing them.
     #[arg(long, env = "RUNBASE_SHUTDOWN_GRACE_SECS", default_value_t = 10)]
     pub shutdown_grace_secs: u64,
+
+    /// How clients authenticate: `trust` (any user, no password; only allowed when
+    /// listening on loopback) or `scram` (SCRAM-SHA-256 against `CREATE USER … PASSWORD`).
+    #[arg(long, env = "RUNBASE_AUTH", value_enum, default_value_t = AuthMethod::Trust)]
+    pub auth: AuthMethod,
+
+    /// PEM file with the server's TLS certificate chain (with --tls-key). If it cannot be
+    /// loaded the server does not start.
+    #[arg(long, env = "RUNBASE_TLS_CERT", requires = "tls_key")]
+    pub tls_cert: Option<PathBuf>,
+
+    /// PEM file with the TLS certificate's private key (with --tls-cert).
+    #[arg(long, env = "RUNBASE_TLS_KEY", requires = "tls_cert")]
+    pub tls_key: Option<PathBuf>,
+
+    /// Refuse connections that do not use TLS (needs --tls-cert and --tls-key).
+    #[arg(long, env = "RUNBASE_REQUIRE_TLS", requires = "tls_cert")]
+    pub require_tls: bool,
+
+    /// Most client connections open at once; more are refused with 53300.
+    #[arg(long, env = "RUNBASE_MAX_CONNECTIONS", default_value_t = 100)]
+    pub max_connections: usize,
 
     /// Options shared by every subcommand.
     #[command(flatten)]

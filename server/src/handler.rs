@@ -12,7 +12,6 @@ use datafusion::common::ParamValues;
 use datafusion::execution::SendableRecordBatchStream;
 use futures::{Sink, SinkExt, StreamExt, stream};
 use pgwire::api::auth::StartupHandler;
-use pgwire::api::auth::noop::NoopStartupHandler;
 use pgwire::api::cancel::{CancelHandler, DefaultCancelHandler};
 use pgwire::api::copy::CopyHandler;
 use pgwire::api::portal::{Format, Portal};
@@ -28,9 +27,10 @@ use pgwire::messages::PgWireBackendMessage;
 use pgwire::messages::copy::{CopyData, CopyDone, CopyFail};
 use pgwire::messages::data::DataRow;
 use runbase_engine::copy::{CopyFormat, CopyIn};
-use runbase_engine::{CommandTag, Prepared, QueryOutput, Session};
+use runbase_engine::{CommandTag, Database, Prepared, QueryOutput, Session};
 use tracing::debug;
 
+use crate::auth::{AuthPolicy, Startup};
 use crate::error::{PgError, to_pg_error};
 
 fn pg_err(err: &runbase_engine::Error) -> PgWireError {
@@ -256,6 +256,7 @@ fn command_response(tag: &CommandTag) -> Response {
     match tag.command {
         "BEGIN" => Response::TransactionStart(Tag::new("BEGIN")),
         "COMMIT" | "ROLLBACK" => Response::TransactionEnd(Tag::new(tag.command)),
+        "SAVEPOINT" | "RELEASE" | "DEALLOCATE" => Response::Execution(Tag::new(tag.command)),
         "" => Response::EmptyQuery,
         command => {
             let mut t = Tag::new(command);
@@ -286,6 +287,13 @@ impl SimpleQueryHandler for Connection {
         let mut responses = Vec::with_capacity(statements.len());
         // As in PostgreSQL, the first failing statement ends the batch.
         for statement in statements {
+            // `DEALLOCATE name` also forgets the protocol-level statement of that name.
+            if let runbase_engine::Statement::Sql(ast) = &statement
+                && let datafusion::sql::sqlparser::ast::Statement::Deallocate { name, .. } =
+                    ast.as_ref()
+            {
+                client.portal_store().rm_statement(&name.value);
+            }
             self.session.notices().drain();
             let result = async {
                 let prepared = self.session.prepare(statement).await?;
@@ -530,31 +538,33 @@ impl CopyHandler for Connection {
     }
 }
 
-/// Startup without authentication (the server listens on loopback by default). Each
-/// connection is registered with the server's cancel registry, so a cancel request (psql's
-/// Ctrl-C, a driver's `cancel()`) stops its running statement with 57014.
-pub struct NoAuth {
-    cancels: Arc<ConnectionManager>,
-}
-
-impl NoopStartupHandler for NoAuth {
-    fn connection_manager(&self) -> Option<Arc<ConnectionManager>> {
-        Some(self.cancels.clone())
-    }
-}
-
-/// The handler set pgwire asks for; every handler is the one [`Connection`].
+/// The handler set pgwire asks for: the one [`Connection`] for queries and COPY, and the
+/// connection's own [`Startup`] (authentication state is per connection).
 pub struct ConnectionHandlers {
     connection: Arc<Connection>,
+    startup: Arc<Startup>,
     cancels: Arc<ConnectionManager>,
 }
 
 impl ConnectionHandlers {
     /// Handlers over a new connection on `session`; `cancels` is the server-wide registry
-    /// cancel requests are looked up in.
-    pub fn new(session: Session, cancels: Arc<ConnectionManager>) -> Self {
+    /// cancel requests are looked up in, `policy` how clients authenticate.
+    pub fn new(
+        db: &Database,
+        session: Session,
+        policy: Arc<AuthPolicy>,
+        cancels: Arc<ConnectionManager>,
+    ) -> Self {
+        let connection = Arc::new(Connection::new(session));
+        let startup = Arc::new(Startup::new(
+            db.clone(),
+            connection.session.clone(),
+            policy,
+            cancels.clone(),
+        ));
         Self {
-            connection: Arc::new(Connection::new(session)),
+            connection,
+            startup,
             cancels,
         }
     }
@@ -574,9 +584,7 @@ impl PgWireServerHandlers for ConnectionHandlers {
     }
 
     fn startup_handler(&self) -> Arc<impl StartupHandler> {
-        Arc::new(NoAuth {
-            cancels: self.cancels.clone(),
-        })
+        self.startup.clone()
     }
 
     fn cancel_handler(&self) -> Arc<impl CancelHandler> {

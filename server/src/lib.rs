@@ -2,6 +2,7 @@
 //!
 //! # Layout
 //! - [`config`]: the clap configuration (`runbase serve`, `runbase sql`).
+//! - [`auth`]: connection start-up: TLS policy, trust or SCRAM-SHA-256, the session's role.
 //! - [`server`]: the listener, per-connection tasks and graceful shutdown.
 //! - [`handler`]: pgwire handlers; one engine session per connection.
 //! - [`copy`]: `COPY … TO STDOUT` encoding (text and CSV).
@@ -18,11 +19,13 @@
 //! let runbase_server::config::Command::Serve(args) = cli.command else { unreachable!() };
 //! let db = runbase_server::open_database(&args.common).await?;
 //! let listener = tokio::net::TcpListener::bind("127.0.0.1:5433").await?;
-//! runbase_server::server::serve(db, listener, std::future::pending(), std::time::Duration::from_secs(10)).await;
+//! let options = runbase_server::server::ServeOptions::default(); // trust, no TLS
+//! runbase_server::server::serve(db, listener, options, std::future::pending(), std::time::Duration::from_secs(10)).await;
 //! # Ok(())
 //! # }
 //! ```
 
+pub mod auth;
 pub mod config;
 pub mod copy;
 pub mod embedded;

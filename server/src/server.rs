@@ -1,24 +1,114 @@
 //! The listener: accepts clients, runs one task per connection, shuts down gracefully.
 
 use std::future::Future;
+use std::path::Path;
+use std::sync::Arc;
 use std::time::Duration;
 
 use runbase_engine::Database;
-use tokio::net::TcpListener;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::Semaphore;
 use tokio::task::JoinSet;
 use tracing::{Instrument, info, info_span, warn};
 
+use crate::auth::{AuthMethod, AuthPolicy};
 use crate::config::ServeArgs;
 use crate::handler::ConnectionHandlers;
 
+/// How the server admits clients.
+#[derive(Clone)]
+pub struct ServeOptions {
+    /// Authentication and the TLS requirement.
+    pub policy: Arc<AuthPolicy>,
+    /// TLS, when configured.
+    pub tls: Option<pgwire::tokio::TlsAcceptor>,
+    /// Most connections open at once.
+    pub max_connections: usize,
+}
+
+impl Default for ServeOptions {
+    /// Trust, no TLS, 100 connections.
+    fn default() -> Self {
+        Self {
+            policy: Arc::new(AuthPolicy::new(AuthMethod::Trust, false)),
+            tls: None,
+            max_connections: 100,
+        }
+    }
+}
+
+type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
+/// Loads a PEM certificate chain and private key into a TLS acceptor; any problem is an
+/// error (the server then refuses to start rather than serve without TLS).
+pub fn load_tls(cert: &Path, key: &Path) -> Result<pgwire::tokio::TlsAcceptor, BoxError> {
+    use rustls_pki_types::pem::PemObject;
+    use rustls_pki_types::{CertificateDer, PrivateKeyDer};
+    use tokio_rustls::rustls;
+    let certs = CertificateDer::pem_file_iter(cert)
+        .and_then(|it| it.collect::<Result<Vec<_>, _>>())
+        .map_err(|e| format!("TLS certificate {}: {e}", cert.display()))?;
+    if certs.is_empty() {
+        return Err(format!("TLS certificate {}: no certificate in it", cert.display()).into());
+    }
+    let key_der = PrivateKeyDer::from_pem_file(key)
+        .map_err(|e| format!("TLS key {}: {e}", key.display()))?;
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let mut config = rustls::ServerConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(|e| format!("TLS: {e}"))?
+        .with_no_client_auth()
+        .with_single_cert(certs, key_der)
+        .map_err(|e| format!("TLS certificate and key {}: {e}", key.display()))?;
+    config.alpn_protocols = vec![b"postgresql".to_vec()];
+    Ok(pgwire::tokio::TlsAcceptor::from(Arc::new(config)))
+}
+
+/// The start-up policy from the command line, checked: trust authentication only on a
+/// loopback address, TLS loaded when configured.
+pub fn options_from(args: &ServeArgs) -> Result<ServeOptions, BoxError> {
+    if args.auth == AuthMethod::Trust && !args.listen.ip().is_loopback() {
+        return Err(format!(
+            "refusing to listen on {} with --auth trust: anyone who can reach it would be a superuser; use --auth scram (and create users first: runbase sql \"CREATE USER …\")",
+            args.listen
+        )
+        .into());
+    }
+    if args.max_connections == 0 {
+        return Err("--max-connections must be at least 1".into());
+    }
+    let tls = match (&args.tls_cert, &args.tls_key) {
+        (Some(cert), Some(key)) => Some(load_tls(cert, key)?),
+        _ => None,
+    };
+    if args.require_tls && tls.is_none() {
+        return Err("--require-tls needs --tls-cert and --tls-key".into());
+    }
+    Ok(ServeOptions {
+        policy: Arc::new(AuthPolicy::new(args.auth, args.require_tls)),
+        tls,
+        max_connections: args.max_connections,
+    })
+}
+
 /// `runbase serve`: opens the database, listens, and serves until SIGINT or SIGTERM.
-pub async fn run(args: ServeArgs) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
+pub async fn run(args: ServeArgs) -> Result<(), BoxError> {
+    let options = options_from(&args)?;
     let db = crate::open_database(&args.common).await?;
     let listener = TcpListener::bind(args.listen).await?;
-    info!(addr = %listener.local_addr()?, "listening for PostgreSQL clients");
+    info!(
+        addr = %listener.local_addr()?,
+        auth = ?args.auth,
+        tls = options.tls.is_some(),
+        require_tls = args.require_tls,
+        max_connections = args.max_connections,
+        "listening for PostgreSQL clients"
+    );
     serve(
         db,
         listener,
+        options,
         shutdown_signal(),
         Duration::from_secs(args.shutdown_grace_secs),
     )
@@ -32,12 +122,14 @@ pub async fn run(args: ServeArgs) -> Result<(), Box<dyn std::error::Error + Send
 pub async fn serve(
     db: Database,
     listener: TcpListener,
+    options: ServeOptions,
     shutdown: impl Future<Output = ()>,
     grace: Duration,
 ) {
     let mut connections = JoinSet::new();
     let mut next_id: u64 = 0;
-    let cancels = std::sync::Arc::new(pgwire::api::ConnectionManager::new());
+    let cancels = Arc::new(pgwire::api::ConnectionManager::new());
+    let slots = Arc::new(Semaphore::new(options.max_connections));
     tokio::pin!(shutdown);
     loop {
         tokio::select! {
@@ -45,11 +137,23 @@ pub async fn serve(
             accepted = listener.accept() => match accepted {
                 Ok((socket, peer)) => {
                     next_id += 1;
-                    let handlers = std::sync::Arc::new(ConnectionHandlers::new(db.session(), cancels.clone()));
+                    let Ok(slot) = slots.clone().try_acquire_owned() else {
+                        warn!(%peer, max = options.max_connections, "connection refused: too many clients");
+                        tokio::spawn(refuse_too_many(socket, options.max_connections));
+                        continue;
+                    };
+                    let handlers = ConnectionHandlers::new(
+                        &db,
+                        db.session(),
+                        options.policy.clone(),
+                        cancels.clone(),
+                    );
+                    let tls = options.tls.clone();
                     let span = info_span!("connection", id = next_id, %peer);
                     connections.spawn(async move {
+                        let _slot = slot;
                         info!("connected");
-                        if let Err(err) = pgwire::tokio::process_socket(socket, None, handlers).await {
+                        if let Err(err) = pgwire::tokio::process_socket(socket, tls, handlers).await {
                             warn!(%err, "connection ended with an error");
                         }
                         info!("disconnected");
@@ -78,6 +182,50 @@ pub async fn serve(
         );
         connections.shutdown().await;
     }
+}
+
+/// Answers a connection over the limit as PostgreSQL does: reads its start-up packet
+/// (declining TLS first if it asks), sends FATAL 53300 and closes.
+async fn refuse_too_many(mut socket: TcpStream, max: usize) {
+    const SSL_REQUEST: u32 = 80_877_103;
+    const GSSENC_REQUEST: u32 = 80_877_104;
+    let exchange = async {
+        loop {
+            let mut head = [0u8; 8];
+            socket.read_exact(&mut head).await?;
+            let len = u32::from_be_bytes([head[0], head[1], head[2], head[3]]) as usize;
+            let code = u32::from_be_bytes([head[4], head[5], head[6], head[7]]);
+            if code == SSL_REQUEST || code == GSSENC_REQUEST {
+                socket.write_all(b"N").await?;
+                continue;
+            }
+            // The rest of the start-up packet (bounded: it is only parameters).
+            let mut rest = vec![0u8; len.saturating_sub(8).min(10_000)];
+            socket.read_exact(&mut rest).await?;
+            break;
+        }
+        let mut fields = Vec::new();
+        for (tag, value) in [
+            (b'S', "FATAL".to_string()),
+            (b'V', "FATAL".to_string()),
+            (b'C', "53300".to_string()),
+            (
+                b'M',
+                format!("sorry, too many clients already (the server allows {max}: --max-connections)"),
+            ),
+        ] {
+            fields.push(tag);
+            fields.extend_from_slice(value.as_bytes());
+            fields.push(0);
+        }
+        fields.push(0);
+        let mut message = vec![b'E'];
+        message.extend_from_slice(&(u32::try_from(fields.len() + 4).unwrap_or(u32::MAX)).to_be_bytes());
+        message.extend_from_slice(&fields);
+        socket.write_all(&message).await?;
+        socket.shutdown().await
+    };
+    let _ = tokio::time::timeout(Duration::from_secs(10), exchange).await;
 }
 
 /// Resolves on SIGINT or SIGTERM.

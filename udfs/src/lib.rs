@@ -66,6 +66,9 @@ pub fn register(db: &runbase_engine::Database) -> Result<()> {
         "loaded_models",
         Arc::new(inference::cache::LoadedModelsTable::new(&inference)),
     )?;
+    for writes in ["train", "reproduce", "import_model"] {
+        db.register_writing_function(writes);
+    }
     db.register_query_argument("train", 1);
     db.register_query_argument("predict", 1);
     db.register_query_argument("evaluate", 1);

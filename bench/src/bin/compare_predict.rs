@@ -174,20 +174,23 @@ async fn main() {
         median(&scoring)
     );
     let rate = |s: &[f64]| args.rows as f64 / median(s);
-    let mut table = Table::new(&format!(
+    let mut table = Table::new("psycopg 3 + PyTorch job", &format!(
         "PREDICT: score {} rows × {} features with an MLP 128-64, {threads} libtorch threads (rows/s, median of {})",
         args.rows, args.features, args.reps
     ));
     table.push(Row::higher_better(
-        "runbase predict over the wire vs psycopg + PyTorch job",
+        "PREDICT: score rows, read over the wire (rows/s)",
         rate(&ours),
         rate(&job),
     ));
-    table.push(Row::higher_better(
-        "runbase predict over the wire vs raw libtorch forward (floor)",
-        rate(&ours),
-        rate(&floor),
-    ));
+    table.push(
+        Row::higher_better(
+            "PREDICT: score rows, read over the wire (rows/s)",
+            rate(&ours),
+            rate(&floor),
+        )
+        .against("raw libtorch forward (floor)"),
+    );
     println!("{}", table.markdown());
     println!(
         "runbase {:.0} rows/s, Python job {:.0} rows/s, floor {:.0} rows/s; runbase is {:.2}× the Python job and takes {:.2}× the floor's time",

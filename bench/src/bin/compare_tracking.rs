@@ -233,7 +233,11 @@ async fn main() {
     pg.batch_execute(PG_SCHEMA).await.expect("postgres schema");
     let pg_version = Postgres::version(&pg).await;
     let systems = [(System::Runbase, &rb), (System::Postgres, &pg)];
-    let mut table = Table::new(&format!(
+    let short = format!(
+        "PostgreSQL {}",
+        pg_version.split_whitespace().next().unwrap_or_default()
+    );
+    let mut table = Table::new(&short, &format!(
         "runbase vs PostgreSQL {pg_version}, synchronous commit {}",
         if sync { "on" } else { "off" }
     ));

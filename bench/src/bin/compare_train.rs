@@ -150,11 +150,18 @@ async fn main() {
         theirs.push(run_python(&csv, &args, threads));
     }
     let (r, p) = (median(&ours), median(&theirs));
-    let mut table = Table::new(&format!(
+    let mut table = Table::new("PyTorch 2.11 training loop", &format!(
         "TRAIN vs Python PyTorch 2.11 ({} rows × {} features, MLP 128-64, {} epochs, batch {}, {threads} threads; seconds, median of {})",
         args.rows, args.features, args.epochs, args.batch_size, args.reps
     ));
-    table.push(Row::lower_better("train an MLP (s)", r, p));
+    table.push(Row::lower_better(
+        &format!(
+            "TRAIN: an MLP on {} rows × {}, {} epochs (s)",
+            args.rows, args.features, args.epochs
+        ),
+        r,
+        p,
+    ));
     println!("{}", table.markdown());
     println!(
         "runbase/Python time ratio: {:.3} ({:+.1}% over the Python loop)",

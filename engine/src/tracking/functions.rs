@@ -194,6 +194,15 @@ pub(crate) fn all(
         .collect()
 }
 
+/// The names of the functions that write (every one but `artifact`).
+pub(crate) fn writing_names() -> std::collections::HashSet<String> {
+    Kind::ALL
+        .iter()
+        .filter(|k| !matches!(k, Kind::Artifact))
+        .map(|k| k.name().to_string())
+        .collect()
+}
+
 /// `start_run` for a session whose caller is `caller`.
 pub(crate) fn start_run(
     tracking: &Tracking,

@@ -72,6 +72,7 @@ pub(crate) fn column_families() -> Vec<ColumnFamilyDescriptor> {
         plain(CF_ARTIFACTS),
         plain(CF_MODELS),
         plain(CF_MODEL_ALIASES),
+        plain(crate::auth::CF_USERS),
     ]
 }
 
@@ -331,7 +332,7 @@ pub fn params_from_json(json: &str) -> Result<Vec<(String, String)>> {
         .collect())
 }
 
-fn now_us() -> i64 {
+pub(crate) fn now_us() -> i64 {
     chrono::Utc::now().timestamp_micros()
 }
 
@@ -373,7 +374,7 @@ impl Tracking {
         Ok(())
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, ()> {
+    pub(crate) fn lock(&self) -> std::sync::MutexGuard<'_, ()> {
         self.inner.lock.lock().unwrap_or_else(|p| p.into_inner())
     }
 
