@@ -1,7 +1,10 @@
 #!/usr/bin/env bash
 # Installs what building and testing runbase needs, once; later runs return at once.
-#   - Debian packages: libclang-dev (RocksDB's bindings), postgresql-client (psql, for tests)
-#   - PyTorch 2.11.0 in a venv under $RUNBASE_CACHE, the libtorch that tch links against
+#   - Debian packages: libclang-dev (RocksDB's bindings), postgresql-client (psql, for tests),
+#     a JDK with libpostgresql-jdbc-java, Node.js with npm, openssl (the client matrix and
+#     TLS tests)
+#   - PyTorch 2.11.0 in a venv under $RUNBASE_CACHE, the libtorch that tch links against,
+#     plus the Python drivers the tests use; node-postgres under tests/clients/node
 set -euo pipefail
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 # shellcheck source=env.sh
@@ -13,6 +16,12 @@ missing=()
 dpkg -s libclang-dev >/dev/null 2>&1 || missing+=(libclang-dev)
 command -v psql >/dev/null 2>&1 || missing+=(postgresql-client)
 command -v g++ >/dev/null 2>&1 || missing+=(g++)
+# The client matrix (tests/tests/clients.rs): Java with Debian's pgjdbc, Node.js with npm.
+command -v javac >/dev/null 2>&1 || missing+=(default-jdk-headless)
+[ -f /usr/share/java/postgresql.jar ] || missing+=(libpostgresql-jdbc-java)
+command -v node >/dev/null 2>&1 || missing+=(nodejs)
+command -v npm >/dev/null 2>&1 || missing+=(npm)
+command -v openssl >/dev/null 2>&1 || missing+=(openssl)
 if [ ${#missing[@]} -gt 0 ]; then
   echo "setup: installing ${missing[*]}" >&2
   sudo_if_needed apt-get update -qq
@@ -30,8 +39,17 @@ if ! torch_ok; then
   torch_ok
 fi
 
-# Python clients the end-to-end tests drive (psycopg 3, as a training script would use).
-if ! "$RUNBASE_TORCH_VENV/bin/python3" -c 'import psycopg' >/dev/null 2>&1; then
-  echo "setup: installing psycopg into $RUNBASE_TORCH_VENV" >&2
-  "$RUNBASE_TORCH_VENV/bin/pip" install -q --disable-pip-version-check 'psycopg[binary]==3.2.*'
+# Python clients the end-to-end tests drive: psycopg 3 (as a training script would use)
+# and the rest of the client matrix.
+if ! "$RUNBASE_TORCH_VENV/bin/python3" -c 'import psycopg, psycopg2, asyncpg, sqlalchemy, pandas' >/dev/null 2>&1; then
+  echo "setup: installing the Python clients into $RUNBASE_TORCH_VENV" >&2
+  "$RUNBASE_TORCH_VENV/bin/pip" install -q --disable-pip-version-check \
+    'psycopg[binary]==3.2.*' 'psycopg2-binary==2.9.*' 'asyncpg==0.30.*' \
+    'sqlalchemy==2.0.*' 'pandas==2.2.*'
+fi
+
+# node-postgres for the client matrix, pinned by tests/clients/node/package-lock.json.
+if [ ! -d "$here/../tests/clients/node/node_modules/pg" ]; then
+  echo "setup: installing node-postgres (npm ci)" >&2
+  (cd "$here/../tests/clients/node" && npm ci --no-audit --no-fund --silent)
 fi

@@ -35,7 +35,11 @@ pub fn python_json_with(
     );
     // The JSON is the last line: libraries may print before it (MLflow prints run links).
     let text = String::from_utf8_lossy(&out.stdout);
-    let last = text.lines().rev().find(|l| !l.trim().is_empty()).unwrap_or("");
+    let last = text
+        .lines()
+        .rev()
+        .find(|l| !l.trim().is_empty())
+        .unwrap_or("");
     serde_json::from_str(last).unwrap_or_else(|e| panic!("{script} printed {text}: {e}"))
 }
 
@@ -272,7 +276,10 @@ impl Mlflow {
         let child = Command::new(venv.join("bin").join("mlflow"))
             .arg("server")
             .arg("--backend-store-uri")
-            .arg(format!("sqlite:///{}", dir.path().join("mlflow.db").display()))
+            .arg(format!(
+                "sqlite:///{}",
+                dir.path().join("mlflow.db").display()
+            ))
             .arg("--default-artifact-root")
             .arg(dir.path().join("artifacts"))
             .args(["--host", "127.0.0.1", "--port", &port.to_string()])

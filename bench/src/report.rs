@@ -89,10 +89,7 @@ impl Table {
 
     /// The table in Markdown.
     pub fn markdown(&self) -> String {
-        let mut s = format!(
-            "### {}\n\n{HEADER}\n|---|---|---:|---:|---:|\n",
-            self.title
-        );
+        let mut s = format!("### {}\n\n{HEADER}\n|---|---|---:|---:|---:|\n", self.title);
         for r in &self.rows {
             s.push_str(&format!(
                 "| {} | {} | {} | {} | {:.2}× |\n",
@@ -136,7 +133,13 @@ mod tests {
         t.push(Row::lower_better("q (ms)", 5.0, 10.0));
         t.push(Row::higher_better("r (rows/s)", 50.0, 200.0).against("floor"));
         let md = t.markdown();
-        assert!(md.contains("| PostgreSQL | q (ms) | 5.00 | 10.0 | 2.00× |"), "{md}");
-        assert!(md.contains("| floor | r (rows/s) | 50.0 | 200 | 0.25× |"), "{md}");
+        assert!(
+            md.contains("| PostgreSQL | q (ms) | 5.00 | 10.0 | 2.00× |"),
+            "{md}"
+        );
+        assert!(
+            md.contains("| floor | r (rows/s) | 50.0 | 200 | 0.25× |"),
+            "{md}"
+        );
     }
 }

@@ -225,7 +225,9 @@ pub fn verifier_for(password: &str) -> Result<String> {
         ));
     }
     if password.is_empty() {
-        return Err(Error::InvalidArgument("a password must not be empty".into()));
+        return Err(Error::InvalidArgument(
+            "a password must not be empty".into(),
+        ));
     }
     Ok(Verifier::from_password(password)?.to_string())
 }
@@ -319,7 +321,10 @@ pub fn split_user_commands(sql: &str) -> Option<Vec<Chunk>> {
             .map(|t| t.to_string().to_ascii_uppercase())
             .collect();
         matches!(
-            (words.first().map(String::as_str), words.get(1).map(String::as_str)),
+            (
+                words.first().map(String::as_str),
+                words.get(1).map(String::as_str)
+            ),
             (Some("CREATE" | "ALTER" | "DROP"), Some("USER" | "ROLE"))
         )
     };
@@ -403,9 +408,8 @@ fn parse_user_command(
     let mut role = None;
     let mut password = None;
     while at < tokens.len() {
-        let option = word(at).ok_or_else(|| {
-            syntax(format!("unexpected {} in {verb} USER", tokens[at]))
-        })?;
+        let option =
+            word(at).ok_or_else(|| syntax(format!("unexpected {} in {verb} USER", tokens[at])))?;
         at += 1;
         match option.as_str() {
             "PASSWORD" => {

@@ -3,7 +3,9 @@
 //!
 //! - `to_regtype(name)`: the oid of a built-in type name (psycopg's `TypeInfo.fetch`, which
 //!   SQLAlchemy runs on connect to look for `hstore`), NULL for any other name.
-//! - `pg_function_is_visible(oid)`: true (psql's `\df`), as `pg_table_is_visible` is.
+//! - `pg_get_expr(expr, relation)`: its first argument (NULL stays NULL).
+//! - `pg_function_is_visible(oid)`, `pg_type_is_visible(oid)`: true (psql's `\df`,
+//!   SQLAlchemy's type listing), as `pg_table_is_visible` is.
 
 use std::sync::Arc;
 
@@ -66,19 +68,16 @@ fn to_regtype() -> ScalarUDF {
         Arc::new(|args: &[ColumnarValue]| {
             let arrays = ColumnarValue::values_to_arrays(args)?;
             let names: &StringArray = as_string_array(&arrays[0])?;
-            let oids: Int32Array = names
-                .iter()
-                .map(|n| n.and_then(builtin_type_oid))
-                .collect();
+            let oids: Int32Array = names.iter().map(|n| n.and_then(builtin_type_oid)).collect();
             let out: ArrayRef = Arc::new(oids);
             Ok(ColumnarValue::Array(out))
         }),
     )
 }
 
-fn pg_function_is_visible() -> ScalarUDF {
+fn always_visible(name: &str) -> ScalarUDF {
     create_udf(
-        "pg_function_is_visible",
+        name,
         vec![DataType::Int32],
         DataType::Boolean,
         Volatility::Stable,
@@ -91,10 +90,78 @@ fn pg_function_is_visible() -> ScalarUDF {
     )
 }
 
+/// A function of an oid that has no answer here: NULL (`pg_get_function_result` and
+/// friends, which psql's `\df` asks for; runbase's functions are not in `pg_proc`).
+fn null_text(name: &str) -> ScalarUDF {
+    create_udf(
+        name,
+        vec![DataType::Int32],
+        DataType::Utf8,
+        Volatility::Stable,
+        Arc::new(|args: &[ColumnarValue]| {
+            let arrays = ColumnarValue::values_to_arrays(args)?;
+            let none: StringArray = (0..arrays[0].len()).map(|_| None::<&str>).collect();
+            let out: ArrayRef = Arc::new(none);
+            Ok(ColumnarValue::Array(out))
+        }),
+    )
+}
+
+/// `pg_get_expr(expr, relation [, pretty])`: the expression's text as stored (NULL for
+/// NULL, as in PostgreSQL; runbase keeps no column defaults, so there is nothing to
+/// decompile). Takes any argument types, as drivers pass oids as int4 or int8.
+#[derive(Debug, PartialEq, Eq, Hash)]
+struct PgGetExpr {
+    signature: datafusion::logical_expr::Signature,
+}
+
+impl datafusion::logical_expr::ScalarUDFImpl for PgGetExpr {
+    fn name(&self) -> &str {
+        "pg_get_expr"
+    }
+    fn signature(&self) -> &datafusion::logical_expr::Signature {
+        &self.signature
+    }
+    fn return_type(&self, _: &[DataType]) -> datafusion::error::Result<DataType> {
+        Ok(DataType::Utf8)
+    }
+    fn invoke_with_args(
+        &self,
+        args: datafusion::logical_expr::ScalarFunctionArgs,
+    ) -> datafusion::error::Result<ColumnarValue> {
+        let first = args.args.into_iter().next().ok_or_else(|| {
+            datafusion::error::DataFusionError::Plan("pg_get_expr takes 2 or 3 arguments".into())
+        })?;
+        first.cast_to(&DataType::Utf8, None)
+    }
+}
+
+fn pg_get_expr() -> ScalarUDF {
+    ScalarUDF::new_from_impl(PgGetExpr {
+        signature: datafusion::logical_expr::Signature::one_of(
+            vec![
+                datafusion::logical_expr::TypeSignature::Any(2),
+                datafusion::logical_expr::TypeSignature::Any(3),
+            ],
+            Volatility::Stable,
+        ),
+    })
+}
+
 /// Registers the functions in `ctx`.
 pub(crate) fn register(ctx: &SessionContext) {
     ctx.register_udf(to_regtype());
-    ctx.register_udf(pg_function_is_visible());
+    ctx.register_udf(pg_get_expr());
+    for name in ["pg_function_is_visible", "pg_type_is_visible"] {
+        ctx.register_udf(always_visible(name));
+    }
+    for name in [
+        "pg_get_function_result",
+        "pg_get_function_arguments",
+        "pg_get_function_identity_arguments",
+    ] {
+        ctx.register_udf(null_text(name));
+    }
 }
 
 #[cfg(test)]

@@ -240,9 +240,7 @@ fn rewrite_like_escapes(statement: &mut AstStatement) -> Result<()> {
             return ControlFlow::Continue(());
         };
         let escape = match escape_char.as_ref().map(|v| &v.value) {
-            Some(Value::SingleQuotedString(c)) if c != "\\" && c.chars().count() == 1 => {
-                c.clone()
-            }
+            Some(Value::SingleQuotedString(c)) if c != "\\" && c.chars().count() == 1 => c.clone(),
             _ => return ControlFlow::Continue(()),
         };
         let quoted = escape.replace('\'', "''");
@@ -267,10 +265,83 @@ fn rewrite_like_escapes(statement: &mut AstStatement) -> Result<()> {
     }
 }
 
+/// Wraps the one output of a scalar subquery over `pg_catalog` tables in `first_value(…)`
+/// when it has no aggregate: DataFusion only runs correlated scalar subqueries that are
+/// aggregated, and the catalog queries drivers send (SQLAlchemy's column listing) have
+/// several that return one row by construction. User queries are left alone.
+fn aggregate_catalog_subqueries(statement: &mut AstStatement) {
+    use datafusion::sql::sqlparser::ast::{
+        Expr as SqlExpr, SelectItem, SetExpr, TableFactor, visit_expressions_mut,
+    };
+    use datafusion::sql::sqlparser::dialect::PostgreSqlDialect;
+    use datafusion::sql::sqlparser::parser::Parser;
+    use std::ops::ControlFlow;
+    const AGGREGATES: &[&str] = &[
+        "count",
+        "sum",
+        "min",
+        "max",
+        "avg",
+        "array_agg",
+        "string_agg",
+        "bool_and",
+        "bool_or",
+        "first_value",
+        "last_value",
+        "json_agg",
+        "jsonb_agg",
+    ];
+    let _ = visit_expressions_mut(statement, |e| {
+        let SqlExpr::Subquery(query) = e else {
+            return ControlFlow::<()>::Continue(());
+        };
+        let SetExpr::Select(select) = query.body.as_mut() else {
+            return ControlFlow::Continue(());
+        };
+        let over_catalog = select.from.iter().any(|t| {
+            matches!(&t.relation, TableFactor::Table { name, .. }
+                if name.to_string().to_ascii_lowercase().starts_with("pg_"))
+        });
+        if !over_catalog || select.projection.len() != 1 || query.limit_clause.is_some() {
+            return ControlFlow::Continue(());
+        }
+        let no_group = match &select.group_by {
+            datafusion::sql::sqlparser::ast::GroupByExpr::Expressions(v, _) => v.is_empty(),
+            datafusion::sql::sqlparser::ast::GroupByExpr::All(_) => false,
+        };
+        let (expr, alias) = match &select.projection[0] {
+            SelectItem::UnnamedExpr(x) => (x.clone(), None),
+            SelectItem::ExprWithAlias { expr, alias } => (expr.clone(), Some(alias.clone())),
+            _ => return ControlFlow::Continue(()),
+        };
+        let text = expr.to_string().to_ascii_lowercase();
+        let aggregated = AGGREGATES.iter().any(|a| text.contains(&format!("{a}(")));
+        if !no_group || aggregated {
+            return ControlFlow::Continue(());
+        }
+        let Ok(wrapped) = Parser::new(&PostgreSqlDialect {})
+            .try_with_sql(&format!("first_value({expr})"))
+            .and_then(|mut p| p.parse_expr())
+        else {
+            return ControlFlow::Continue(());
+        };
+        select.projection[0] = match alias {
+            Some(alias) => SelectItem::ExprWithAlias {
+                expr: wrapped,
+                alias,
+            },
+            None => SelectItem::UnnamedExpr(wrapped),
+        };
+        ControlFlow::Continue(())
+    });
+}
+
 /// The first function `statement` calls (as a scalar or as a table function) for which
 /// `writes` is true.
 fn writing_call(statement: &AstStatement, writes: &dyn Fn(&str) -> bool) -> Option<String> {
-    use datafusion::sql::sqlparser::ast::{Expr as SqlExpr, ObjectName, TableFactor, Visit, Visitor};
+    use datafusion::sql::sqlparser::ast::{
+        Expr as SqlExpr, ObjectName, TableFactor, Visit, Visitor,
+    };
     use std::ops::ControlFlow;
     struct Find<'a> {
         writes: &'a dyn Fn(&str) -> bool,
@@ -317,6 +388,15 @@ fn writing_call(statement: &AstStatement, writes: &dyn Fn(&str) -> bool) -> Opti
 }
 
 impl Prepared {
+    /// Whether executing the statement returns rows (a query, `SHOW`, a deferred query).
+    pub fn returns_rows(&self) -> bool {
+        match self {
+            Prepared::Plan(plan) => returns_rows(plan),
+            Prepared::Show(_) | Prepared::Deferred { .. } => true,
+            _ => false,
+        }
+    }
+
     /// The schema of the rows the statement returns; empty for commands.
     pub fn output_schema(&self) -> SchemaRef {
         match self {
@@ -981,7 +1061,11 @@ impl Session {
         };
         if !ok {
             let verb = statement.to_string();
-            let verb = verb.split_whitespace().take(2).collect::<Vec<_>>().join(" ");
+            let verb = verb
+                .split_whitespace()
+                .take(2)
+                .collect::<Vec<_>>()
+                .join(" ");
             return denied(&format!("run {verb}"));
         }
         if let Some(f) = writing_call(statement, &|name| self.db.is_writing_function(name)) {
@@ -1041,6 +1125,7 @@ impl Session {
         self.inline_current_settings(&mut statement)?;
         decode_bytea_literals(&mut statement)?;
         rewrite_like_escapes(&mut statement)?;
+        aggregate_catalog_subqueries(&mut statement);
         if let Some(parameters) = table_function_parameters(&statement) {
             let mut probe = statement.clone();
             bind_parameters(&mut probe, &ParamValues::List(vec![]))?;
@@ -1495,7 +1580,12 @@ impl Session {
                     Some(p) => verifier(p)?,
                     None => None,
                 };
-                tracking.create_user(name, role.unwrap_or(Role::Readwrite), verifier, *if_not_exists)?;
+                tracking.create_user(
+                    name,
+                    role.unwrap_or(Role::Readwrite),
+                    verifier,
+                    *if_not_exists,
+                )?;
                 CommandTag::plain("CREATE ROLE")
             }
             UserCommand::Alter {
@@ -1513,9 +1603,7 @@ impl Session {
             UserCommand::Drop { names, if_exists } => {
                 for name in names {
                     if *name == self.user_name() {
-                        return Err(Error::InvalidState(
-                            "current user cannot be dropped".into(),
-                        ));
+                        return Err(Error::InvalidState("current user cannot be dropped".into()));
                     }
                     tracking.drop_user(name, *if_exists)?;
                 }
@@ -1565,8 +1653,24 @@ impl Session {
             let SqlExpr::Function(f) = e else {
                 return ControlFlow::Continue(());
             };
+            // current_user / session_user: the user the session was authorized as.
+            let fname = f.name.to_string().to_ascii_lowercase();
+            if matches!(
+                fname.as_str(),
+                "current_user" | "session_user" | "current_role"
+            ) && matches!(f.args, FunctionArguments::None)
+            {
+                let user = self.user_name();
+                if !user.is_empty() {
+                    *e = SqlExpr::Value(Value::SingleQuotedString(user).into());
+                }
+                return ControlFlow::Continue(());
+            }
             if !f.name.to_string().eq_ignore_ascii_case("current_setting")
-                && !f.name.to_string().eq_ignore_ascii_case("pg_catalog.current_setting")
+                && !f
+                    .name
+                    .to_string()
+                    .eq_ignore_ascii_case("pg_catalog.current_setting")
             {
                 return ControlFlow::Continue(());
             }
@@ -1639,6 +1743,7 @@ fn default_variable(name: &str) -> Option<String> {
             "transaction_read_only" | "default_transaction_read_only" => "off",
             "search_path" => "\"$user\", public",
             "application_name" => "",
+            "statement_timeout" | "lock_timeout" | "idle_in_transaction_session_timeout" => "0",
             "max_identifier_length" => "63",
             "lc_collate" | "lc_ctype" => "C",
             "runbase_version" => env!("CARGO_PKG_VERSION"),

@@ -16,8 +16,8 @@ use base64::Engine;
 use base64::engine::general_purpose::STANDARD as B64;
 use futures::{Sink, SinkExt};
 use pgwire::api::auth::{
-    DefaultServerParameterProvider, StartupHandler, finish_authentication,
-    protocol_negotiation, save_startup_parameters_to_metadata,
+    DefaultServerParameterProvider, StartupHandler, finish_authentication, protocol_negotiation,
+    save_startup_parameters_to_metadata,
 };
 use pgwire::api::{
     ClientInfo, ConnectionManager, PgWireConnectionState, PidSecretKeyGenerator,
@@ -324,9 +324,8 @@ impl StartupHandler for Startup {
                         nonce,
                     } => {
                         let response = msg.into_sasl_response()?;
-                        let signature =
-                            client_final(&response.data, verifier, auth_prefix, nonce)
-                                .filter(|_| *known && *first_user == user);
+                        let signature = client_final(&response.data, verifier, auth_prefix, nonce)
+                            .filter(|_| *known && *first_user == user);
                         let Some(signature) = signature else {
                             warn!(user, peer = %client.socket_addr(), "password authentication failed");
                             return Err(auth_failed(&user));

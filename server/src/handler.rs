@@ -14,20 +14,26 @@ use futures::{Sink, SinkExt, StreamExt, stream};
 use pgwire::api::auth::StartupHandler;
 use pgwire::api::cancel::{CancelHandler, DefaultCancelHandler};
 use pgwire::api::copy::CopyHandler;
-use pgwire::api::portal::{Format, Portal};
+use pgwire::api::portal::{Format, Portal, PortalExecutionState};
 use pgwire::api::query::{ExtendedQueryHandler, SimpleQueryHandler};
 use pgwire::api::results::{
     CopyResponse, DescribePortalResponse, FieldFormat, FieldInfo, QueryResponse, Response, Tag,
 };
 use pgwire::api::stmt::QueryParser;
+use pgwire::api::store::Entry;
 use pgwire::api::store::PortalStore;
-use pgwire::api::{ClientInfo, ClientPortalStore, ConnectionManager, PgWireServerHandlers, Type};
+use pgwire::api::{
+    ClientInfo, ClientPortalStore, ConnectionHandle, ConnectionManager, PgWireConnectionState,
+    PgWireServerHandlers, Type,
+};
 use pgwire::error::{ErrorInfo, PgWireError, PgWireResult};
 use pgwire::messages::PgWireBackendMessage;
 use pgwire::messages::copy::{CopyData, CopyDone, CopyFail};
 use pgwire::messages::data::DataRow;
+use pgwire::messages::extendedquery::Execute;
 use runbase_engine::copy::{CopyFormat, CopyIn};
 use runbase_engine::{CommandTag, Database, Prepared, QueryOutput, Session};
+use std::ops::Deref;
 use tracing::debug;
 
 use crate::auth::{AuthPolicy, Startup};
@@ -55,6 +61,34 @@ impl Connection {
             }),
             session,
             copy: Mutex::new(None),
+        }
+    }
+
+    /// When the statement starting now must end, from the session's `statement_timeout`.
+    fn deadline(&self) -> Option<tokio::time::Instant> {
+        let setting = self
+            .session
+            .context()
+            .state()
+            .config()
+            .get_extension::<runbase_engine::SessionVariables>()
+            .and_then(|v| v.get("statement_timeout"))?;
+        parse_timeout(&setting).map(|d| tokio::time::Instant::now() + d)
+    }
+
+    /// Runs `work` (planning and executing one statement) under the statement timeout:
+    /// past the deadline it is dropped (which cancels it) and its rows end with 57014.
+    async fn timed<F>(&self, work: F) -> runbase_engine::Result<QueryOutput>
+    where
+        F: std::future::Future<Output = runbase_engine::Result<QueryOutput>>,
+    {
+        let Some(deadline) = self.deadline() else {
+            return work.await;
+        };
+        match tokio::time::timeout_at(deadline, work).await {
+            Err(_) => Err(timeout_error()),
+            Ok(Ok(QueryOutput::Rows(rows))) => Ok(QueryOutput::Rows(with_deadline(rows, deadline))),
+            Ok(other) => other,
         }
     }
 
@@ -132,6 +166,51 @@ fn copy_out_stream(
         }
     })
     .flat_map(stream::iter)
+}
+
+/// `statement_timeout` as PostgreSQL reads it: a number of milliseconds, or a number
+/// with a unit (`us`, `ms`, `s`, `min`, `h`, `d`); 0 means none.
+fn parse_timeout(text: &str) -> Option<std::time::Duration> {
+    let t = text.trim().trim_matches('\'').trim();
+    let split = t
+        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+        .unwrap_or(t.len());
+    let (number, unit) = t.split_at(split);
+    let n: f64 = number.parse().ok()?;
+    let ms = match unit.trim().to_ascii_lowercase().as_str() {
+        "" | "ms" => n,
+        "us" => n / 1000.0,
+        "s" => n * 1000.0,
+        "min" => n * 60_000.0,
+        "h" => n * 3_600_000.0,
+        "d" => n * 86_400_000.0,
+        _ => return None,
+    };
+    (ms > 0.0 && ms.is_finite()).then(|| std::time::Duration::from_micros((ms * 1000.0) as u64))
+}
+
+fn timeout_error() -> runbase_engine::Error {
+    runbase_engine::Error::Canceled("canceling statement due to statement timeout".into())
+}
+
+/// Ends `stream` with the statement-timeout error (57014) if `deadline` passes before it
+/// does; the rest of the plan is dropped, which stops it.
+fn with_deadline(
+    stream: SendableRecordBatchStream,
+    deadline: tokio::time::Instant,
+) -> SendableRecordBatchStream {
+    let schema = stream.schema();
+    let rows = stream::unfold(Some(stream), move |state| async move {
+        let mut stream = state?;
+        tokio::select! {
+            item = stream.next() => item.map(|i| (i, Some(stream))),
+            () = tokio::time::sleep_until(deadline) => Some((
+                Err(datafusion::error::DataFusionError::External(Box::new(timeout_error()))),
+                None,
+            )),
+        }
+    });
+    Box::pin(datafusion::physical_plan::stream::RecordBatchStreamAdapter::new(schema, rows))
 }
 
 /// A NOTICE with `message`.
@@ -295,11 +374,12 @@ impl SimpleQueryHandler for Connection {
                 client.portal_store().rm_statement(&name.value);
             }
             self.session.notices().drain();
-            let result = async {
-                let prepared = self.session.prepare(statement).await?;
-                self.session.execute(&prepared, None).await
-            }
-            .await;
+            let result = self
+                .timed(async {
+                    let prepared = self.session.prepare(statement).await?;
+                    self.session.execute(&prepared, None).await
+                })
+                .await;
             match result {
                 Ok(output) => {
                     let output = forward_notices(client, self.session.notices(), output).await?;
@@ -454,6 +534,98 @@ impl ExtendedQueryHandler for Connection {
         Ok(DescribePortalResponse::new(fields))
     }
 
+    /// Executes a portal. A row-returning portal executed for all its rows (`max_rows`
+    /// 0, what drivers send unless they page with a fetch size) streams its rows to the
+    /// socket as they are produced, and a cancel request stops it at any point; pgwire's
+    /// default would first collect every row in memory. Anything else takes pgwire's
+    /// default path.
+    async fn on_execute<C>(&self, client: &mut C, message: Execute) -> PgWireResult<()>
+    where
+        C: ClientInfo + ClientPortalStore + Sink<PgWireBackendMessage> + Unpin + Send + Sync,
+        C::PortalStore: PortalStore<Statement = Prepared>,
+        C::Error: Debug,
+        PgWireError: From<<C as Sink<PgWireBackendMessage>>::Error>,
+    {
+        let name = message
+            .name
+            .as_deref()
+            .unwrap_or(pgwire::api::DEFAULT_NAME)
+            .to_string();
+        let portal = match client.portal_store().get_portal(&name) {
+            Some(Entry::Value(portal)) => Some(portal),
+            _ => None,
+        };
+        let streamable = message.max_rows == 0
+            && matches!(client.state(), PgWireConnectionState::ReadyForQuery)
+            && portal.as_ref().is_some_and(|p| {
+                p.statement.statement.returns_rows()
+                    && matches!(
+                        futures::executor::block_on(p.state().lock()).deref(),
+                        PortalExecutionState::Initial
+                    )
+            });
+        let Some(portal) = portal.filter(|_| streamable) else {
+            return self._on_execute(client, message).await;
+        };
+        client.set_state(PgWireConnectionState::QueryInProgress);
+        let handle = client.session_extensions().get::<Arc<ConnectionHandle>>();
+        let receiver = match &handle {
+            Some(h) => Some(h.start_query().await),
+            None => None,
+        };
+        // Resolves on a cancel request; never when there is no registry, or when the
+        // sender goes away without one (another query started).
+        let canceled = async move {
+            let fired = match receiver {
+                Some(rx) => rx.await.is_ok(),
+                None => false,
+            };
+            if !fired {
+                std::future::pending::<()>().await;
+            }
+        };
+        tokio::pin!(canceled);
+        let result = async {
+            let response = tokio::select! {
+                r = ExtendedQueryHandler::do_query(self, client, portal.as_ref(), 0) => r?,
+                () = &mut canceled => return Err(PgWireError::QueryCanceled),
+            };
+            let Response::Query(mut results) = response else {
+                return Err(PgError {
+                    code: "XX000",
+                    message: "a row-returning statement returned no rows".into(),
+                }
+                .into());
+            };
+            let tag = results.command_tag().to_owned();
+            let rows = results.data_rows();
+            let mut count = 0usize;
+            loop {
+                let row = tokio::select! {
+                    row = rows.next() => row,
+                    () = &mut canceled => return Err(PgWireError::QueryCanceled),
+                };
+                let Some(row) = row else { break };
+                client.feed(PgWireBackendMessage::DataRow(row?)).await?;
+                count += 1;
+            }
+            client
+                .send(PgWireBackendMessage::CommandComplete(
+                    Tag::new(&tag).with_rows(count).into(),
+                ))
+                .await?;
+            Ok(())
+        }
+        .await;
+        if let Some(h) = &handle {
+            // No query is running any more: a late cancel request finds nothing.
+            drop(h.start_query().await);
+        }
+        *portal.state().lock().await = PortalExecutionState::Finished;
+        client.set_state(PgWireConnectionState::ReadyForQuery);
+        result
+    }
+
     async fn do_query<C>(
         &self,
         client: &mut C,
@@ -470,8 +642,7 @@ impl ExtendedQueryHandler for Connection {
         let params = portal_parameters(portal)?;
         self.session.notices().drain();
         let output = self
-            .session
-            .execute(prepared, Some(params))
+            .timed(self.session.execute(prepared, Some(params)))
             .await
             .map_err(|e| pg_err(&e))?;
         let output = forward_notices(client, self.session.notices(), output).await?;
@@ -589,5 +760,20 @@ impl PgWireServerHandlers for ConnectionHandlers {
 
     fn cancel_handler(&self) -> Arc<impl CancelHandler> {
         Arc::new(DefaultCancelHandler::new(self.cancels.clone()))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::parse_timeout;
+    use std::time::Duration;
+
+    #[test]
+    fn statement_timeouts() {
+        assert_eq!(parse_timeout("0"), None);
+        assert_eq!(parse_timeout("250"), Some(Duration::from_millis(250)));
+        assert_eq!(parse_timeout("'2s'"), Some(Duration::from_secs(2)));
+        assert_eq!(parse_timeout("1min"), Some(Duration::from_secs(60)));
+        assert_eq!(parse_timeout("soon"), None);
     }
 }

@@ -52,8 +52,8 @@ pub fn load_tls(cert: &Path, key: &Path) -> Result<pgwire::tokio::TlsAcceptor, B
     if certs.is_empty() {
         return Err(format!("TLS certificate {}: no certificate in it", cert.display()).into());
     }
-    let key_der = PrivateKeyDer::from_pem_file(key)
-        .map_err(|e| format!("TLS key {}: {e}", key.display()))?;
+    let key_der =
+        PrivateKeyDer::from_pem_file(key).map_err(|e| format!("TLS key {}: {e}", key.display()))?;
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let mut config = rustls::ServerConfig::builder_with_provider(provider)
         .with_safe_default_protocol_versions()
@@ -211,7 +211,9 @@ async fn refuse_too_many(mut socket: TcpStream, max: usize) {
             (b'C', "53300".to_string()),
             (
                 b'M',
-                format!("sorry, too many clients already (the server allows {max}: --max-connections)"),
+                format!(
+                    "sorry, too many clients already (the server allows {max}: --max-connections)"
+                ),
             ),
         ] {
             fields.push(tag);
@@ -220,7 +222,9 @@ async fn refuse_too_many(mut socket: TcpStream, max: usize) {
         }
         fields.push(0);
         let mut message = vec![b'E'];
-        message.extend_from_slice(&(u32::try_from(fields.len() + 4).unwrap_or(u32::MAX)).to_be_bytes());
+        message.extend_from_slice(
+            &(u32::try_from(fields.len() + 4).unwrap_or(u32::MAX)).to_be_bytes(),
+        );
         message.extend_from_slice(&fields);
         socket.write_all(&message).await?;
         socket.shutdown().await

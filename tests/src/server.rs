@@ -38,6 +38,40 @@ pub struct TestServer {
 impl TestServer {
     /// Starts a server on `data_dir` and waits until it accepts connections.
     pub fn start(data_dir: &Path) -> Self {
+        Self::start_with(data_dir, &[])
+    }
+
+    /// Runs `runbase serve` on a free loopback port with `extra` arguments and returns
+    /// its output, for a server expected to refuse to start.
+    pub fn refuses_to_start(data_dir: &Path, extra: &[&str]) -> std::process::Output {
+        let mut cmd = Command::new(runbase_bin());
+        cmd.arg("serve")
+            .arg("--data-dir")
+            .arg(data_dir)
+            .args(extra)
+            .env("RUST_LOG", "warn");
+        if !extra.contains(&"--listen") {
+            cmd.arg("--listen")
+                .arg(format!("127.0.0.1:{}", free_port()));
+        }
+        let mut child = cmd
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawn runbase");
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while child.try_wait().expect("wait for runbase").is_none() {
+            if Instant::now() > deadline {
+                let _ = child.kill();
+                panic!("runbase did not exit within 60 s (it was expected to refuse to start)");
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        child.wait_with_output().expect("runbase output")
+    }
+
+    /// Starts a server on `data_dir` with `extra` command-line arguments.
+    pub fn start_with(data_dir: &Path, extra: &[&str]) -> Self {
         let port = free_port();
         let bin = runbase_bin();
         assert!(
@@ -51,6 +85,7 @@ impl TestServer {
             .arg(format!("127.0.0.1:{port}"))
             .arg("--data-dir")
             .arg(data_dir)
+            .args(extra)
             .env("RUST_LOG", "warn")
             .stdout(Stdio::null())
             .stderr(Stdio::inherit())
@@ -82,6 +117,29 @@ impl TestServer {
             "host=127.0.0.1 port={} user=runbase dbname=runbase",
             self.port
         )
+    }
+
+    /// The libpq connection string for `user` with `password`.
+    pub fn conn_str_as(&self, user: &str, password: &str) -> String {
+        format!(
+            "host=127.0.0.1 port={} user={user} password={password} dbname=runbase",
+            self.port
+        )
+    }
+
+    /// Connects with tokio-postgres as `user` with `password`.
+    pub async fn connect_as(
+        &self,
+        user: &str,
+        password: &str,
+    ) -> Result<tokio_postgres::Client, tokio_postgres::Error> {
+        let (client, conn) =
+            tokio_postgres::connect(&self.conn_str_as(user, password), tokio_postgres::NoTls)
+                .await?;
+        tokio::spawn(async move {
+            let _ = conn.await;
+        });
+        Ok(client)
     }
 
     /// Connects with tokio-postgres.

@@ -133,11 +133,14 @@ async fn main() {
         median(&phases[which].iter().map(f).collect::<Vec<_>>())
     };
 
-    let mut table = Table::new(&format!("MLflow {}", mlflow.version()), &format!(
-        "Logging: runbase (psycopg 3) vs MLflow {} (SQLite backend, its client), median of {}",
-        mlflow.version(),
-        args.reps
-    ));
+    let mut table = Table::new(
+        &format!("MLflow {}", mlflow.version()),
+        &format!(
+            "Logging: runbase (psycopg 3) vs MLflow {} (SQLite backend, its client), median of {}",
+            mlflow.version(),
+            args.reps
+        ),
+    );
     table.push(Row::lower_better(
         "one run's bookkeeping: start, 10 params, a tag, end (ms)",
         med(0, |p| p.run) * 1e3,

@@ -174,10 +174,13 @@ async fn main() {
         median(&scoring)
     );
     let rate = |s: &[f64]| args.rows as f64 / median(s);
-    let mut table = Table::new("psycopg 3 + PyTorch job", &format!(
-        "PREDICT: score {} rows × {} features with an MLP 128-64, {threads} libtorch threads (rows/s, median of {})",
-        args.rows, args.features, args.reps
-    ));
+    let mut table = Table::new(
+        "psycopg 3 + PyTorch job",
+        &format!(
+            "PREDICT: score {} rows × {} features with an MLP 128-64, {threads} libtorch threads (rows/s, median of {})",
+            args.rows, args.features, args.reps
+        ),
+    );
     table.push(Row::higher_better(
         "PREDICT: score rows, read over the wire (rows/s)",
         rate(&ours),

@@ -237,10 +237,13 @@ async fn main() {
         "PostgreSQL {}",
         pg_version.split_whitespace().next().unwrap_or_default()
     );
-    let mut table = Table::new(&short, &format!(
-        "runbase vs PostgreSQL {pg_version}, synchronous commit {}",
-        if sync { "on" } else { "off" }
-    ));
+    let mut table = Table::new(
+        &short,
+        &format!(
+            "runbase vs PostgreSQL {pg_version}, synchronous commit {}",
+            if sync { "on" } else { "off" }
+        ),
+    );
 
     // COPY of metric points into a fresh run, alternating.
     let mut copy = [Vec::new(), Vec::new()];

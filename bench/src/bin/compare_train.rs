@@ -150,10 +150,13 @@ async fn main() {
         theirs.push(run_python(&csv, &args, threads));
     }
     let (r, p) = (median(&ours), median(&theirs));
-    let mut table = Table::new("PyTorch 2.11 training loop", &format!(
-        "TRAIN vs Python PyTorch 2.11 ({} rows × {} features, MLP 128-64, {} epochs, batch {}, {threads} threads; seconds, median of {})",
-        args.rows, args.features, args.epochs, args.batch_size, args.reps
-    ));
+    let mut table = Table::new(
+        "PyTorch 2.11 training loop",
+        &format!(
+            "TRAIN vs Python PyTorch 2.11 ({} rows × {} features, MLP 128-64, {} epochs, batch {}, {threads} threads; seconds, median of {})",
+            args.rows, args.features, args.epochs, args.batch_size, args.reps
+        ),
+    );
     table.push(Row::lower_better(
         &format!(
             "TRAIN: an MLP on {} rows × {}, {} epochs (s)",

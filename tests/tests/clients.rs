@@ -1,0 +1,346 @@
+//! The client matrix: real drivers and tools against a real server, each with its normal
+//! settings (tests/clients/: python_clients.py, jdbc/Matrix.java, node/matrix.js). Each
+//! creates and fills a table with parameterized inserts, reads every type back (NULLs
+//! too), uses a prepared statement twice, runs COPY FROM STDIN and TO STDOUT, checks an
+//! error's SQLSTATE and reads the runbase system tables. Also here: psql's
+//! meta-commands, the catalog queries BI tools send, and per-session `SET`.
+//!
+//! What each needs is installed by scripts/setup.sh (the README's test command).
+
+use std::path::PathBuf;
+use std::process::Command;
+
+use runbase_tests::client::{scalar, sqlstate};
+use runbase_tests::server::TestServer;
+
+fn clients_dir() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("clients")
+}
+
+/// Runs `cmd` and checks that it succeeds and prints `ok <what>`.
+fn expect_ok(mut cmd: Command, what: &str) {
+    let out = cmd
+        .output()
+        .unwrap_or_else(|e| panic!("run the {what} client: {e}"));
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success() && stdout.contains(&format!("ok {what}")),
+        "{what} client failed ({}):\n{stdout}\n{}",
+        out.status,
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+fn python_client(driver: &str) {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let server = TestServer::start(dir.path());
+    // `python3` is the test venv's (scripts/env.sh puts it first on PATH).
+    let mut cmd = Command::new("python3");
+    cmd.arg(clients_dir().join("python_clients.py"))
+        .arg(driver)
+        .arg(server.port.to_string());
+    expect_ok(cmd, driver);
+}
+
+#[test]
+fn psycopg3() {
+    python_client("psycopg");
+}
+
+#[test]
+fn psycopg2() {
+    python_client("psycopg2");
+}
+
+#[test]
+fn asyncpg() {
+    python_client("asyncpg");
+}
+
+#[test]
+fn sqlalchemy_engine_inspect_and_core() {
+    python_client("sqlalchemy");
+}
+
+#[test]
+fn pandas_read_sql_and_to_sql() {
+    python_client("pandas");
+}
+
+/// Debian's pgjdbc (libpostgresql-jdbc-java).
+const JDBC_JAR: &str = "/usr/share/java/postgresql.jar";
+
+#[test]
+fn jdbc() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let classes = dir.path().join("classes");
+    let status = Command::new("javac")
+        .args(["-d"])
+        .arg(&classes)
+        .args(["-cp", JDBC_JAR])
+        .arg(clients_dir().join("jdbc").join("Matrix.java"))
+        .status()
+        .expect("run javac (scripts/setup.sh installs a JDK and libpostgresql-jdbc-java)");
+    assert!(status.success(), "javac failed");
+    let server = TestServer::start(&dir.path().join("data"));
+    let mut cmd = Command::new("java");
+    cmd.arg("-cp")
+        .arg(format!("{JDBC_JAR}:{}", classes.display()))
+        .arg("Matrix")
+        .arg(server.port.to_string());
+    expect_ok(cmd, "jdbc");
+}
+
+#[test]
+fn node_pg() {
+    let node_dir = clients_dir().join("node");
+    assert!(
+        node_dir.join("node_modules").join("pg").exists(),
+        "node_modules missing: scripts/setup.sh runs `npm ci` in {}",
+        node_dir.display()
+    );
+    let dir = tempfile::tempdir().expect("tempdir");
+    let server = TestServer::start(dir.path());
+    let mut cmd = Command::new("node");
+    cmd.arg(node_dir.join("matrix.js"))
+        .arg(server.port.to_string())
+        .current_dir(&node_dir);
+    expect_ok(cmd, "node");
+}
+
+fn psql_ok(server: &TestServer, args: &[&str]) -> String {
+    let out = server.psql(args);
+    assert!(
+        out.status.success(),
+        "psql {args:?} failed:\n{}\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+#[test]
+fn psql_meta_commands_expanded_output_and_copy() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let server = TestServer::start(dir.path());
+    psql_ok(
+        &server,
+        &[
+            "-c",
+            "CREATE TABLE points (id bigint, label text, at timestamptz)",
+        ],
+    );
+    let dt = psql_ok(&server, &["-c", "\\dt"]);
+    assert!(dt.contains("points") && dt.contains("runbase"), "{dt}");
+    let d = psql_ok(&server, &["-c", "\\d points"]);
+    assert!(
+        d.contains("bigint") && d.contains("timestamp with time zone"),
+        "{d}"
+    );
+    let dn = psql_ok(&server, &["-c", "\\dn"]);
+    assert!(dn.contains("public") && dn.contains("runbase"), "{dn}");
+    let df = psql_ok(&server, &["-c", "\\df"]);
+    assert!(df.contains("List of functions"), "{df}");
+    let x = psql_ok(&server, &["-c", "\\x", "-c", "SELECT 1 AS a, 'two' AS b"]);
+    assert!(x.contains("-[ RECORD 1 ]") && x.contains("b | two"), "{x}");
+    // \copy: client-side files through COPY FROM STDIN / TO STDOUT.
+    let csv = dir.path().join("in.csv");
+    std::fs::write(&csv, "1,one,2024-01-01 00:00:00+00\n2,,\n").expect("write csv");
+    let out = dir.path().join("out.csv");
+    psql_ok(
+        &server,
+        &[
+            "-c",
+            &format!("\\copy points FROM '{}' WITH (FORMAT csv)", csv.display()),
+            "-c",
+            &format!(
+                "\\copy (SELECT id, label FROM points ORDER BY id) TO '{}' WITH (FORMAT csv)",
+                out.display()
+            ),
+        ],
+    );
+    assert_eq!(
+        std::fs::read_to_string(&out).expect("read out.csv"),
+        "1,one\n2,\n"
+    );
+    let wrong = server.psql(&["-c", "SELECT * FROM nowhere"]);
+    assert!(!wrong.status.success());
+    assert!(
+        String::from_utf8_lossy(&wrong.stderr).contains("relation \"nowhere\" does not exist"),
+        "{}",
+        String::from_utf8_lossy(&wrong.stderr)
+    );
+}
+
+#[tokio::test]
+async fn schema_discovery_queries_answer_like_postgres() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let server = TestServer::start(dir.path());
+    let client = server.connect().await;
+    client
+        .batch_execute("CREATE TABLE sales (id bigint, amount double precision, day date)")
+        .await
+        .expect("create");
+    let tables: Vec<String> = client
+        .query(
+            "SELECT table_name FROM information_schema.tables WHERE table_schema = 'public' ORDER BY 1",
+            &[],
+        )
+        .await
+        .expect("information_schema.tables")
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    assert_eq!(tables, vec!["sales".to_string()]);
+    let columns: Vec<(String, String)> = client
+        .query(
+            "SELECT column_name, data_type FROM information_schema.columns WHERE table_name = 'sales' ORDER BY ordinal_position",
+            &[],
+        )
+        .await
+        .expect("information_schema.columns")
+        .iter()
+        .map(|r| (r.get(0), r.get(1)))
+        .collect();
+    assert_eq!(columns.len(), 3, "{columns:?}");
+    assert_eq!(columns[0].0, "id");
+    // pg_class / pg_attribute / pg_type / pg_namespace joined as BI tools do.
+    let rows = client
+        .query(
+            "SELECT a.attname, format_type(a.atttypid, a.atttypmod) \
+             FROM pg_catalog.pg_attribute a \
+             JOIN pg_catalog.pg_class c ON a.attrelid = c.oid \
+             JOIN pg_catalog.pg_namespace n ON c.relnamespace = n.oid \
+             WHERE c.relname = 'sales' AND n.nspname = 'public' AND a.attnum > 0 \
+             ORDER BY a.attnum",
+            &[],
+        )
+        .await
+        .expect("pg_attribute join");
+    let described: Vec<(String, String)> = rows.iter().map(|r| (r.get(0), r.get(1))).collect();
+    assert_eq!(
+        described,
+        vec![
+            ("id".to_string(), "bigint".to_string()),
+            ("amount".to_string(), "double precision".to_string()),
+            ("day".to_string(), "date".to_string()),
+        ]
+    );
+    let types: i64 = scalar(
+        &client,
+        "SELECT count(*) FROM pg_catalog.pg_type WHERE typname IN ('int8', 'text', 'float8')",
+        &[],
+    )
+    .await;
+    assert_eq!(types, 3);
+    let schema: String = scalar(&client, "SELECT current_schema()", &[]).await;
+    assert_eq!(schema, "public");
+    let version: String = scalar(&client, "SELECT current_setting('server_version')", &[]).await;
+    assert!(version.starts_with("16"), "{version}");
+    let missing: Option<String> = scalar(
+        &client,
+        "SELECT current_setting('no.such_setting', true)",
+        &[],
+    )
+    .await;
+    assert_eq!(missing, None);
+    let err = client
+        .query("SELECT current_setting('no_such_setting')", &[])
+        .await
+        .expect_err("unknown setting");
+    assert_eq!(sqlstate(&err), "42704");
+    let expr: Option<String> = scalar(&client, "SELECT pg_get_expr(NULL, 0)", &[]).await;
+    assert_eq!(expr, None);
+    for (setting, want) in [
+        ("server_version_num", "160000"),
+        ("standard_conforming_strings", "on"),
+        ("client_encoding", "UTF8"),
+        ("TimeZone", "UTC"),
+        ("transaction isolation level", "read committed"),
+        ("search_path", "\"$user\", public"),
+    ] {
+        let rows = client
+            .simple_query(&format!("SHOW {setting}"))
+            .await
+            .unwrap_or_else(|e| panic!("SHOW {setting}: {e}"));
+        let value = rows.iter().find_map(|m| match m {
+            tokio_postgres::SimpleQueryMessage::Row(r) => r.get(0).map(str::to_string),
+            _ => None,
+        });
+        assert_eq!(value.as_deref(), Some(want), "SHOW {setting}");
+    }
+    let regtype: Option<i32> = scalar(&client, "SELECT to_regtype('hstore')", &[]).await;
+    assert_eq!(regtype, None);
+}
+
+async fn batch_size(c: &tokio_postgres::Client) -> String {
+    let v: Option<String> = scalar(
+        c,
+        "SELECT value FROM information_schema.df_settings WHERE name = 'datafusion.execution.batch_size'",
+        &[],
+    )
+    .await;
+    v.unwrap_or_default()
+}
+
+async fn show(c: &tokio_postgres::Client, name: &str) -> String {
+    let rows = c.simple_query(&format!("SHOW {name}")).await.expect("SHOW");
+    rows.iter()
+        .find_map(|m| match m {
+            tokio_postgres::SimpleQueryMessage::Row(r) => r.get(0).map(str::to_string),
+            _ => None,
+        })
+        .unwrap_or_default()
+}
+
+#[tokio::test]
+async fn set_affects_only_its_own_session() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let server = TestServer::start(dir.path());
+    let a = server.connect().await;
+    let b = server.connect().await;
+    a.batch_execute("SET application_name = 'dashboard'; SET statement_timeout = '5s'; SET datafusion.execution.batch_size = 1024")
+        .await
+        .expect("SET");
+    assert_eq!(show(&a, "application_name").await, "dashboard");
+    assert_eq!(show(&b, "application_name").await, "");
+    assert_eq!(show(&a, "statement_timeout").await, "5s");
+    assert_eq!(show(&b, "statement_timeout").await, "0");
+    assert_eq!(batch_size(&a).await, "1024");
+    assert_eq!(batch_size(&b).await, "8192");
+}
+
+#[tokio::test]
+async fn transactions_are_accepted_and_autocommit_off_drivers_work() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let server = TestServer::start(dir.path());
+    let mut client = server.connect().await;
+    client
+        .batch_execute("CREATE TABLE t (x bigint)")
+        .await
+        .expect("create");
+    // What a driver in autocommit-off mode sends: BEGIN … COMMIT, savepoints inside.
+    let mut tx = client.transaction().await.expect("BEGIN");
+    tx.execute("INSERT INTO t VALUES (1)", &[])
+        .await
+        .expect("insert");
+    {
+        let sp = tx.savepoint("inner").await.expect("SAVEPOINT");
+        sp.execute("INSERT INTO t VALUES (2)", &[])
+            .await
+            .expect("insert in savepoint");
+        sp.commit().await.expect("RELEASE");
+    }
+    tx.commit().await.expect("COMMIT");
+    let n: i64 = scalar(&client, "SELECT count(*) FROM t", &[]).await;
+    assert_eq!(n, 2);
+    // ROLLBACK is accepted but cannot undo: each statement committed when it ran, and
+    // the client is told so with a WARNING.
+    let tx = client.transaction().await.expect("BEGIN");
+    tx.execute("INSERT INTO t VALUES (3)", &[])
+        .await
+        .expect("insert");
+    tx.rollback().await.expect("ROLLBACK");
+    let n: i64 = scalar(&client, "SELECT count(*) FROM t", &[]).await;
+    assert_eq!(n, 3, "the insert before ROLLBACK stays");
+}
