@@ -33,7 +33,6 @@ use pgwire::messages::data::DataRow;
 use pgwire::messages::extendedquery::Execute;
 use runbase_engine::copy::{CopyFormat, CopyIn};
 use runbase_engine::{CommandTag, Database, Prepared, QueryOutput, Session};
-use std::ops::Deref;
 use tracing::debug;
 
 use crate::auth::{AuthPolicy, Startup};
@@ -555,15 +554,16 @@ impl ExtendedQueryHandler for Connection {
             Some(Entry::Value(portal)) => Some(portal),
             _ => None,
         };
-        let streamable = message.max_rows == 0
+        let initial = match &portal {
+            Some(p) => matches!(*p.state().lock().await, PortalExecutionState::Initial),
+            None => false,
+        };
+        let streamable = initial
+            && message.max_rows == 0
             && matches!(client.state(), PgWireConnectionState::ReadyForQuery)
-            && portal.as_ref().is_some_and(|p| {
-                p.statement.statement.returns_rows()
-                    && matches!(
-                        futures::executor::block_on(p.state().lock()).deref(),
-                        PortalExecutionState::Initial
-                    )
-            });
+            && portal
+                .as_ref()
+                .is_some_and(|p| p.statement.statement.returns_rows());
         let Some(portal) = portal.filter(|_| streamable) else {
             return self._on_execute(client, message).await;
         };
