@@ -483,5 +483,6 @@ fn template_state(
     )
     .map_err(|e| Error::DataFusion(*e))?;
     crate::compat::register(&ctx);
+    crate::oid_array::register(&ctx);
     Ok(ctx.state())
 }

@@ -14,8 +14,12 @@ use futures::{Sink, SinkExt, StreamExt, stream};
 use pgwire::api::auth::StartupHandler;
 use pgwire::api::cancel::{CancelHandler, DefaultCancelHandler};
 use pgwire::api::copy::CopyHandler;
+use pgwire::api::copy::{send_copy_in_response, send_copy_out_response};
 use pgwire::api::portal::{Format, Portal, PortalExecutionState};
-use pgwire::api::query::{ExtendedQueryHandler, SimpleQueryHandler};
+use pgwire::api::query::{
+    ExtendedQueryHandler, SimpleQueryHandler, send_execution_response, send_query_response,
+    send_ready_for_query,
+};
 use pgwire::api::results::{
     CopyResponse, DescribePortalResponse, FieldFormat, FieldInfo, QueryResponse, Response, Tag,
 };
@@ -31,7 +35,10 @@ use pgwire::messages::PgWireBackendMessage;
 use pgwire::messages::copy::{CopyData, CopyDone, CopyFail};
 use pgwire::messages::data::DataRow;
 use pgwire::messages::extendedquery::Execute;
+use pgwire::messages::response::{EmptyQueryResponse, TransactionStatus};
+use pgwire::messages::simplequery::Query;
 use runbase_engine::copy::{CopyFormat, CopyIn};
+use runbase_engine::oid_array::is_oid_array;
 use runbase_engine::{CommandTag, Database, Prepared, QueryOutput, Session};
 use tracing::debug;
 
@@ -212,6 +219,53 @@ fn with_deadline(
     Box::pin(datafusion::physical_plan::stream::RecordBatchStreamAdapter::new(schema, rows))
 }
 
+/// Watches for a cancel request (psql's Ctrl-C, a driver's cancel) against the statement
+/// running on a connection.
+struct CancelWatch<F> {
+    handle: Option<Arc<ConnectionHandle>>,
+    /// Resolves on a cancel request; never when there is no registry, or when the sender
+    /// goes away without one (another statement started).
+    canceled: F,
+}
+
+impl CancelWatch<()> {
+    /// Registers the statement starting now as the one a cancel request stops.
+    async fn start<C: ClientInfo>(
+        client: &C,
+    ) -> CancelWatch<impl std::future::Future<Output = ()> + Send + 'static> {
+        let handle = client
+            .session_extensions()
+            .get::<Arc<ConnectionHandle>>()
+            .map(|h| (*h).clone());
+        let receiver = match &handle {
+            Some(h) => Some(h.start_query().await),
+            None => None,
+        };
+        let canceled = async move {
+            let fired = match receiver {
+                Some(rx) => rx.await.is_ok(),
+                None => false,
+            };
+            if !fired {
+                std::future::pending::<()>().await;
+            }
+        };
+        CancelWatch { handle, canceled }
+    }
+
+    /// No statement is running any more: a late cancel request finds nothing.
+    async fn finish(handle: Option<Arc<ConnectionHandle>>) {
+        if let Some(h) = handle {
+            drop(h.start_query().await);
+        }
+    }
+}
+
+/// The error a cancel request ends a statement with (57014).
+fn canceled_error() -> runbase_engine::Error {
+    runbase_engine::Error::Canceled("canceling statement due to user request".into())
+}
+
 /// A NOTICE with `message`.
 fn notice(message: String) -> PgWireBackendMessage {
     PgWireBackendMessage::NoticeResponse(
@@ -285,16 +339,46 @@ where
     Ok(())
 }
 
+/// The wire description of a result's columns: arrow-pg's, with two corrections. A list of
+/// oids is `oid[]` (see [`runbase_engine::oid_array`]). And an oid mark is only believed
+/// on an int4: DataFusion's cast keeps its source's field metadata, so `typelem::text`
+/// arrives as text still marked `oid`, which arrow-pg would describe as `oid` while the
+/// rows carry text.
+fn pg_fields(
+    schema: &datafusion::arrow::datatypes::Schema,
+    format: &Format,
+) -> PgWireResult<Vec<FieldInfo>> {
+    let mut fields = arrow_schema_to_pg_fields(schema, format, None)?;
+    for (i, field) in schema.fields().iter().enumerate() {
+        let data_type = field.data_type();
+        let corrected = if is_oid_array(data_type) {
+            Type::OID_ARRAY
+        } else if data_type != &DataType::Int32
+            && field
+                .metadata()
+                .contains_key(arrow_pg::datatypes::PG_OID_ALIAS_KEY)
+        {
+            into_pg_type(data_type)?
+        } else {
+            continue;
+        };
+        fields[i] = FieldInfo::new(
+            field.name().clone(),
+            None,
+            None,
+            corrected,
+            format.format_for(i),
+        );
+    }
+    Ok(fields)
+}
+
 /// Turns one statement's output into a pgwire response.
 fn to_response(output: QueryOutput, format: &Format) -> PgWireResult<Response> {
     match output {
         QueryOutput::Command(tag) => Ok(command_response(&tag)),
         QueryOutput::Rows(stream) => {
-            let fields = Arc::new(arrow_schema_to_pg_fields(
-                stream.schema().as_ref(),
-                format,
-                None,
-            )?);
+            let fields = Arc::new(pg_fields(stream.schema().as_ref(), format)?);
             let row_fields = fields.clone();
             let rows = stream
                 .map(
@@ -349,8 +433,166 @@ fn command_response(tag: &CommandTag) -> Response {
     }
 }
 
+impl Connection {
+    /// Runs one statement of a simple query and turns its output into a response; an
+    /// error becomes `Response::Error`. The rows of a result are produced as the response
+    /// is sent.
+    async fn simple_statement<C>(
+        &self,
+        client: &mut C,
+        statement: runbase_engine::Statement,
+    ) -> PgWireResult<Response>
+    where
+        C: ClientInfo + ClientPortalStore + Sink<PgWireBackendMessage> + Unpin + Send + Sync,
+        C::PortalStore: PortalStore,
+        C::Error: Debug,
+        PgWireError: From<<C as Sink<PgWireBackendMessage>>::Error>,
+    {
+        // `DEALLOCATE name` also forgets the protocol-level statement of that name.
+        if let runbase_engine::Statement::Sql(ast) = &statement
+            && let datafusion::sql::sqlparser::ast::Statement::Deallocate { name, .. } =
+                ast.as_ref()
+        {
+            client.portal_store().rm_statement(&name.value);
+        }
+        self.session.notices().drain();
+        let result = self
+            .timed(async {
+                let prepared = self.session.prepare(statement).await?;
+                self.session.execute(&prepared, None).await
+            })
+            .await;
+        match result {
+            Ok(output) => {
+                let output = forward_notices(client, self.session.notices(), output).await?;
+                warn_if_rollback(client, is_rollback(&output)).await?;
+                self.respond(output, &Format::UnifiedText)
+            }
+            Err(e) => Ok(Response::Error(Box::new(to_pg_error(&e).into()))),
+        }
+    }
+}
+
+/// Sends one statement's response of a simple query, as pgwire's default does, and
+/// returns whether the batch goes on.
+async fn send_simple_response<C>(
+    client: &mut C,
+    response: Response,
+    status: &mut TransactionStatus,
+) -> PgWireResult<bool>
+where
+    C: ClientInfo + Sink<PgWireBackendMessage> + Unpin + Send + Sync,
+    C::Error: Debug,
+    PgWireError: From<<C as Sink<PgWireBackendMessage>>::Error>,
+{
+    match response {
+        Response::EmptyQuery => {
+            client
+                .feed(PgWireBackendMessage::EmptyQueryResponse(
+                    EmptyQueryResponse::new(),
+                ))
+                .await?;
+        }
+        Response::Query(results) => send_query_response(client, results, true).await?,
+        Response::Execution(tag) => send_execution_response(client, tag).await?,
+        Response::TransactionStart(tag) => {
+            send_execution_response(client, tag).await?;
+            *status = status.to_in_transaction_state();
+        }
+        Response::TransactionEnd(tag) => {
+            send_execution_response(client, tag).await?;
+            *status = status.to_idle_state();
+        }
+        Response::Error(e) => {
+            client
+                .feed(PgWireBackendMessage::ErrorResponse((*e).into()))
+                .await?;
+            *status = status.to_error_state();
+            // As in PostgreSQL, the first failing statement ends the batch.
+            return Ok(false);
+        }
+        Response::CopyIn(copy) => {
+            send_copy_in_response(client, copy).await?;
+            client.set_state(PgWireConnectionState::CopyInProgress(false));
+            // The client sends the data next; later statements would be lost.
+            return Ok(false);
+        }
+        Response::CopyOut(copy) => send_copy_out_response(client, copy).await?,
+        Response::CopyBoth(_) => {
+            return Err(PgError {
+                code: "0A000",
+                message: "COPY BOTH is not supported".into(),
+            }
+            .into());
+        }
+    }
+    Ok(true)
+}
+
 #[async_trait]
 impl SimpleQueryHandler for Connection {
+    /// Runs a simple query's statements one after another, each finished — its rows sent
+    /// as they are produced — before the next starts. A cancel request stops the running
+    /// statement at any point, while computing or while its rows stream, with 57014.
+    /// (pgwire's default runs every statement before sending any row, and races a cancel
+    /// only against that.)
+    async fn on_query<C>(&self, client: &mut C, query: Query) -> PgWireResult<()>
+    where
+        C: ClientInfo + ClientPortalStore + Sink<PgWireBackendMessage> + Unpin + Send + Sync,
+        C::PortalStore: PortalStore,
+        C::Error: Debug,
+        PgWireError: From<<C as Sink<PgWireBackendMessage>>::Error>,
+    {
+        if !matches!(client.state(), PgWireConnectionState::ReadyForQuery) {
+            return Err(PgWireError::NotReadyForQuery);
+        }
+        debug!(query = query.query, "simple query");
+        let mut status = client.transaction_status();
+        client.set_state(PgWireConnectionState::QueryInProgress);
+        let (user, application) = client_identity(client);
+        self.session.set_client(user, application);
+        let statements = match self.session.parse(&query.query) {
+            Ok(s) => s,
+            Err(e) => {
+                client.set_state(PgWireConnectionState::ReadyForQuery);
+                return Err(pg_err(&e));
+            }
+        };
+        if statements.is_empty() {
+            client
+                .feed(PgWireBackendMessage::EmptyQueryResponse(
+                    EmptyQueryResponse::new(),
+                ))
+                .await?;
+        }
+        for statement in statements {
+            let watch = CancelWatch::start(client).await;
+            let canceled = watch.canceled;
+            let go_on = tokio::select! {
+                r = async {
+                    let response = self.simple_statement(client, statement).await?;
+                    send_simple_response(client, response, &mut status).await
+                } => r,
+                () = canceled => {
+                    let error = to_pg_error(&canceled_error());
+                    send_simple_response(client, Response::Error(Box::new(error.into())), &mut status).await
+                }
+            };
+            CancelWatch::finish(watch.handle).await;
+            if !go_on? {
+                break;
+            }
+        }
+        if !matches!(client.state(), PgWireConnectionState::CopyInProgress(_)) {
+            // During `COPY … FROM STDIN` the copy handler answers once the data is in.
+            client.set_state(PgWireConnectionState::ReadyForQuery);
+            client.set_transaction_status(status);
+            send_ready_for_query(client, status).await?;
+        }
+        Ok(())
+    }
+
+    /// Every statement's response, computed one after another (`on_query` streams instead).
     async fn do_query<C>(&self, client: &mut C, query: &str) -> PgWireResult<Vec<Response>>
     where
         C: ClientInfo + ClientPortalStore + Sink<PgWireBackendMessage> + Unpin + Send + Sync,
@@ -358,42 +600,14 @@ impl SimpleQueryHandler for Connection {
         C::Error: Debug,
         PgWireError: From<<C as Sink<PgWireBackendMessage>>::Error>,
     {
-        debug!(query, "simple query");
-        let (user, application) = client_identity(client);
-        self.session.set_client(user, application);
         let statements = self.session.parse(query).map_err(|e| pg_err(&e))?;
         let mut responses = Vec::with_capacity(statements.len());
-        // As in PostgreSQL, the first failing statement ends the batch.
         for statement in statements {
-            // `DEALLOCATE name` also forgets the protocol-level statement of that name.
-            if let runbase_engine::Statement::Sql(ast) = &statement
-                && let datafusion::sql::sqlparser::ast::Statement::Deallocate { name, .. } =
-                    ast.as_ref()
-            {
-                client.portal_store().rm_statement(&name.value);
-            }
-            self.session.notices().drain();
-            let result = self
-                .timed(async {
-                    let prepared = self.session.prepare(statement).await?;
-                    self.session.execute(&prepared, None).await
-                })
-                .await;
-            match result {
-                Ok(output) => {
-                    let output = forward_notices(client, self.session.notices(), output).await?;
-                    warn_if_rollback(client, is_rollback(&output)).await?;
-                    let copy_in = matches!(output, QueryOutput::CopyIn(_));
-                    responses.push(self.respond(output, &Format::UnifiedText)?);
-                    if copy_in {
-                        // The client sends the data next; later statements would be lost.
-                        break;
-                    }
-                }
-                Err(e) => {
-                    responses.push(Response::Error(Box::new(to_pg_error(&e).into())));
-                    break;
-                }
+            let response = self.simple_statement(client, statement).await?;
+            let last = matches!(response, Response::Error(_) | Response::CopyIn(_));
+            responses.push(response);
+            if last {
+                break;
             }
         }
         Ok(responses)
@@ -408,6 +622,7 @@ pub struct StatementParser {
 /// The wire type of a parameter; untyped parameters are sent as text.
 fn parameter_wire_type(ty: Option<&DataType>) -> PgWireResult<Type> {
     match ty {
+        Some(t) if is_oid_array(t) => Ok(Type::OID_ARRAY),
         Some(t) => into_pg_type(t),
         None => Ok(Type::TEXT),
     }
@@ -461,10 +676,9 @@ impl QueryParser for StatementParser {
         stmt: &Prepared,
         column_format: Option<&Format>,
     ) -> PgWireResult<Vec<FieldInfo>> {
-        arrow_schema_to_pg_fields(
+        pg_fields(
             stmt.output_schema().as_ref(),
             column_format.unwrap_or(&Format::UnifiedBinary),
-            None,
         )
     }
 }
@@ -528,8 +742,7 @@ impl ExtendedQueryHandler for Connection {
             }
             other => other.output_schema(),
         };
-        let fields =
-            arrow_schema_to_pg_fields(schema.as_ref(), &portal.result_column_format, None)?;
+        let fields = pg_fields(schema.as_ref(), &portal.result_column_format)?;
         Ok(DescribePortalResponse::new(fields))
     }
 
@@ -568,22 +781,8 @@ impl ExtendedQueryHandler for Connection {
             return self._on_execute(client, message).await;
         };
         client.set_state(PgWireConnectionState::QueryInProgress);
-        let handle = client.session_extensions().get::<Arc<ConnectionHandle>>();
-        let receiver = match &handle {
-            Some(h) => Some(h.start_query().await),
-            None => None,
-        };
-        // Resolves on a cancel request; never when there is no registry, or when the
-        // sender goes away without one (another query started).
-        let canceled = async move {
-            let fired = match receiver {
-                Some(rx) => rx.await.is_ok(),
-                None => false,
-            };
-            if !fired {
-                std::future::pending::<()>().await;
-            }
-        };
+        let watch = CancelWatch::start(client).await;
+        let canceled = watch.canceled;
         tokio::pin!(canceled);
         let result = async {
             let response = tokio::select! {
@@ -617,10 +816,7 @@ impl ExtendedQueryHandler for Connection {
             Ok(())
         }
         .await;
-        if let Some(h) = &handle {
-            // No query is running any more: a late cancel request finds nothing.
-            drop(h.start_query().await);
-        }
+        CancelWatch::finish(watch.handle).await;
         *portal.state().lock().await = PortalExecutionState::Finished;
         client.set_state(PgWireConnectionState::ReadyForQuery);
         result

@@ -153,20 +153,20 @@ def asyncpg_():
         conn = await asyncpg.connect(
             host="127.0.0.1", port=PORT, user="matrix", database="runbase"
         )
-        # Known gap: asyncpg decodes arrays other than text[]/oid[] only after looking the
-        # type up with its pg_type introspection query, whose oid[] parameter runbase
-        # describes as int4[]; so float8[] is left out for asyncpg (docs/clients.md).
-        columns = COLUMNS.rsplit(", ", 1)[0]
-        row, nulls = ROW[:-1], NULLS[:-1]
+        # asyncpg decodes arrays other than text[]/oid[] only after looking their types
+        # up with its pg_type introspection query (a recursive CTE, $1::oid[], and
+        # array_agg of oids): float8[] here exercises that query.
         await conn.execute(f"DROP TABLE IF EXISTS {TABLE}")
-        await conn.execute(f"CREATE TABLE {TABLE} ({columns})")
-        placeholders = ", ".join(f"${i + 1}" for i in range(len(row)))
+        await conn.execute(f"CREATE TABLE {TABLE} ({COLUMNS})")
+        placeholders = ", ".join(f"${i + 1}" for i in range(len(ROW)))
         insert = f"INSERT INTO {TABLE} VALUES ({placeholders})"
-        await conn.execute(insert, *row)
-        await conn.execute(insert, *nulls)
+        await conn.execute(insert, *ROW)
+        await conn.execute(insert, *NULLS)
         rows = await conn.fetch(f"SELECT * FROM {TABLE} ORDER BY i4 NULLS LAST")
-        check_row(rows[0], row)
-        assert tuple(rows[1]) == nulls, rows[1]
+        check_row(rows[0])
+        assert tuple(rows[1]) == NULLS, rows[1]
+        ints = await conn.fetchval("SELECT $1::bigint[]", [1, None, 3])
+        assert ints == [1, None, 3], ints
         stmt = await conn.prepare("SELECT $1::bigint + 1")
         assert await stmt.fetchval(1) == 2
         assert await stmt.fetchval(41) == 42

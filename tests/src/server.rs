@@ -153,24 +153,30 @@ impl TestServer {
         client
     }
 
-    /// Runs `psql` with `args` (after the connection options) and returns its stdout.
+    /// Runs `psql` with `args` (after the connection options) and returns its output.
     pub fn psql(&self, args: &[&str]) -> std::process::Output {
-        Command::new("psql")
-            .args([
-                "-h",
-                "127.0.0.1",
-                "-p",
-                &self.port.to_string(),
-                "-U",
-                "runbase",
-                "-X",
-                "-v",
-                "ON_ERROR_STOP=1",
-            ])
-            .args(args)
-            .env("PGCONNECT_TIMEOUT", "10")
+        self.psql_command(args)
             .output()
             .expect("run psql (install postgresql-client)")
+    }
+
+    /// The `psql` command with the connection options and `args`, to spawn.
+    pub fn psql_command(&self, args: &[&str]) -> Command {
+        let mut cmd = Command::new("psql");
+        cmd.args([
+            "-h",
+            "127.0.0.1",
+            "-p",
+            &self.port.to_string(),
+            "-U",
+            "runbase",
+            "-X",
+            "-v",
+            "ON_ERROR_STOP=1",
+        ])
+        .args(args)
+        .env("PGCONNECT_TIMEOUT", "10");
+        cmd
     }
 
     /// Kills the server with SIGKILL: no shutdown code runs.

@@ -3,12 +3,14 @@
 //! creates and fills a table with parameterized inserts, reads every type back (NULLs
 //! too), uses a prepared statement twice, runs COPY FROM STDIN and TO STDOUT, checks an
 //! error's SQLSTATE and reads the runbase system tables. Also here: psql's
-//! meta-commands, the catalog queries BI tools send, and per-session `SET`.
+//! meta-commands and Ctrl-C, the catalog queries BI tools send, and per-session `SET`.
 //!
 //! What each needs is installed by scripts/setup.sh (the README's test command).
 
+use std::io::Read;
 use std::path::PathBuf;
-use std::process::Command;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
 
 use runbase_tests::client::{scalar, sqlstate};
 use runbase_tests::server::TestServer;
@@ -172,6 +174,51 @@ fn psql_meta_commands_expanded_output_and_copy() {
     );
 }
 
+#[test]
+fn psql_ctrl_c_cancels_a_streaming_query() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let server = TestServer::start(dir.path());
+    let mut psql = server
+        .psql_command(&[
+            "-c",
+            "SELECT value FROM generate_series(1, 2000000000) AS t(value)",
+        ])
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn psql");
+    // Let the rows start streaming, then press Ctrl-C.
+    std::thread::sleep(Duration::from_secs(2));
+    let status = Command::new("kill")
+        .args(["-INT", &psql.id().to_string()])
+        .status()
+        .expect("kill -INT");
+    assert!(status.success());
+    let started = Instant::now();
+    let exited = loop {
+        if let Some(status) = psql.try_wait().expect("wait for psql") {
+            break status;
+        }
+        if started.elapsed() > Duration::from_secs(30) {
+            let _ = psql.kill();
+            panic!("psql still running 30 s after Ctrl-C");
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    let mut stderr = String::new();
+    if let Some(mut e) = psql.stderr.take() {
+        e.read_to_string(&mut stderr).expect("read stderr");
+    }
+    assert!(!exited.success());
+    assert!(
+        stderr.contains("canceling statement due to user request"),
+        "{stderr}"
+    );
+    // The server is still there for the next client.
+    let after = psql_ok(&server, &["-At", "-c", "SELECT 41 + 1"]);
+    assert_eq!(after.trim(), "42");
+}
+
 #[tokio::test]
 async fn schema_discovery_queries_answer_like_postgres() {
     let dir = tempfile::tempdir().expect("tempdir");
@@ -271,6 +318,39 @@ async fn schema_discovery_queries_answer_like_postgres() {
     }
     let regtype: Option<i32> = scalar(&client, "SELECT to_regtype('hstore')", &[]).await;
     assert_eq!(regtype, None);
+    // Oid columns and arrays are described as PostgreSQL describes them: an oid cast to
+    // text is text, and arrays of oids (a parameter, an aggregate) are oid[].
+    let described = client
+        .prepare(
+            "SELECT t.typelem::text AS elem, array_agg(t.oid) AS oids, $1::oid[] AS wanted \
+             FROM pg_catalog.pg_type t WHERE t.oid = any($1::oid[]) GROUP BY t.typelem",
+        )
+        .await
+        .expect("prepare oid[] query");
+    let types: Vec<&tokio_postgres::types::Type> =
+        described.columns().iter().map(|c| c.type_()).collect();
+    assert_eq!(
+        types,
+        vec![
+            &tokio_postgres::types::Type::TEXT,
+            &tokio_postgres::types::Type::OID_ARRAY,
+            &tokio_postgres::types::Type::OID_ARRAY,
+        ]
+    );
+    assert_eq!(
+        described.params(),
+        &[tokio_postgres::types::Type::OID_ARRAY]
+    );
+    let wanted: Vec<u32> = vec![1022, 1028];
+    let rows = client
+        .query(&described, &[&wanted])
+        .await
+        .expect("run oid[] query");
+    let mut elems: Vec<String> = rows.iter().map(|r| r.get::<_, String>(0)).collect();
+    elems.sort();
+    assert_eq!(elems, vec!["26".to_string(), "701".to_string()]);
+    let oids: Vec<u32> = rows.iter().flat_map(|r| r.get::<_, Vec<u32>>(1)).collect();
+    assert_eq!(oids.len(), 2, "{oids:?}");
 }
 
 async fn batch_size(c: &tokio_postgres::Client) -> String {

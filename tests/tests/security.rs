@@ -408,6 +408,48 @@ async fn cancel_stops_a_streaming_query_and_statement_timeout_ends_one() {
     let one: i64 = scalar(&client, "SELECT 1::bigint", &[]).await;
     assert_eq!(one, 1, "the connection is usable after a cancel");
 
+    // The same over the simple protocol (psql's Ctrl-C), in a batch whose later
+    // statement must not run.
+    client
+        .batch_execute("CREATE TABLE after_cancel (x bigint)")
+        .await
+        .expect("create");
+    let messages = client
+        .simple_query_raw(
+            "SELECT value FROM generate_series(1, 2000000000) AS t(value); \
+             INSERT INTO after_cancel VALUES (1)",
+        )
+        .await
+        .expect("start streaming");
+    futures::pin_mut!(messages);
+    let mut seen = 0;
+    while seen < 1000 {
+        if let tokio_postgres::SimpleQueryMessage::Row(_) =
+            messages.next().await.expect("a row").expect("row ok")
+        {
+            seen += 1;
+        }
+    }
+    client
+        .cancel_token()
+        .cancel_query(tokio_postgres::NoTls)
+        .await
+        .expect("send cancel");
+    let started = Instant::now();
+    let err = loop {
+        match messages.next().await {
+            Some(Ok(_)) => assert!(
+                started.elapsed() < Duration::from_secs(30),
+                "still streaming 30 s after the cancel"
+            ),
+            Some(Err(e)) => break e,
+            None => panic!("the query ended without an error"),
+        }
+    };
+    assert_eq!(sqlstate(&err), "57014", "{err}");
+    let inserted: i64 = scalar(&client, "SELECT count(*) FROM after_cancel", &[]).await;
+    assert_eq!(inserted, 0, "the statement after the canceled one ran");
+
     // statement_timeout, while computing and while streaming.
     client
         .batch_execute("SET statement_timeout = 300")

@@ -1,0 +1,495 @@
+//! Rewrites of a parsed statement into SQL that DataFusion runs the way PostgreSQL runs
+//! the original. Each addresses something drivers and tools send (named per rule); all
+//! run in one pass over the statement's expressions ([`compatibility`]).
+//!
+//! - bytea literals: `'\x0a1b'::bytea` is the bytes the hex spells (psycopg2);
+//! - `LIKE … ESCAPE 'c'` with an escape other than backslash (SQLAlchemy);
+//! - a correlated scalar subquery over a recursive CTE correlated in its anchor, which
+//!   DataFusion cannot plan, is decorrelated (asyncpg's type introspection);
+//! - a scalar subquery over `pg_catalog` tables that returns one row by construction is
+//!   aggregated with `first_value` (SQLAlchemy's column listing).
+
+use std::ops::ControlFlow;
+
+use datafusion::sql::sqlparser::ast::{
+    BinaryOperator, DataType as SqlType, Expr as SqlExpr, GroupByExpr, Ident, LimitClause,
+    OrderByKind, Query, Select, SelectItem, SetExpr, SetOperator, SetQuantifier, Statement,
+    TableAliasColumnDef, TableFactor, Value, visit_expressions_mut,
+};
+use datafusion::sql::sqlparser::dialect::PostgreSqlDialect;
+use datafusion::sql::sqlparser::parser::Parser;
+
+use crate::error::{Error, Result};
+
+/// Applies every rewrite to `statement`.
+pub(crate) fn compatibility(statement: &mut Statement) -> Result<()> {
+    let flow = visit_expressions_mut(statement, |e| {
+        let step = decode_bytea_literal(e)
+            .and_then(|()| rewrite_like_escape(e))
+            .map(|()| {
+                decorrelate_recursive_subquery(e);
+                aggregate_catalog_subquery(e);
+            });
+        match step {
+            Ok(()) => ControlFlow::Continue(()),
+            Err(err) => ControlFlow::Break(err),
+        }
+    });
+    match flow {
+        ControlFlow::Break(err) => Err(err),
+        ControlFlow::Continue(()) => Ok(()),
+    }
+}
+
+/// Parses one SQL expression (built by a rewrite, so a failure is a bug here).
+fn parse_expr(sql: &str) -> Result<SqlExpr> {
+    Parser::new(&PostgreSqlDialect {})
+        .try_with_sql(sql)
+        .and_then(|mut p| p.parse_expr())
+        .map_err(|e| Error::Internal(format!("rewriting {sql}: {e}")))
+}
+
+/// Rewrites `'\x0a1b'::bytea` (and `CAST(… AS bytea)`) into the bytes the hex spells, as
+/// PostgreSQL reads bytea literals (psycopg2 and other drivers that interpolate on the
+/// client send bytes so); a plain cast would keep the text's characters.
+fn decode_bytea_literal(e: &mut SqlExpr) -> Result<()> {
+    let SqlExpr::Cast {
+        expr, data_type, ..
+    } = e
+    else {
+        return Ok(());
+    };
+    let is_bytea = matches!(data_type, SqlType::Bytea)
+        || matches!(data_type, SqlType::Custom(n, _) if n.to_string().eq_ignore_ascii_case("bytea"));
+    let text = match expr.as_ref() {
+        SqlExpr::Value(v) => match &v.value {
+            Value::SingleQuotedString(t) | Value::EscapedStringLiteral(t) => t.clone(),
+            _ => return Ok(()),
+        },
+        _ => return Ok(()),
+    };
+    let Some(hex) = text.strip_prefix("\\x").filter(|_| is_bytea) else {
+        return Ok(());
+    };
+    if hex.len() % 2 != 0 || !hex.bytes().all(|b| b.is_ascii_hexdigit()) {
+        return Err(Error::InvalidText(format!(
+            "invalid hexadecimal data in bytea literal \"{text}\""
+        )));
+    }
+    *e = parse_expr(&format!("decode('{hex}', 'hex')"))?;
+    Ok(())
+}
+
+/// Rewrites `x LIKE p ESCAPE 'c'` with an escape character other than backslash (which is
+/// all DataFusion supports; SQLAlchemy's schema listing uses `ESCAPE '/'`) into the same
+/// match with backslash as the escape: in `p`, backslashes are doubled and `c` becomes
+/// backslash (`cc` stays a literal `c`).
+fn rewrite_like_escape(e: &mut SqlExpr) -> Result<()> {
+    let (SqlExpr::Like {
+        pattern,
+        escape_char,
+        ..
+    }
+    | SqlExpr::ILike {
+        pattern,
+        escape_char,
+        ..
+    }) = e
+    else {
+        return Ok(());
+    };
+    let escape = match escape_char.as_ref().map(|v| &v.value) {
+        Some(Value::SingleQuotedString(c)) if c != "\\" && c.chars().count() == 1 => c.clone(),
+        _ => return Ok(()),
+    };
+    let quoted = escape.replace('\'', "''");
+    **pattern = parse_expr(&format!(
+        "replace(replace(replace(replace(({pattern}), '\\', '\\\\'), '{quoted}{quoted}', chr(1)), '{quoted}', '\\'), chr(1), '{quoted}')"
+    ))?;
+    *escape_char = None;
+    Ok(())
+}
+
+/// The column a decorrelated recursive CTE carries: the anchor row each row grew from.
+const ROOT: &str = "__runbase_root";
+
+/// The names a `SELECT`'s FROM clause binds (aliases, else table names), lowercased.
+fn bound_names(select: &Select) -> Vec<String> {
+    let mut names = Vec::new();
+    for table in &select.from {
+        for factor in
+            std::iter::once(&table.relation).chain(table.joins.iter().map(|j| &j.relation))
+        {
+            if let TableFactor::Table { name, alias, .. } = factor {
+                match alias {
+                    Some(a) => names.push(a.name.value.to_lowercase()),
+                    None => {
+                        if let Some(last) = name.0.last() {
+                            names.push(last.to_string().to_lowercase());
+                        }
+                    }
+                }
+            }
+        }
+    }
+    names
+}
+
+/// The qualifier of `a.b`, lowercased.
+fn qualifier(e: &SqlExpr) -> Option<String> {
+    match e {
+        SqlExpr::CompoundIdentifier(parts) if parts.len() == 2 => {
+            Some(parts[0].value.to_lowercase())
+        }
+        _ => None,
+    }
+}
+
+/// Splits `a AND b AND c` into its conjuncts.
+fn conjuncts(e: SqlExpr, out: &mut Vec<SqlExpr>) {
+    match e {
+        SqlExpr::BinaryOp {
+            left,
+            op: BinaryOperator::And,
+            right,
+        } => {
+            conjuncts(*left, out);
+            conjuncts(*right, out);
+        }
+        SqlExpr::Nested(inner)
+            if matches!(
+                *inner,
+                SqlExpr::BinaryOp {
+                    op: BinaryOperator::And,
+                    ..
+                }
+            ) =>
+        {
+            conjuncts(*inner, out)
+        }
+        other => out.push(other),
+    }
+}
+
+fn and_all(parts: Vec<SqlExpr>) -> Option<SqlExpr> {
+    parts.into_iter().reduce(|a, b| SqlExpr::BinaryOp {
+        left: Box::new(a),
+        op: BinaryOperator::And,
+        right: Box::new(b),
+    })
+}
+
+/// The name a `SELECT` reads `cte` by, if it reads it.
+fn reference_to(select: &Select, cte: &str) -> Option<String> {
+    select.from.iter().find_map(|t| match &t.relation {
+        TableFactor::Table { name, alias, .. }
+            if name.0.len() == 1 && name.0[0].to_string().eq_ignore_ascii_case(cte) =>
+        {
+            Some(
+                alias
+                    .as_ref()
+                    .map_or(cte.to_string(), |a| a.name.value.clone()),
+            )
+        }
+        _ => None,
+    })
+}
+
+/// `ORDER BY … LIMIT 1` as the ORDER BY of an aggregate, if the query has exactly that.
+fn order_of_first_row(query: &Query) -> Option<String> {
+    let order = query.order_by.as_ref()?;
+    let OrderByKind::Expressions(exprs) = &order.kind else {
+        return None;
+    };
+    match &query.limit_clause {
+        Some(LimitClause::LimitOffset {
+            limit: Some(SqlExpr::Value(v)),
+            offset: None,
+            limit_by,
+        }) if limit_by.is_empty() && v.value == Value::Number("1".into(), false) => {}
+        _ => return None,
+    }
+    Some(
+        exprs
+            .iter()
+            .map(ToString::to_string)
+            .collect::<Vec<_>>()
+            .join(", "),
+    )
+}
+
+/// Decorrelates a scalar subquery over a recursive CTE whose anchor is correlated by one
+/// equality with the outer query, as in
+///
+/// ```sql
+/// (WITH RECURSIVE r(x, depth) AS (
+///      SELECT t2.y, 0 FROM pg_type t2 WHERE t2.oid = t.oid      -- t is outer
+///      UNION ALL SELECT t2.y, r.depth + 1 FROM pg_type t2, r WHERE …)
+///  SELECT x FROM r ORDER BY depth DESC LIMIT 1)
+/// ```
+///
+/// which DataFusion cannot plan. The CTE is computed for every anchor row instead, each
+/// row carrying the anchor's key (`t2.oid`) as [`ROOT`]; the correlation moves to the
+/// subquery's own WHERE (`r.root = t.oid`), and `ORDER BY … LIMIT 1` becomes
+/// `first_value(… ORDER BY …)`, a correlated aggregate DataFusion turns into a join. The
+/// rows for each outer row are the same as before. Anything else is left alone.
+fn decorrelate_recursive_subquery(e: &mut SqlExpr) {
+    let SqlExpr::Subquery(query) = e else {
+        return;
+    };
+    let Some(with) = query
+        .with
+        .as_ref()
+        .filter(|w| w.recursive && w.cte_tables.len() == 1)
+    else {
+        return;
+    };
+    let cte_name = with.cte_tables[0].alias.name.value.clone();
+    let SetExpr::SetOperation {
+        op: SetOperator::Union,
+        set_quantifier: SetQuantifier::All,
+        left,
+        right,
+    } = with.cte_tables[0].query.body.as_ref()
+    else {
+        return;
+    };
+    let (SetExpr::Select(anchor), SetExpr::Select(step)) = (left.as_ref(), right.as_ref()) else {
+        return;
+    };
+    let SetExpr::Select(outer) = query.body.as_ref() else {
+        return;
+    };
+    let (Some(step_ref), Some(outer_ref)) = (
+        reference_to(step, &cte_name),
+        reference_to(outer, &cte_name),
+    ) else {
+        return;
+    };
+    let [SelectItem::UnnamedExpr(first) | SelectItem::ExprWithAlias { expr: first, .. }] =
+        outer.projection.as_slice()
+    else {
+        return;
+    };
+    let Some(order) = order_of_first_row(query) else {
+        return;
+    };
+    // The anchor's one correlated conjunct: `local = outer` (either way round).
+    let local = bound_names(anchor);
+    let is_outer = |x: &SqlExpr| qualifier(x).is_some_and(|q| !local.contains(&q));
+    let is_local = |x: &SqlExpr| match x {
+        SqlExpr::Identifier(_) => true,
+        other => qualifier(other).is_some_and(|q| local.contains(&q)),
+    };
+    let mut parts = Vec::new();
+    if let Some(selection) = anchor.selection.clone() {
+        conjuncts(selection, &mut parts);
+    }
+    let mut correlated = parts.iter().enumerate().filter_map(|(i, p)| match p {
+        SqlExpr::BinaryOp {
+            left,
+            op: BinaryOperator::Eq,
+            right,
+        } if is_outer(left) && is_local(right) => Some((i, (**right).clone(), (**left).clone())),
+        SqlExpr::BinaryOp {
+            left,
+            op: BinaryOperator::Eq,
+            right,
+        } if is_local(left) && is_outer(right) => Some((i, (**left).clone(), (**right).clone())),
+        _ => None,
+    });
+    let Some((index, key, outer_key)) = correlated.next() else {
+        return;
+    };
+    if correlated.next().is_some() {
+        return;
+    }
+    let (Ok(root_in_step), Ok(correlation), Ok(first_row)) = (
+        parse_expr(&format!("{step_ref}.{ROOT}")),
+        parse_expr(&format!("{outer_ref}.{ROOT} = {outer_key}")),
+        parse_expr(&format!("first_value({first} ORDER BY {order})")),
+    ) else {
+        return;
+    };
+    parts.remove(index);
+
+    // Everything is checked; rewrite.
+    let Some(with) = query.with.as_mut() else {
+        return;
+    };
+    let cte = &mut with.cte_tables[0];
+    if !cte.alias.columns.is_empty() {
+        cte.alias.columns.push(TableAliasColumnDef {
+            name: Ident::new(ROOT),
+            data_type: None,
+        });
+    }
+    if let SetExpr::SetOperation { left, right, .. } = cte.query.body.as_mut() {
+        if let SetExpr::Select(anchor) = left.as_mut() {
+            anchor.selection = and_all(parts);
+            anchor.projection.push(SelectItem::ExprWithAlias {
+                expr: key,
+                alias: Ident::new(ROOT),
+            });
+        }
+        if let SetExpr::Select(step) = right.as_mut() {
+            step.projection.push(SelectItem::ExprWithAlias {
+                expr: root_in_step,
+                alias: Ident::new(ROOT),
+            });
+        }
+    }
+    if let SetExpr::Select(outer) = query.body.as_mut() {
+        outer.selection = and_all(
+            outer
+                .selection
+                .take()
+                .into_iter()
+                .chain([correlation])
+                .collect(),
+        );
+        outer.projection[0] = match &outer.projection[0] {
+            SelectItem::ExprWithAlias { alias, .. } => SelectItem::ExprWithAlias {
+                expr: first_row,
+                alias: alias.clone(),
+            },
+            _ => SelectItem::UnnamedExpr(first_row),
+        };
+    }
+    query.order_by = None;
+    query.limit_clause = None;
+}
+
+/// Wraps the one output of a scalar subquery over `pg_catalog` tables in `first_value(…)`
+/// when it has no aggregate: DataFusion only runs correlated scalar subqueries that are
+/// aggregated, and the catalog queries drivers send (SQLAlchemy's column listing) have
+/// several that return one row by construction. User queries are left alone.
+fn aggregate_catalog_subquery(e: &mut SqlExpr) {
+    const AGGREGATES: &[&str] = &[
+        "count",
+        "sum",
+        "min",
+        "max",
+        "avg",
+        "array_agg",
+        "string_agg",
+        "bool_and",
+        "bool_or",
+        "first_value",
+        "last_value",
+        "json_agg",
+        "jsonb_agg",
+    ];
+    let SqlExpr::Subquery(query) = e else {
+        return;
+    };
+    if query.limit_clause.is_some() {
+        return;
+    }
+    let SetExpr::Select(select) = query.body.as_mut() else {
+        return;
+    };
+    let over_catalog = select.from.iter().any(|t| {
+        matches!(&t.relation, TableFactor::Table { name, .. }
+            if name.to_string().to_ascii_lowercase().starts_with("pg_"))
+    });
+    let no_group = match &select.group_by {
+        GroupByExpr::Expressions(v, _) => v.is_empty(),
+        GroupByExpr::All(_) => false,
+    };
+    if !over_catalog || !no_group || select.projection.len() != 1 {
+        return;
+    }
+    let (expr, alias) = match &select.projection[0] {
+        SelectItem::UnnamedExpr(x) => (x.clone(), None),
+        SelectItem::ExprWithAlias { expr, alias } => (expr.clone(), Some(alias.clone())),
+        _ => return,
+    };
+    let text = expr.to_string().to_ascii_lowercase();
+    if AGGREGATES.iter().any(|a| text.contains(&format!("{a}("))) {
+        return;
+    }
+    let Ok(wrapped) = parse_expr(&format!("first_value({expr})")) else {
+        return;
+    };
+    select.projection[0] = match alias {
+        Some(alias) => SelectItem::ExprWithAlias {
+            expr: wrapped,
+            alias,
+        },
+        None => SelectItem::UnnamedExpr(wrapped),
+    };
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn rewritten(sql: &str) -> String {
+        let mut statements =
+            Parser::parse_sql(&PostgreSqlDialect {}, sql).expect("parse test statement");
+        let mut statement = statements.remove(0);
+        compatibility(&mut statement).expect("rewrite");
+        statement.to_string()
+    }
+
+    #[test]
+    fn a_recursive_cte_correlated_in_its_anchor_is_decorrelated() {
+        let sql = "SELECT t.oid, (CASE WHEN t.typtype = 'd' THEN \
+            (WITH RECURSIVE typebases(oid, depth) AS (\
+              SELECT t2.typbasetype AS oid, 0 AS depth FROM pg_type t2 WHERE t2.oid = t.oid \
+              UNION ALL \
+              SELECT t2.typbasetype AS oid, tb.depth + 1 AS depth FROM pg_type t2, typebases tb \
+              WHERE tb.oid = t2.oid AND t2.typbasetype != 0) \
+             SELECT oid FROM typebases ORDER BY depth DESC LIMIT 1) ELSE NULL END) AS basetype \
+            FROM pg_type t";
+        let out = rewritten(sql);
+        assert!(
+            out.contains("typebases (oid, depth, __runbase_root)"),
+            "{out}"
+        );
+        assert!(
+            out.contains("SELECT t2.typbasetype AS oid, 0 AS depth, t2.oid AS __runbase_root FROM pg_type t2 UNION ALL"),
+            "{out}"
+        );
+        assert!(out.contains("tb.__runbase_root AS __runbase_root"), "{out}");
+        assert!(
+            out.contains(
+                "SELECT first_value(oid ORDER BY depth DESC) FROM typebases WHERE typebases.__runbase_root = t.oid)"
+            ),
+            "{out}"
+        );
+        assert!(!out.contains("LIMIT"), "{out}");
+    }
+
+    #[test]
+    fn other_recursive_subqueries_are_left_alone() {
+        for sql in [
+            // Not correlated.
+            "SELECT (WITH RECURSIVE r(n) AS (SELECT 1 UNION ALL SELECT n + 1 FROM r WHERE n < 3) \
+             SELECT n FROM r ORDER BY n DESC LIMIT 1)",
+            // No LIMIT 1: not one row.
+            "SELECT (WITH RECURSIVE r(n) AS (SELECT a.x FROM a WHERE a.y = o.y \
+             UNION ALL SELECT n + 1 FROM r WHERE n < 3) SELECT n FROM r) FROM o",
+        ] {
+            let before = Parser::parse_sql(&PostgreSqlDialect {}, sql)
+                .expect("parse")
+                .remove(0)
+                .to_string();
+            assert_eq!(rewritten(sql), before);
+        }
+    }
+
+    #[test]
+    fn bytea_literals_and_like_escapes() {
+        assert_eq!(
+            rewritten("SELECT '\\x0aff'::bytea"),
+            "SELECT decode('0aff', 'hex')"
+        );
+        let mut odd = Parser::parse_sql(&PostgreSqlDialect {}, "SELECT '\\x0af'::bytea")
+            .expect("parse")
+            .remove(0);
+        assert!(compatibility(&mut odd).is_err());
+        assert!(!rewritten("SELECT 'a' LIKE 'x/_%' ESCAPE '/'").contains("ESCAPE"));
+    }
+}
