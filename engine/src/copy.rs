@@ -20,6 +20,10 @@ use datafusion::sql::sqlparser::ast::{CopyLegacyCsvOption, CopyLegacyOption, Cop
 
 use crate::error::{Error, Result};
 
+mod binary;
+
+pub use binary::SIGNATURE as BINARY_SIGNATURE;
+
 /// Rows per batch while decoding.
 const BATCH_ROWS: usize = 8192;
 
@@ -46,12 +50,15 @@ pub enum CopyFormat {
         /// Whether the first line is a header.
         header: bool,
     },
+    /// PostgreSQL's binary format (asyncpg's `copy_records_to_table`).
+    Binary,
 }
 
 impl CopyFormat {
     /// The format a `COPY` statement's options ask for.
     pub fn from_options(options: &[CopyOption], legacy: &[CopyLegacyOption]) -> Result<Self> {
         let mut csv = false;
+        let mut binary = false;
         let mut delimiter = None;
         let mut null = None;
         let mut header = false;
@@ -67,11 +74,7 @@ impl CopyFormat {
                 CopyOption::Format(f) => match f.value.to_ascii_lowercase().as_str() {
                     "text" => csv = false,
                     "csv" => csv = true,
-                    "binary" => {
-                        return Err(Error::NotSupported(
-                            "COPY in binary format (use text or csv)".into(),
-                        ));
-                    }
+                    "binary" => binary = true,
                     other => {
                         return Err(Error::InvalidArgument(format!(
                             "COPY format \"{other}\" not recognized"
@@ -90,11 +93,7 @@ impl CopyFormat {
         }
         for o in legacy {
             match o {
-                CopyLegacyOption::Binary => {
-                    return Err(Error::NotSupported(
-                        "COPY in binary format (use text or csv)".into(),
-                    ));
-                }
+                CopyLegacyOption::Binary => binary = true,
                 CopyLegacyOption::Delimiter(c) => delimiter = Some(byte(*c, "delimiter")?),
                 CopyLegacyOption::Null(s) => null = Some(s.clone()),
                 CopyLegacyOption::Header => header = true,
@@ -113,6 +112,22 @@ impl CopyFormat {
                 }
                 other => return Err(Error::NotSupported(format!("COPY option {other}"))),
             }
+        }
+        if binary {
+            let text_option = [
+                (csv, "CSV"),
+                (delimiter.is_some(), "DELIMITER"),
+                (null.is_some(), "NULL"),
+                (header, "HEADER"),
+            ]
+            .into_iter()
+            .find_map(|(given, name)| given.then_some(name));
+            return match text_option {
+                Some(name) => Err(Error::Syntax(format!(
+                    "cannot specify {name} in BINARY mode"
+                ))),
+                None => Ok(CopyFormat::Binary),
+            };
         }
         if csv {
             Ok(CopyFormat::Csv {
@@ -442,6 +457,8 @@ pub struct CopyIn {
     pending: Vec<u8>,
     line: u64,
     rows: u64,
+    /// Whether a binary copy's header has been read.
+    header_read: bool,
     ended: bool,
     error: Option<Error>,
 }
@@ -496,6 +513,7 @@ impl CopyIn {
             pending: vec![],
             line: 0,
             rows: 0,
+            header_read: false,
             ended: false,
             error: None,
         })
@@ -506,9 +524,14 @@ impl CopyIn {
         self.columns.len()
     }
 
-    /// Whether the data is CSV (else text).
+    /// Whether the data is CSV (else text or binary).
     pub fn is_csv(&self) -> bool {
         matches!(self.format, CopyFormat::Csv { .. })
+    }
+
+    /// Whether the data is in the binary format.
+    pub fn is_binary(&self) -> bool {
+        self.format == CopyFormat::Binary
     }
 
     /// Takes the next piece of the client's data. After the first error the rest of the
@@ -529,7 +552,20 @@ impl CopyIn {
         if let Some(e) = self.error.take() {
             return Err(e);
         }
-        if !self.ended && !self.pending.is_empty() {
+        if self.is_binary() {
+            if !self.header_read {
+                return Err(Error::BadCopyData(format!(
+                    "COPY file signature not recognized ({})",
+                    self.context()
+                )));
+            }
+            if !self.pending.is_empty() {
+                return Err(Error::BadCopyData(format!(
+                    "unexpected EOF in COPY data ({})",
+                    self.context()
+                )));
+            }
+        } else if !self.ended && !self.pending.is_empty() {
             self.pending.push(b'\n');
             self.parse_complete()?;
         }
@@ -552,6 +588,7 @@ impl CopyIn {
                 null,
                 header,
             } => self.parse_csv(&data, delimiter, quote, escape, &null, header)?,
+            CopyFormat::Binary => self.parse_binary(&data)?,
         };
         self.pending = data[consumed..].to_vec();
         Ok(())
@@ -698,6 +735,58 @@ impl CopyIn {
         Ok(pos)
     }
 
+    /// Parses the binary header and every complete tuple; returns the bytes consumed.
+    fn parse_binary(&mut self, data: &[u8]) -> Result<usize> {
+        let bad =
+            |this: &Self, what: String| Error::BadCopyData(format!("{what} ({})", this.context()));
+        let mut pos = 0;
+        if !self.header_read {
+            match binary::header(data).map_err(|e| bad(self, e))? {
+                binary::Header::Incomplete => return Ok(0),
+                binary::Header::Complete(n) => pos = n,
+            }
+            self.header_read = true;
+        }
+        loop {
+            match binary::tuple(&data[pos..]).map_err(|e| bad(self, e))? {
+                binary::Tuple::Incomplete => return Ok(pos),
+                binary::Tuple::End => {
+                    self.ended = true;
+                    return Ok(data.len());
+                }
+                binary::Tuple::Row(fields, n) => {
+                    self.line += 1;
+                    self.push_binary_row(&fields)?;
+                    pos += n;
+                }
+            }
+        }
+    }
+
+    fn push_binary_row(&mut self, fields: &[Option<&[u8]>]) -> Result<()> {
+        if fields.len() != self.columns.len() {
+            return Err(Error::BadCopyData(format!(
+                "row field count is {}, expected {} ({})",
+                fields.len(),
+                self.columns.len(),
+                self.context()
+            )));
+        }
+        for (n, (f, b)) in fields.iter().zip(self.builders.iter_mut()).enumerate() {
+            let field = self.schema.field(self.columns[n]);
+            if b.push_binary(field.data_type(), *f).is_err() {
+                return Err(Error::InvalidBinary(format!(
+                    "incorrect binary data format for type {} (COPY {}, row {}, column {})",
+                    sql_type_name(field.data_type()),
+                    self.table_name,
+                    self.line,
+                    field.name()
+                )));
+            }
+        }
+        self.end_row()
+    }
+
     fn push_row<S: AsRef<str>>(&mut self, fields: &[Option<S>]) -> Result<()> {
         if fields.len() > self.columns.len() {
             return Err(Error::BadCopyData(format!(
@@ -724,6 +813,11 @@ impl CopyIn {
                 )));
             }
         }
+        self.end_row()
+    }
+
+    /// Counts a row just appended and flushes a full batch.
+    fn end_row(&mut self) -> Result<()> {
         self.rows += 1;
         if self.builders.first().is_some_and(|b| b.len() >= BATCH_ROWS) {
             self.flush()?;
@@ -854,5 +948,96 @@ mod tests {
         );
         assert_eq!(parse_bytea("\\x00ff"), Some(vec![0, 255]));
         assert_eq!(parse_bytea("\\x0"), None);
+    }
+
+    /// A binary copy stream of rows `(id, name, x)` for the test table.
+    fn binary_rows(rows: &[(i64, Option<&str>, f64)]) -> Vec<u8> {
+        let mut data = BINARY_SIGNATURE.to_vec();
+        data.extend_from_slice(&[0; 8]);
+        for (id, name, x) in rows {
+            data.extend_from_slice(&3i16.to_be_bytes());
+            data.extend_from_slice(&8i32.to_be_bytes());
+            data.extend_from_slice(&id.to_be_bytes());
+            match name {
+                Some(n) => {
+                    data.extend_from_slice(&i32::try_from(n.len()).expect("short").to_be_bytes());
+                    data.extend_from_slice(n.as_bytes());
+                }
+                None => data.extend_from_slice(&(-1i32).to_be_bytes()),
+            }
+            data.extend_from_slice(&8i32.to_be_bytes());
+            data.extend_from_slice(&x.to_be_bytes());
+        }
+        data.extend_from_slice(&(-1i16).to_be_bytes());
+        data
+    }
+
+    #[test]
+    fn binary_rows_split_at_every_byte() {
+        let data = binary_rows(&[(1, Some("one"), 0.5), (2, None, -1.0)]);
+        let mut c = copy_in(CopyFormat::Binary);
+        for byte in &data {
+            c.push(std::slice::from_ref(byte));
+        }
+        let batches = c.finish_rows().expect("rows");
+        let batch = &batches[0];
+        assert_eq!(batch.num_rows(), 2);
+        assert_eq!(batch.column(0).as_primitive::<Int64Type>().value(1), 2);
+        assert_eq!(batch.column(1).as_string::<i32>().value(0), "one");
+        assert!(batch.column(1).is_null(1));
+        assert_eq!(batch.column(2).as_primitive::<Float64Type>().value(1), -1.0);
+    }
+
+    #[test]
+    fn bad_binary_data_is_refused() {
+        let data = binary_rows(&[(1, Some("one"), 0.5)]);
+        // Cut short: no trailer, half a row.
+        let mut c = copy_in(CopyFormat::Binary);
+        c.push(&data[..data.len() - 6]);
+        assert!(matches!(c.finish_rows(), Err(Error::BadCopyData(_))));
+        // No header at all.
+        let mut c = copy_in(CopyFormat::Binary);
+        c.push(b"1\tone\t0.5\n");
+        assert!(matches!(c.finish_rows(), Err(Error::BadCopyData(_))));
+        // A float given 4 bytes.
+        let mut bad = data.clone();
+        let at = bad.len() - 2 - 12;
+        bad.splice(at..at + 4, 4i32.to_be_bytes());
+        bad.truncate(bad.len() - 6);
+        bad.extend_from_slice(&(-1i16).to_be_bytes());
+        let mut c = copy_in(CopyFormat::Binary);
+        c.push(&bad);
+        match c.finish_rows() {
+            Err(Error::InvalidBinary(m)) => assert!(m.contains("column x"), "{m}"),
+            other => panic!("expected InvalidBinary, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn binary_format_options() {
+        let format = |o: &str| {
+            let sql = format!("COPY t FROM STDIN {o}");
+            let statement = datafusion::sql::sqlparser::parser::Parser::parse_sql(
+                &datafusion::sql::sqlparser::dialect::PostgreSqlDialect {},
+                &sql,
+            )
+            .expect("parse")
+            .remove(0);
+            let datafusion::sql::sqlparser::ast::Statement::Copy {
+                options,
+                legacy_options,
+                ..
+            } = statement
+            else {
+                panic!("not a COPY")
+            };
+            CopyFormat::from_options(&options, &legacy_options)
+        };
+        assert_eq!(format("(FORMAT binary)").ok(), Some(CopyFormat::Binary));
+        assert_eq!(format("BINARY").ok(), Some(CopyFormat::Binary));
+        assert!(matches!(
+            format("(FORMAT binary, DELIMITER ',')"),
+            Err(Error::Syntax(_))
+        ));
     }
 }

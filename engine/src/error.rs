@@ -45,6 +45,10 @@ pub enum Error {
     #[error("{0}")]
     BadCopyData(String),
 
+    /// A value in binary form is not one of its type (22P03).
+    #[error("{0}")]
+    InvalidBinary(String),
+
     /// A NULL where a value is required (22004).
     #[error("{0}")]
     NullValue(String),

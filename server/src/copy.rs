@@ -1,5 +1,6 @@
-//! `COPY … TO STDOUT` encoding: rows in PostgreSQL's text or CSV format, values spelled as
-//! PostgreSQL's text output (through arrow-pg, the same encoder result sets use).
+//! `COPY … TO STDOUT` encoding: rows in PostgreSQL's text, CSV or binary format, values
+//! encoded as PostgreSQL's text or binary output (through arrow-pg, the same encoder
+//! result sets use).
 
 use std::sync::Arc;
 
@@ -10,8 +11,28 @@ use pgwire::error::PgWireResult;
 use pgwire::messages::data::DataRow;
 use runbase_engine::copy::CopyFormat;
 
-/// Encodes rows of `batch` as COPY lines, one `Vec<u8>` per row (with its newline).
+/// Encodes rows of `batch` as COPY lines, one `Vec<u8>` per row (with its newline; a
+/// tuple in the binary format).
 pub fn encode_batch(batch: RecordBatch, format: &CopyFormat) -> PgWireResult<Vec<Vec<u8>>> {
+    if *format == CopyFormat::Binary {
+        // A binary tuple is a DataRow in binary format: its field count, then each field's
+        // length and bytes.
+        let fields = Arc::new(arrow_schema_to_pg_fields(
+            batch.schema().as_ref(),
+            &Format::UnifiedBinary,
+            None,
+        )?);
+        return encode_recordbatch(fields, batch)
+            .map(|row| {
+                row.map(|row| {
+                    let mut tuple = Vec::with_capacity(2 + row.data.len());
+                    tuple.extend_from_slice(&row.field_count.to_be_bytes());
+                    tuple.extend_from_slice(&row.data);
+                    tuple
+                })
+            })
+            .collect();
+    }
     let fields = Arc::new(arrow_schema_to_pg_fields(
         batch.schema().as_ref(),
         &Format::UnifiedText,
@@ -23,6 +44,14 @@ pub fn encode_batch(batch: RecordBatch, format: &CopyFormat) -> PgWireResult<Vec
         out.push(encode_row(&row?, format, &infinite));
     }
     Ok(out)
+}
+
+/// The header of a binary copy: signature, flags (none), header extension (none).
+pub fn binary_header() -> Vec<u8> {
+    let mut header = runbase_engine::copy::BINARY_SIGNATURE.to_vec();
+    header.extend_from_slice(&0u32.to_be_bytes());
+    header.extend_from_slice(&0u32.to_be_bytes());
+    header
 }
 
 /// The header line of a CSV copy.
@@ -41,11 +70,14 @@ pub fn header_line(names: &[String], format: &CopyFormat) -> Vec<u8> {
 fn delimiter(format: &CopyFormat) -> u8 {
     match format {
         CopyFormat::Text { delimiter, .. } | CopyFormat::Csv { delimiter, .. } => *delimiter,
+        // Binary tuples are not delimited (`encode_batch` writes them whole).
+        CopyFormat::Binary => b'\t',
     }
 }
 
 fn push_value(line: &mut Vec<u8>, value: Option<&[u8]>, format: &CopyFormat) {
     match (format, value) {
+        (CopyFormat::Binary, _) => {}
         (CopyFormat::Text { null, .. } | CopyFormat::Csv { null, .. }, None) => {
             line.extend_from_slice(null.as_bytes());
         }

@@ -49,6 +49,7 @@ pub fn to_pg_error(err: &Error) -> PgError {
         Error::InvalidText(_) => PgError::new("22P02", err.to_string()),
         Error::ValueTooLong(_) => PgError::new("22001", err.to_string()),
         Error::BadCopyData(_) => PgError::new("22P04", err.to_string()),
+        Error::InvalidBinary(_) => PgError::new("22P03", err.to_string()),
         Error::NullValue(_) => PgError::new("22004", err.to_string()),
         Error::UniqueViolation(_) => PgError::new("23505", err.to_string()),
         Error::DuplicateObject(_) => PgError::new("42710", err.to_string()),

@@ -104,20 +104,22 @@ impl Connection {
         match output {
             QueryOutput::CopyIn(copy) => {
                 let columns = copy.column_count();
+                let binary = i8::from(copy.is_binary());
                 *self.copy.lock().unwrap_or_else(|p| p.into_inner()) = Some(copy);
                 Ok(Response::CopyIn(CopyResponse::new(
-                    0,
+                    binary,
                     columns,
                     stream::empty(),
                 )))
             }
             QueryOutput::CopyOut(rows, format) => {
                 let columns = rows.schema().fields().len();
-                Ok(Response::CopyOut(CopyResponse::new(
-                    0,
-                    columns,
-                    copy_out_stream(rows, format),
-                )))
+                let binary = format == CopyFormat::Binary;
+                // Built as text so that pgwire leaves the binary trailer to
+                // `copy_out_stream`, then marked binary.
+                let mut response = CopyResponse::new(0, columns, copy_out_stream(rows, format));
+                response.format = i8::from(binary);
+                Ok(Response::CopyOut(response))
             }
             other => to_response(other, format),
         }
@@ -135,12 +137,14 @@ fn client_identity<C: ClientInfo>(client: &C) -> (Option<String>, Option<String>
     )
 }
 
-/// `COPY … TO STDOUT`: one `CopyData` per row; a CSV header rides with the first row.
+/// `COPY … TO STDOUT`, as PostgreSQL sends it: a CSV header line as its own message, then
+/// one `CopyData` per row; in the binary format the header rides with the first row (or
+/// the trailer, when there are none), which some clients (tokio-postgres) rely on.
 fn copy_out_stream(
     rows: SendableRecordBatchStream,
     format: CopyFormat,
 ) -> impl futures::Stream<Item = PgWireResult<CopyData>> + Send + 'static {
-    let header = match &format {
+    let csv_header = match &format {
         CopyFormat::Csv { header: true, .. } => Some(crate::copy::header_line(
             &rows
                 .schema()
@@ -152,26 +156,31 @@ fn copy_out_stream(
         )),
         _ => None,
     };
-    let mut header = header;
-    rows.map(move |batch| -> Vec<PgWireResult<CopyData>> {
-        let lines = batch
-            .map_err(|e| pg_err(&e.into()))
-            .and_then(|b| crate::copy::encode_batch(b, &format));
-        match lines {
-            Ok(lines) => lines
-                .into_iter()
-                .map(|mut line| {
-                    if let Some(mut h) = header.take() {
-                        h.append(&mut line);
-                        line = h;
-                    }
-                    Ok(CopyData::new(line.into()))
-                })
-                .collect(),
-            Err(e) => vec![Err(e)],
-        }
-    })
-    .flat_map(stream::iter)
+    let binary = format == CopyFormat::Binary;
+    let mut binary_header = binary.then(crate::copy::binary_header);
+    let trailer = binary.then(|| Ok((-1i16).to_be_bytes().to_vec()));
+    let lines = rows
+        .map(move |batch| -> Vec<PgWireResult<Vec<u8>>> {
+            let lines = batch
+                .map_err(|e| pg_err(&e.into()))
+                .and_then(|b| crate::copy::encode_batch(b, &format));
+            match lines {
+                Ok(lines) => lines.into_iter().map(Ok).collect(),
+                Err(e) => vec![Err(e)],
+            }
+        })
+        .flat_map(stream::iter)
+        .chain(stream::iter(trailer))
+        .map(move |line| {
+            line.map(|mut line| {
+                if let Some(mut header) = binary_header.take() {
+                    header.append(&mut line);
+                    line = header;
+                }
+                CopyData::new(line.into())
+            })
+        });
+    stream::iter(csv_header.map(|h| Ok(CopyData::new(h.into())))).chain(lines)
 }
 
 /// `statement_timeout` as PostgreSQL reads it: a number of milliseconds, or a number

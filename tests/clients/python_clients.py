@@ -172,14 +172,29 @@ def asyncpg_():
         assert await stmt.fetchval(41) == 42
         await conn.execute(f"DROP TABLE IF EXISTS {TABLE}_copy")
         await conn.execute(f"CREATE TABLE {TABLE}_copy (id bigint, name text)")
-        # copy_to_table sends text COPY; copy_records_to_table would send binary COPY,
-        # which runbase does not read (docs/clients.md).
         await conn.copy_to_table(
             f"{TABLE}_copy", source=io.BytesIO(COPY_TEXT.encode()), format="text"
         )
         out = io.BytesIO()
         await conn.copy_from_query(f"SELECT * FROM {TABLE}_copy ORDER BY id", output=out)
         assert out.getvalue().decode() == COPY_TEXT, out.getvalue()
+        # Binary COPY: copy_records_to_table (every type, NULLs), then a binary copy out
+        # fed back in.
+        await conn.execute(f"DROP TABLE IF EXISTS {TABLE}_bin")
+        await conn.execute(f"CREATE TABLE {TABLE}_bin ({COLUMNS})")
+        status = await conn.copy_records_to_table(f"{TABLE}_bin", records=[ROW, NULLS])
+        assert status == "COPY 2", status
+        rows = await conn.fetch(f"SELECT * FROM {TABLE}_bin ORDER BY i4 NULLS LAST")
+        check_row(rows[0])
+        assert tuple(rows[1]) == NULLS, rows[1]
+        binary = io.BytesIO()
+        await conn.copy_from_table(f"{TABLE}_bin", output=binary, format="binary")
+        assert binary.getvalue().startswith(b"PGCOPY\n\xff\r\n\0"), binary.getvalue()[:20]
+        binary.seek(0)
+        await conn.copy_to_table(f"{TABLE}_bin", source=binary, format="binary")
+        rows = await conn.fetch(f"SELECT * FROM {TABLE}_bin ORDER BY i4 NULLS LAST")
+        assert len(rows) == 4, rows
+        check_row(rows[1])
         try:
             await conn.fetch("SELECT * FROM no_such_table")
             raise AssertionError("expected 42P01")

@@ -220,6 +220,103 @@ fn psql_ctrl_c_cancels_a_streaming_query() {
 }
 
 #[tokio::test]
+async fn binary_copy_both_ways() {
+    use futures::{SinkExt, TryStreamExt};
+    use tokio_postgres::binary_copy::{BinaryCopyInWriter, BinaryCopyOutStream};
+    use tokio_postgres::types::Type;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let server = TestServer::start(dir.path());
+    let client = server.connect().await;
+    client
+        .batch_execute("CREATE TABLE b (id bigint, name text, x double precision, v float8[])")
+        .await
+        .expect("create");
+    // tokio-postgres's own binary COPY writer, an implementation independent of ours.
+    let types = [Type::INT8, Type::TEXT, Type::FLOAT8, Type::FLOAT8_ARRAY];
+    let sink = client
+        .copy_in("COPY b FROM STDIN (FORMAT binary)")
+        .await
+        .expect("copy in");
+    let writer = BinaryCopyInWriter::new(sink, &types);
+    futures::pin_mut!(writer);
+    for i in 0..3000i64 {
+        let name = (i % 3 != 0).then(|| format!("row {i}"));
+        let v = vec![i as f64, -0.5];
+        writer
+            .as_mut()
+            .write(&[&i, &name, &(i as f64 / 4.0), &v])
+            .await
+            .expect("write row");
+    }
+    assert_eq!(writer.finish().await.expect("finish"), 3000);
+    let stats: (i64, i64, f64) = {
+        let row = client
+            .query_one("SELECT count(*), count(name), sum(x) FROM b", &[])
+            .await
+            .expect("stats");
+        (row.get(0), row.get(1), row.get(2))
+    };
+    assert_eq!(stats, (3000, 2000, (0..3000).map(|i| i as f64 / 4.0).sum()));
+
+    let stream = client
+        .copy_out("COPY (SELECT * FROM b ORDER BY id) TO STDOUT (FORMAT binary)")
+        .await
+        .expect("copy out");
+    let rows: Vec<_> = BinaryCopyOutStream::new(stream, &types)
+        .try_collect()
+        .await
+        .expect("read binary copy");
+    assert_eq!(rows.len(), 3000);
+    assert_eq!(rows[4].get::<i64>(0), 4);
+    assert_eq!(rows[4].get::<Option<&str>>(1), Some("row 4"));
+    assert_eq!(rows[3].get::<Option<&str>>(1), None);
+    assert_eq!(rows[4].get::<f64>(2), 1.0);
+    assert_eq!(rows[4].get::<Vec<f64>>(3), vec![4.0, -0.5]);
+    let stream = client
+        .copy_out("COPY (SELECT * FROM b WHERE id < 0) TO STDOUT (FORMAT binary)")
+        .await
+        .expect("copy out no rows");
+    let none: Vec<_> = BinaryCopyOutStream::new(stream, &types)
+        .try_collect()
+        .await
+        .expect("read an empty binary copy");
+    assert!(none.is_empty());
+    // An empty CSV copy still has its header line.
+    let stream = client
+        .copy_out("COPY (SELECT id, name FROM b WHERE id < 0) TO STDOUT (FORMAT csv, HEADER)")
+        .await
+        .expect("copy out csv");
+    let chunks: Vec<bytes::Bytes> = stream.try_collect().await.expect("read csv copy");
+    assert_eq!(chunks.concat(), b"id,name\n");
+
+    // Malformed data is refused with PostgreSQL's codes, and nothing of it is stored.
+    for (data, code) in [
+        (&b"not a binary copy"[..], "22P04"),
+        (&b"PGCOPY\n\xff\r\n\0\0\0\0\0\0\0\0\0\0\x01\0\0\0\x02ab\xff\xff"[..], "22P04"),
+        (
+            &b"PGCOPY\n\xff\r\n\0\0\0\0\0\0\0\0\0\0\x04\0\0\0\x02ab\xff\xff\xff\xff\xff\xff\xff\xff\xff\xff\xff\xff\xff\xff"[..],
+            "22P03",
+        ),
+    ] {
+        let sink = client
+            .copy_in::<_, bytes::Bytes>("COPY b FROM STDIN (FORMAT binary)")
+            .await
+            .expect("copy in");
+        futures::pin_mut!(sink);
+        sink.send(bytes::Bytes::from_static(data)).await.expect("send");
+        let err = sink.finish().await.expect_err("malformed binary copy");
+        assert_eq!(sqlstate(&err), code, "{err:?}");
+    }
+    let n: i64 = scalar(&client, "SELECT count(*) FROM b", &[]).await;
+    assert_eq!(n, 3000);
+    let err = client
+        .batch_execute("COPY b FROM STDIN (FORMAT binary, DELIMITER ',')")
+        .await
+        .expect_err("binary with a delimiter");
+    assert_eq!(sqlstate(&err), "42601");
+}
+
+#[tokio::test]
 async fn schema_discovery_queries_answer_like_postgres() {
     let dir = tempfile::tempdir().expect("tempdir");
     let server = TestServer::start(dir.path());
