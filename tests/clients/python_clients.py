@@ -74,12 +74,9 @@ def expect_sqlstate(code, fn):
     raise AssertionError(f"expected SQLSTATE {code}")
 
 
-def psycopg3():
-    import psycopg
-
-    # Normal settings: autocommit off, so the driver wraps statements in BEGIN ... COMMIT.
-    conn = psycopg.connect(f"host=127.0.0.1 port={PORT} user=matrix dbname=runbase")
-    cur = conn.cursor()
+def fill_and_read_back(conn, cur):
+    """The table part of the checklist through a DB-API connection (psycopg, psycopg2):
+    create, two parameterized inserts (every type, then NULLs), commit, read back."""
     cur.execute(f"DROP TABLE IF EXISTS {TABLE}")
     cur.execute(f"CREATE TABLE {TABLE} ({COLUMNS})")
     placeholders = ", ".join(["%s"] * len(ROW))
@@ -90,6 +87,15 @@ def psycopg3():
     rows = cur.fetchall()
     check_row(rows[0])
     assert rows[1] == NULLS, rows[1]
+
+
+def psycopg3():
+    import psycopg
+
+    # Normal settings: autocommit off, so the driver wraps statements in BEGIN ... COMMIT.
+    conn = psycopg.connect(f"host=127.0.0.1 port={PORT} user=matrix dbname=runbase")
+    cur = conn.cursor()
+    fill_and_read_back(conn, cur)
     # Prepared server-side and used twice (prepare=True forces it on the first use).
     for want in (1, 2):
         cur.execute("SELECT %s::bigint + 0", (want,), prepare=True)
@@ -117,16 +123,7 @@ def psycopg2_():
 
     conn = psycopg2.connect(host="127.0.0.1", port=PORT, user="matrix", dbname="runbase")
     cur = conn.cursor()
-    cur.execute(f"DROP TABLE IF EXISTS {TABLE}")
-    cur.execute(f"CREATE TABLE {TABLE} ({COLUMNS})")
-    placeholders = ", ".join(["%s"] * len(ROW))
-    cur.execute(f"INSERT INTO {TABLE} VALUES ({placeholders})", ROW)
-    cur.execute(f"INSERT INTO {TABLE} VALUES ({placeholders})", NULLS)
-    conn.commit()
-    cur.execute(f"SELECT * FROM {TABLE} ORDER BY i4 NULLS LAST")
-    rows = cur.fetchall()
-    check_row(rows[0])
-    assert rows[1] == NULLS, rows[1]
+    fill_and_read_back(conn, cur)
     # psycopg2 interpolates on the client; PREPARE/EXECUTE is its way to prepare.
     cur.execute("PREPARE twice AS SELECT $1::bigint * 2")
     for v in (3, 4):
