@@ -9,8 +9,8 @@
 //!
 //! The mark goes on the array's element field, which is part of the array's type and so
 //! survives CASE, subqueries, joins and unions:
-//! - [`OidArrayTypePlanner`]: `x::oid[]` (any oid alias) plans as a list of marked int4;
-//! - [`OidArrayAgg`]: `array_agg` of a marked column returns a list of marked elements.
+//! - `OidArrayTypePlanner`: `x::oid[]` (any oid alias) plans as a list of marked int4;
+//! - `OidArrayAgg`: `array_agg` of a marked column returns a list of marked elements.
 //!
 //! [`is_oid_array`] is how the server recognizes such a list to describe it as `oid[]`.
 
