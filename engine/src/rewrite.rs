@@ -7,7 +7,9 @@
 //! - a correlated scalar subquery over a recursive CTE correlated in its anchor, which
 //!   DataFusion cannot plan, is decorrelated (asyncpg's type introspection);
 //! - a scalar subquery over `pg_catalog` tables that returns one row by construction is
-//!   aggregated with `first_value` (SQLAlchemy's column listing).
+//!   aggregated with `first_value` (SQLAlchemy's column listing);
+//! - `oid::regtype::text` is the type's name, as `format_type` spells it (asyncpg's
+//!   introspection, tools that show column types), not the oid's digits.
 
 use std::ops::ControlFlow;
 
@@ -26,6 +28,7 @@ pub(crate) fn compatibility(statement: &mut Statement) -> Result<()> {
     let flow = visit_expressions_mut(statement, |e| {
         let step = decode_bytea_literal(e)
             .and_then(|()| rewrite_like_escape(e))
+            .and_then(|()| regtype_names(e))
             .map(|()| {
                 decorrelate_recursive_subquery(e);
                 aggregate_catalog_subquery(e);
@@ -107,6 +110,56 @@ fn rewrite_like_escape(e: &mut SqlExpr) -> Result<()> {
         "replace(replace(replace(replace(({pattern}), '\\', '\\\\'), '{quoted}{quoted}', chr(1)), '{quoted}', '\\'), chr(1), '{quoted}')"
     ))?;
     *escape_char = None;
+    Ok(())
+}
+
+/// Whether `t` is a text type (`text`, `varchar`, `name`).
+fn is_text_type(t: &SqlType) -> bool {
+    match t {
+        SqlType::Text | SqlType::Varchar(_) | SqlType::CharacterVarying(_) => true,
+        SqlType::Custom(name, args) if args.is_empty() => name.0.last().is_some_and(|p| {
+            matches!(p.to_string().to_ascii_lowercase().as_str(), "text" | "name")
+        }),
+        _ => false,
+    }
+}
+
+/// Rewrites `x::regtype::text` (an oid cast to `regtype`, then to text) into the type's
+/// name: `format_type(x, NULL)`, and `-` for oid 0, as PostgreSQL prints a `regtype`.
+/// (datafusion-pg-catalog keeps `regtype` values as int4, so the cast would give digits.)
+fn regtype_names(e: &mut SqlExpr) -> Result<()> {
+    let SqlExpr::Cast {
+        expr: outer_arg,
+        data_type,
+        ..
+    } = e
+    else {
+        return Ok(());
+    };
+    if !is_text_type(data_type) {
+        return Ok(());
+    }
+    let SqlExpr::Cast {
+        expr: oid,
+        data_type: SqlType::Custom(name, args),
+        ..
+    } = outer_arg.as_ref()
+    else {
+        return Ok(());
+    };
+    let is_regtype = args.is_empty()
+        && name
+            .0
+            .last()
+            .is_some_and(|p| p.to_string().eq_ignore_ascii_case("regtype"));
+    if !is_regtype {
+        return Ok(());
+    }
+    // (A name, 'int4'::regtype::text, never gets here: datafusion-pg-catalog's parser has
+    // already replaced 'int4'::regtype by its oid.)
+    *e = parse_expr(&format!(
+        "CASE WHEN ({oid}) = 0 THEN '-' ELSE format_type(({oid}), NULL) END"
+    ))?;
     Ok(())
 }
 
@@ -478,6 +531,16 @@ mod tests {
                 .to_string();
             assert_eq!(rewritten(sql), before);
         }
+    }
+
+    #[test]
+    fn regtype_text_is_the_type_name() {
+        assert_eq!(
+            rewritten("SELECT elemtype::regtype::text FROM t"),
+            "SELECT CASE WHEN (elemtype) = 0 THEN '-' ELSE format_type((elemtype), NULL) END FROM t"
+        );
+        let untouched = "SELECT elemtype::regtype, x::INT::TEXT FROM t";
+        assert_eq!(rewritten(untouched), untouched);
     }
 
     #[test]

@@ -448,6 +448,17 @@ async fn schema_discovery_queries_answer_like_postgres() {
     assert_eq!(elems, vec!["26".to_string(), "701".to_string()]);
     let oids: Vec<u32> = rows.iter().flat_map(|r| r.get::<_, Vec<u32>>(1)).collect();
     assert_eq!(oids.len(), 2, "{oids:?}");
+    // An oid shown as a regtype is the type's name, as PostgreSQL prints it.
+    let names = client
+        .query_one(
+            "SELECT typelem::regtype::text, oid::regtype::text FROM pg_catalog.pg_type \
+             WHERE oid = 1022",
+            &[],
+        )
+        .await
+        .expect("regtype names");
+    assert_eq!(names.get::<_, String>(0), "double precision");
+    assert_eq!(names.get::<_, String>(1), "double precision[]");
 }
 
 async fn batch_size(c: &tokio_postgres::Client) -> String {
