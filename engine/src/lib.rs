@@ -35,21 +35,23 @@
 //! # }
 //! ```
 
-pub mod auth;
 pub mod catalog;
-pub mod compat;
-pub mod copy;
 pub mod database;
 pub mod error;
 pub mod executor;
-pub mod oid_array;
-pub mod provider;
-mod rewrite;
-pub mod schema;
-pub mod session;
+pub mod pg;
+pub mod sql;
 pub mod storage;
 pub mod system;
 pub mod tracking;
+pub mod users;
+
+// The modules' former paths, while the reshaping is under way.
+pub(crate) use pg::rewrite;
+pub use pg::{compat, copy, oid_array};
+pub use sql::session;
+pub use storage::{provider, schema};
+pub use users as auth;
 
 pub use database::{DATABASE_NAME, Database, DatabaseOptions, WeakDatabase, version_string};
 pub use error::{Error, Result};

@@ -25,15 +25,13 @@
 //! # }
 //! ```
 
-pub mod auth;
 pub mod config;
-pub mod copy;
 pub mod embedded;
-pub mod error;
-pub mod handler;
 pub mod logging;
-pub mod server;
-pub mod text;
+pub mod pg;
+
+// The modules' former paths, while the split is under way.
+pub use pg::{connection as handler, copy, error, listener as server, startup as auth, text};
 
 use runbase_engine::{Database, DatabaseOptions};
 

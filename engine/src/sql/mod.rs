@@ -1,0 +1,3 @@
+//! SQL sessions.
+
+pub mod session;
