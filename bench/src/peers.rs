@@ -107,6 +107,8 @@ impl Runbase {
                 &dir.path().display().to_string(),
                 "--synchronous-commit",
                 &synchronous_commit.to_string(),
+                // The comparisons speak PostgreSQL only; no HTTP port to collide on.
+                "--no-http",
             ])
             .env("RUST_LOG", "warn")
             .envs(env.iter().map(|(k, v)| (k, v)))

@@ -7,16 +7,15 @@
 //! | `meta/format`               | catalog format version (`1`)  |
 //! | `table/<schema>/<name>`     | [`TableEntry`] as JSON        |
 //!
-//! Every mutation is written with `sync = true`: once a DDL statement has been
-//! acknowledged, its catalog change survives a crash of the process or the machine.
+//! Every mutation is a synced write ([`Durability::Synced`]), done off the async workers:
+//! once a DDL statement has been acknowledged, its catalog change survives a crash of the
+//! process or the machine.
 
-use std::path::Path;
-use std::sync::Arc;
-
-use rocksdb::{DB, Options, WriteOptions};
+use rocksdb::WriteBatch;
 use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
+use crate::kv::{Durability, Kv};
 
 const FORMAT_KEY: &[u8] = b"meta/format";
 const FORMAT_VERSION: &str = "1";
@@ -42,23 +41,18 @@ pub struct TableEntry {
 /// The RocksDB-backed catalog.
 #[derive(Debug)]
 pub struct Catalog {
-    db: Arc<DB>,
+    kv: Kv,
 }
 
 impl Catalog {
-    /// Opens (creating if needed) the catalog under `dir`.
-    pub fn open(dir: &Path) -> Result<Self> {
-        let mut opts = Options::default();
-        opts.create_if_missing(true);
-        opts.create_missing_column_families(true);
-        opts.set_compression_type(rocksdb::DBCompressionType::Lz4);
-        let db = Arc::new(DB::open_cf_descriptors(
-            &opts,
-            dir,
-            crate::tracking::column_families(),
-        )?);
-        match db.get(FORMAT_KEY)? {
-            None => db.put_opt(FORMAT_KEY, FORMAT_VERSION, &sync_writes())?,
+    /// The catalog in `kv` (checking, or on a new store writing, its format version).
+    pub fn open(kv: Kv) -> Result<Self> {
+        match kv.db().get(FORMAT_KEY)? {
+            None => {
+                let mut batch = WriteBatch::default();
+                batch.put(FORMAT_KEY, FORMAT_VERSION);
+                kv.write(batch, Durability::Synced)?;
+            }
             Some(v) if v == FORMAT_VERSION.as_bytes() => {}
             Some(v) => {
                 return Err(Error::corrupt(
@@ -70,18 +64,13 @@ impl Catalog {
                 ));
             }
         }
-        Ok(Self { db })
-    }
-
-    /// The RocksDB instance, shared with the tracking store.
-    pub(crate) fn db(&self) -> &Arc<DB> {
-        &self.db
+        Ok(Self { kv })
     }
 
     /// All tables, in key order (schema, then name).
     pub fn tables(&self) -> Result<Vec<TableEntry>> {
         let mut out = Vec::new();
-        for item in self.db.prefix_iterator(TABLE_PREFIX.as_bytes()) {
+        for item in self.kv.db().prefix_iterator(TABLE_PREFIX.as_bytes()) {
             let (key, value) = item?;
             if !key.starts_with(TABLE_PREFIX.as_bytes()) {
                 break;
@@ -97,24 +86,28 @@ impl Catalog {
         Ok(out)
     }
 
-    /// Records a new table. Fails with [`Error::TableExists`] if the name is taken.
-    pub fn insert_table(&self, entry: &TableEntry) -> Result<()> {
+    /// Records a new table, synced. Fails with [`Error::TableExists`] if the name is
+    /// taken. Callers serialize DDL, so the check and the write do not race.
+    pub async fn insert_table(&self, entry: &TableEntry) -> Result<()> {
         let key = table_key(&entry.schema, &entry.name);
-        if self.db.get(&key)?.is_some() {
+        if self.kv.db().get(&key)?.is_some() {
             return Err(Error::TableExists(entry.name.clone()));
         }
         let value = serde_json::to_vec(entry)
             .map_err(|e| Error::corrupt("catalog entry being written", e))?;
-        self.db.put_opt(key, value, &sync_writes())?;
-        Ok(())
+        let mut batch = WriteBatch::default();
+        batch.put(key, value);
+        self.kv.write_async(batch, Durability::Synced).await
     }
 
-    /// Removes a table's entry; returns whether it existed.
-    pub fn remove_table(&self, schema: &str, name: &str) -> Result<bool> {
+    /// Removes a table's entry, synced; returns whether it existed.
+    pub async fn remove_table(&self, schema: &str, name: &str) -> Result<bool> {
         let key = table_key(schema, name);
-        let existed = self.db.get(&key)?.is_some();
+        let existed = self.kv.db().get(&key)?.is_some();
         if existed {
-            self.db.delete_opt(key, &sync_writes())?;
+            let mut batch = WriteBatch::default();
+            batch.delete(key);
+            self.kv.write_async(batch, Durability::Synced).await?;
         }
         Ok(existed)
     }
@@ -122,12 +115,6 @@ impl Catalog {
 
 fn table_key(schema: &str, name: &str) -> String {
     format!("{TABLE_PREFIX}{schema}/{name}")
-}
-
-fn sync_writes() -> WriteOptions {
-    let mut opts = WriteOptions::default();
-    opts.set_sync(true);
-    opts
 }
 
 #[cfg(test)]
@@ -145,19 +132,23 @@ mod tests {
         }
     }
 
-    #[test]
-    fn entries_survive_reopen_and_names_are_unique() {
+    fn open(dir: &std::path::Path) -> Catalog {
+        Catalog::open(Kv::open(dir, vec![], true).expect("kv")).expect("catalog")
+    }
+
+    #[tokio::test]
+    async fn entries_survive_reopen_and_names_are_unique() {
         let dir = tempfile::tempdir().expect("tempdir");
         {
-            let cat = Catalog::open(dir.path()).expect("open");
-            cat.insert_table(&entry("b")).expect("insert b");
-            cat.insert_table(&entry("a")).expect("insert a");
+            let cat = open(dir.path());
+            cat.insert_table(&entry("b")).await.expect("insert b");
+            cat.insert_table(&entry("a")).await.expect("insert a");
             assert!(matches!(
-                cat.insert_table(&entry("a")),
+                cat.insert_table(&entry("a")).await,
                 Err(Error::TableExists(_))
             ));
         }
-        let cat = Catalog::open(dir.path()).expect("reopen");
+        let cat = open(dir.path());
         let names: Vec<_> = cat
             .tables()
             .expect("tables")
@@ -165,16 +156,16 @@ mod tests {
             .map(|e| e.name)
             .collect();
         assert_eq!(names, vec!["a", "b"]);
-        assert!(cat.remove_table("public", "a").expect("remove"));
-        assert!(!cat.remove_table("public", "a").expect("remove again"));
+        assert!(cat.remove_table("public", "a").await.expect("remove"));
+        assert!(!cat.remove_table("public", "a").await.expect("remove again"));
         assert_eq!(cat.tables().expect("tables").len(), 1);
     }
 
     #[test]
     fn corrupt_entry_is_an_error_not_a_panic() {
         let dir = tempfile::tempdir().expect("tempdir");
-        let cat = Catalog::open(dir.path()).expect("open");
-        cat.db.put("table/public/x", b"not json").expect("put");
+        let cat = open(dir.path());
+        cat.kv.db().put("table/public/x", b"not json").expect("put");
         assert!(matches!(cat.tables(), Err(Error::Corrupt { .. })));
     }
 }

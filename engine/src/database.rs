@@ -4,31 +4,31 @@ use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, RwLock};
 
-use datafusion::arrow::datatypes::{DataType, Schema};
+use datafusion::arrow::datatypes::DataType;
 use datafusion::catalog::{
     CatalogProvider, MemoryCatalogProviderList, MemorySchemaProvider, SchemaProvider, TableProvider,
 };
-use datafusion::common::{ResolvedTableReference, ScalarValue, TableReference};
+use datafusion::common::ScalarValue;
 use datafusion::execution::SessionStateBuilder;
 use datafusion::execution::context::SessionState;
 use datafusion::execution::runtime_env::RuntimeEnv;
-use datafusion::logical_expr::{ColumnarValue, LogicalPlan, Volatility, create_udf};
+use datafusion::logical_expr::{ColumnarValue, Volatility, create_udf};
 use datafusion::prelude::{SessionConfig, SessionContext};
-use futures::TryStreamExt;
 use tokio::sync::Mutex;
-use tracing::{info, warn};
+use tracing::info;
 
-use crate::catalog::{Catalog, TableEntry};
+use crate::catalog::Catalog;
 use crate::error::{Error, Result};
 use crate::executor::CpuExecutor;
-use crate::provider::TableAtFunction;
-use crate::schema::{PUBLIC_SCHEMA, RunbaseCatalog, SYSTEM_SCHEMA, UserSchema};
-use crate::session::Session;
-use crate::storage::{ObjectStoreRoot, StoredTable, conform_batch, storable_schema};
+use crate::kv::Kv;
+use crate::storage::provider::TableAtFunction;
+use crate::storage::schema::{PUBLIC_SCHEMA, RunbaseCatalog, UserSchema};
+use crate::storage::{ObjectStoreRoot, StoredTable};
 use crate::system::{SystemTable, SystemTableProvider, TableVersions};
 use crate::tracking::Tracking;
 use crate::tracking::functions::{self, Caller};
 use crate::tracking::tables::{TableKind, TrackingTable};
+use crate::users::Users;
 
 /// Name of the one database (DataFusion catalog) a runbase instance serves.
 pub const DATABASE_NAME: &str = "runbase";
@@ -81,6 +81,7 @@ pub struct Database {
 struct Inner {
     data_dir: PathBuf,
     catalog: Catalog,
+    users: Users,
     root: ObjectStoreRoot,
     user: Arc<UserSchema>,
     system: Arc<MemorySchemaProvider>,
@@ -102,7 +103,16 @@ impl Database {
     /// Startup reads only the RocksDB catalog; each table's Delta log is read on first use.
     pub async fn open(options: DatabaseOptions) -> Result<Self> {
         std::fs::create_dir_all(&options.data_dir)?;
-        let catalog = Catalog::open(&options.data_dir.join("catalog"))?;
+        // Every column family, from the modules that keep them.
+        let mut families = crate::tracking::column_families();
+        families.extend(crate::users::column_families());
+        let kv = Kv::open(
+            &options.data_dir.join("catalog"),
+            families,
+            options.synchronous_commit,
+        )?;
+        let catalog = Catalog::open(kv.clone())?;
+        let users = Users::new(kv.clone());
         let root = match options.object_store {
             Some(root) => root,
             None => ObjectStoreRoot::local(&options.data_dir.join("objects"))?,
@@ -113,11 +123,7 @@ impl Database {
         for entry in entries {
             user.add(Arc::new(StoredTable::new(entry, root.clone())?));
         }
-        let tracking = Tracking::new(
-            catalog.db().clone(),
-            root.clone(),
-            options.synchronous_commit,
-        );
+        let tracking = Tracking::new(kv, root.clone());
         let system = Arc::new(MemorySchemaProvider::new());
         for kind in TableKind::ALL {
             system.register_table(
@@ -158,6 +164,7 @@ impl Database {
             inner: Arc::new(Inner {
                 data_dir: options.data_dir,
                 catalog,
+                users,
                 root,
                 user,
                 system,
@@ -191,15 +198,13 @@ impl Database {
         &self.inner.root
     }
 
-    /// A new session: its own settings, sharing tables with every other session.
-    pub fn session(&self) -> Session {
-        let state = self
-            .inner
+    /// A copy of the state every session starts from.
+    pub(crate) fn template_state(&self) -> SessionState {
+        self.inner
             .template
             .read()
             .expect("template lock poisoned")
-            .clone();
-        Session::new(self.clone(), SessionContext::new_with_state(state))
+            .clone()
     }
 
     /// The hook through which other crates add functions: `f` gets a context whose
@@ -218,7 +223,7 @@ impl Database {
     /// any statement — and the function finds the plan in the [`PlannedQueries`]
     /// session-config extension while the statement is planned.
     ///
-    /// [`PlannedQueries`]: crate::session::PlannedQueries
+    /// [`PlannedQueries`]: crate::sql::PlannedQueries
     pub fn register_query_argument(&self, function: &str, position: usize) {
         let mut map = self
             .inner
@@ -276,6 +281,11 @@ impl Database {
         self.inner.user.table_names()
     }
 
+    /// The users and their roles, which every front end authenticates against.
+    pub fn users(&self) -> &Users {
+        &self.inner.users
+    }
+
     /// The experiment-tracking store.
     pub fn tracking(&self) -> &Tracking {
         &self.inner.tracking
@@ -293,109 +303,19 @@ impl Database {
         &self.inner.executor
     }
 
-    /// Executes `CREATE TABLE [IF NOT EXISTS] … [AS …]`; returns the rows written.
-    pub(crate) async fn create_table(
-        &self,
-        ctx: &SessionContext,
-        name: &TableReference,
-        input: &LogicalPlan,
-        if_not_exists: bool,
-    ) -> Result<u64> {
-        let resolved = resolve(name)?;
-        let table_name = resolved.table.to_string();
-        if self.inner.user.stored(&table_name).is_some() {
-            return if if_not_exists {
-                Ok(0)
-            } else {
-                Err(Error::TableExists(table_name))
-            };
-        }
-        let is_plain_create = matches!(input, LogicalPlan::EmptyRelation(e) if !e.produce_one_row);
-        let (batches, schema) = if is_plain_create {
-            (vec![], Arc::new(input.schema().as_arrow().clone()))
-        } else {
-            // CREATE TABLE AS: columns are nullable, as in PostgreSQL.
-            let schema = input.schema().as_arrow();
-            let nullable = Schema::new(
-                schema
-                    .fields()
-                    .iter()
-                    .map(|f| f.as_ref().clone().with_nullable(true))
-                    .collect::<Vec<_>>(),
-            );
-            let plan = ctx.state().create_physical_plan(input).await?;
-            let stream = self.inner.executor.execute(plan, ctx.task_ctx());
-            let batches: Vec<_> = stream.try_collect().await?;
-            (batches, Arc::new(nullable))
-        };
-        let (delta_schema, arrow_schema) = storable_schema(&schema)?;
-        let batches = batches
-            .iter()
-            .filter(|b| b.num_rows() > 0)
-            .map(|b| conform_batch(b, &arrow_schema))
-            .collect::<Result<Vec<_>>>()?;
-        let rows: usize = batches.iter().map(|b| b.num_rows()).sum();
-
-        let _ddl = self.inner.ddl_lock.lock().await;
-        if self.inner.user.stored(&table_name).is_some() {
-            return if if_not_exists {
-                Ok(0)
-            } else {
-                Err(Error::TableExists(table_name))
-            };
-        }
-        let id = uuid::Uuid::new_v4().to_string();
-        let location = format!("tables/{id}");
-        let root = self.inner.root.clone();
-        let delta = if batches.is_empty() {
-            root.create_empty(&location, &delta_schema).await?
-        } else {
-            root.create_with_data(&location, batches).await?
-        };
-        let entry = TableEntry {
-            schema: PUBLIC_SCHEMA.to_string(),
-            name: table_name,
-            id,
-            location,
-            delta_schema: serde_json::to_string(&delta_schema)
-                .map_err(|e| Error::corrupt("table schema being written", e))?,
-            created_at_us: chrono::Utc::now().timestamp_micros(),
-        };
-        // The Delta commit is durable; the catalog entry makes the table visible. A crash
-        // between the two leaves an unreferenced directory, never a dangling entry.
-        self.inner.catalog.insert_table(&entry)?;
-        self.inner
-            .user
-            .add(Arc::new(StoredTable::with_state(entry, root, delta)?));
-        Ok(rows as u64)
+    /// The user-table schema (`public`).
+    pub(crate) fn user_schema(&self) -> &Arc<UserSchema> {
+        &self.inner.user
     }
 
-    /// Executes `DROP TABLE [IF EXISTS]`; returns whether a table was dropped.
-    pub(crate) async fn drop_table(&self, name: &TableReference, if_exists: bool) -> Result<bool> {
-        let resolved = resolve(name)?;
-        let _ddl = self.inner.ddl_lock.lock().await;
-        let table_name = resolved.table.to_string();
-        let Some(table) = self.inner.user.stored(&table_name) else {
-            return if if_exists {
-                Ok(false)
-            } else {
-                Err(Error::TableNotFound(table_name))
-            };
-        };
-        self.inner
-            .catalog
-            .remove_table(PUBLIC_SCHEMA, &table_name)?;
-        self.inner.user.remove(&table_name);
-        // The table is gone once the catalog says so; its files are garbage from here on.
-        if let Err(err) = self
-            .inner
-            .root
-            .delete_table_files(&table.entry.location)
-            .await
-        {
-            warn!(%err, table = %table_name, location = %table.entry.location, "could not delete dropped table's files");
-        }
-        Ok(true)
+    /// The table catalog.
+    pub(crate) fn catalog(&self) -> &Catalog {
+        &self.inner.catalog
+    }
+
+    /// Serializes DDL, so two `CREATE TABLE`s of one name cannot both succeed.
+    pub(crate) fn ddl_lock(&self) -> &Mutex<()> {
+        &self.inner.ddl_lock
     }
 }
 
@@ -411,23 +331,6 @@ impl WeakDatabase {
             .upgrade()
             .map(|inner| Database { inner })
             .ok_or_else(|| Error::InvalidState("the database has been closed".into()))
-    }
-}
-
-/// Resolves a table name for DDL: only `public` (the default) may hold user tables.
-fn resolve(name: &TableReference) -> Result<ResolvedTableReference> {
-    let resolved = name.clone().resolve(DATABASE_NAME, PUBLIC_SCHEMA);
-    if resolved.catalog.as_ref() != DATABASE_NAME {
-        return Err(Error::InvalidArgument(format!(
-            "cross-database references are not implemented: {name}"
-        )));
-    }
-    match resolved.schema.as_ref() {
-        PUBLIC_SCHEMA => Ok(resolved),
-        SYSTEM_SCHEMA => Err(Error::ReadOnly(format!(
-            "schema \"{SYSTEM_SCHEMA}\" is read-only: it holds system tables"
-        ))),
-        other => Err(Error::SchemaNotFound(other.to_string())),
     }
 }
 
@@ -482,7 +385,7 @@ fn template_state(
         datafusion_pg_catalog::pg_catalog::context::EmptyContextProvider,
     )
     .map_err(|e| Error::DataFusion(*e))?;
-    crate::compat::register(&ctx);
-    crate::oid_array::register(&ctx);
+    crate::pg::compat::register(&ctx);
+    crate::pg::oid_array::register(&ctx);
     Ok(ctx.state())
 }

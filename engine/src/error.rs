@@ -1,12 +1,17 @@
-//! The engine's error type.
+//! The engine's error type and its protocol-neutral [`ErrorCode`].
+
+mod code;
 
 use datafusion::error::DataFusionError;
+
+pub use code::{CodedError, ErrorClass, ErrorCode};
 
 /// Errors raised by the runbase engine.
 ///
 /// Variants that carry a user-facing condition (unknown table, existing table, bad argument)
-/// are distinct so front ends can map them to precise SQLSTATE codes; the wrapped library
-/// errors keep their source for logging.
+/// are distinct, and [`Error::code`] gives each its protocol-neutral [`ErrorCode`], which
+/// the front ends map to SQLSTATE or an HTTP status; the wrapped library errors keep their
+/// source for logging.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
     /// A table named in a statement does not exist.
@@ -90,6 +95,26 @@ pub enum Error {
     #[error("{0}")]
     Canceled(String),
 
+    /// The statement ran past a time limit such as `statement_timeout` (57014).
+    #[error("{0}")]
+    Timeout(String),
+
+    /// A function that does not exist or does not take the arguments given (42883).
+    #[error("{0}")]
+    UndefinedFunction(String),
+
+    /// A NULL written into a `NOT NULL` column (23502).
+    #[error("{0}")]
+    NotNullViolation(String),
+
+    /// The data directory is open in another process.
+    #[error("{0}")]
+    InUse(String),
+
+    /// A concurrent change won the race; the statement may be retried (40001).
+    #[error("{0}")]
+    Conflict(String),
+
     /// A failure inside a library runbase calls (libtorch, …) that is not the input's fault.
     #[error("{0}")]
     Internal(String),
@@ -137,6 +162,52 @@ impl From<Error> for DataFusionError {
 }
 
 impl Error {
+    /// The protocol-neutral code of this error: what front ends map to SQLSTATE or an
+    /// HTTP status. Wrapped library errors are classified by their type and variant.
+    pub fn code(&self) -> ErrorCode {
+        use ErrorCode as C;
+        match self {
+            Error::TableNotFound(_) => C::TableNotFound,
+            Error::TableExists(_) => C::TableAlreadyExists,
+            Error::SchemaNotFound(_) => C::SchemaNotFound,
+            Error::ReadOnly(_) | Error::PermissionDenied(_) => C::PermissionDenied,
+            Error::NotSupported(_) => C::Unsupported,
+            Error::InvalidArgument(_) => C::InvalidArgument,
+            Error::InvalidText(_) => C::InvalidText,
+            Error::ValueTooLong(_) => C::ValueTooLong,
+            Error::BadCopyData(_) => C::BadCopyData,
+            Error::InvalidBinary(_) => C::InvalidBinary,
+            Error::NullValue(_) => C::NullValue,
+            Error::UniqueViolation(_) => C::UniqueViolation,
+            Error::Syntax(_) => C::Syntax,
+            Error::DuplicateObject(_) => C::ObjectAlreadyExists,
+            Error::ObjectNotFound(_) => C::ObjectNotFound,
+            Error::InvalidState(_) => C::InvalidState,
+            Error::ColumnNotFound(_) => C::ColumnNotFound,
+            Error::DatatypeMismatch(_) => C::DatatypeMismatch,
+            Error::Canceled(_) => C::Canceled,
+            Error::Timeout(_) => C::Timeout,
+            Error::UndefinedFunction(_) => C::FunctionNotFound,
+            Error::NotNullViolation(_) => C::NotNullViolation,
+            Error::Conflict(_) => C::Conflict,
+            Error::InUse(_) => C::InvalidState,
+            Error::Internal(_) => C::Internal,
+            Error::Corrupt { .. } => C::Corrupt,
+            Error::RocksDb(_) | Error::ObjectStore(_) | Error::Io(_) => C::Io,
+            Error::Delta(e) => code::delta_code(e),
+            Error::DataFusion(e) => code::datafusion_code(e),
+        }
+    }
+
+    /// The message for a client: the innermost meaningful message, without the layers
+    /// of context DataFusion wraps around an error it passes on.
+    pub fn client_message(&self) -> String {
+        match self {
+            Error::DataFusion(e) => code::client_message(e),
+            other => other.to_string(),
+        }
+    }
+
     /// Wraps a `serde_json` failure while decoding `what`.
     pub(crate) fn corrupt(what: impl Into<String>, detail: impl std::fmt::Display) -> Self {
         Error::Corrupt {

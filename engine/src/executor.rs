@@ -58,15 +58,19 @@ impl CpuExecutor {
         let task = self.handle().spawn(fut);
         let abort = task.abort_handle();
         let _guard = AbortOnDrop(abort);
-        match task.await {
-            Ok(result) => result,
-            Err(e) if e.is_cancelled() => Err(Error::DataFusion(DataFusionError::Execution(
-                "query cancelled".into(),
-            ))),
-            Err(e) => Err(Error::DataFusion(DataFusionError::Execution(format!(
-                "query task failed: {e}"
-            )))),
-        }
+        join_result(task.await)
+    }
+
+    /// Runs blocking `work` (a synced RocksDB write, password hashing, libtorch) on the
+    /// CPU runtime's blocking pool, so it never holds a worker that polls queries or
+    /// sockets, and waits for it without blocking the caller's thread.
+    pub async fn run_blocking<F, T>(&self, work: F) -> Result<T>
+    where
+        F: FnOnce() -> Result<T> + Send + 'static,
+        T: Send + 'static,
+    {
+        let task = self.handle().spawn_blocking(work);
+        join_result(task.await)
     }
 
     /// Executes `plan` on the CPU runtime, streaming its batches back.
@@ -136,6 +140,28 @@ impl Drop for CpuExecutor {
         if let Some(rt) = self.runtime.take() {
             rt.shutdown_background();
         }
+    }
+}
+
+/// A finished task's result: cancellation is [`Error::Canceled`], a panic an internal error.
+fn join_result<T>(joined: std::result::Result<Result<T>, tokio::task::JoinError>) -> Result<T> {
+    match joined {
+        Ok(result) => result,
+        Err(e) if e.is_cancelled() => Err(Error::Canceled("query cancelled".into())),
+        Err(e) => Err(Error::Internal(format!("query task failed: {e}"))),
+    }
+}
+
+/// Runs blocking `work` from synchronous code that may be on an async worker (a scalar
+/// function DataFusion calls from the CPU runtime, say): on a multi-threaded runtime the
+/// worker hands its other tasks to a new worker first, so they are not stalled; elsewhere
+/// `work` just runs.
+pub fn blocking<T>(work: impl FnOnce() -> T) -> T {
+    match tokio::runtime::Handle::try_current() {
+        Ok(handle) if handle.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread => {
+            tokio::task::block_in_place(work)
+        }
+        _ => work(),
     }
 }
 

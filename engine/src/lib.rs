@@ -7,20 +7,21 @@
 //! [`Database::configure`] and system tables through [`Database::register_system_table`].
 //!
 //! # Layout
-//! - [`database`]: [`Database`], opening, DDL, the hook for registering functions.
-//! - [`auth`]: users, roles and SCRAM-SHA-256 verifiers.
-//! - [`session`]: [`Session`], per-client statement planning and execution.
-//! - [`catalog`]: the RocksDB catalog of tables.
-//! - [`compat`]: PostgreSQL functions drivers call while discovering a server.
-//! - [`copy`]: `COPY … FROM STDIN` / `TO STDOUT` in text and CSV formats.
-//! - [`storage`]: Delta tables on the object store, versions and history.
-//! - [`schema`]: DataFusion catalog and schema providers (`public`, `runbase`).
-//! - [`provider`]: table providers for scans, `INSERT` and `table_at(name, version)`.
-//! - [`system`]: system tables such as `runbase.table_versions`.
-//! - [`tracking`]: experiments, runs, params, metrics, tags, lineage and artifacts in
-//!   RocksDB, their `runbase.*` tables and the `log_metric`-style functions.
-//! - [`executor`]: the CPU runtime queries run on.
-//! - [`error`]: [`Error`] and [`Result`].
+//! - [`database`]: [`Database`], the container: opening, services, the hooks for
+//!   registering functions and system tables, DDL.
+//! - [`error`]: [`Error`], [`Result`] and the protocol-neutral [`error::ErrorCode`].
+//! - [`executor`]: the CPU runtime queries run on, and the blocking-work helpers.
+//! - [`kv`]: RocksDB: opening, column families, the write policy, async-safe writes.
+//! - [`catalog`]: the table catalog in RocksDB.
+//! - [`users`]: users and roles ([`Database::users`]); [`scram`]: their verifiers.
+//! - [`storage`]: Delta tables on the object store, versions and history, and what
+//!   DataFusion sees of them (schema and table providers).
+//! - [`tracking`]: experiments, runs, params, metrics, tags, lineage, artifacts and models
+//!   in RocksDB, their `runbase.*` tables and the `log_metric`-style functions.
+//! - [`system`]: system tables ([`SystemTable`]) such as `runbase.table_versions`.
+//! - [`sql`]: [`Session`], per-client statement planning and execution, split by job.
+//! - [`pg`]: PostgreSQL dialect compatibility (rewrites, `oid[]`, catalog functions, COPY
+//!   formats) — no wire protocol.
 //!
 //! # Example
 //! ```no_run
@@ -39,25 +40,20 @@ pub mod catalog;
 pub mod database;
 pub mod error;
 pub mod executor;
+pub mod kv;
 pub mod pg;
+pub mod scram;
 pub mod sql;
 pub mod storage;
 pub mod system;
 pub mod tracking;
 pub mod users;
 
-// The modules' former paths, while the reshaping is under way.
-pub(crate) use pg::rewrite;
-pub use pg::{compat, copy, oid_array};
-pub use sql::session;
-pub use storage::{provider, schema};
-pub use users as auth;
-
 pub use database::{DATABASE_NAME, Database, DatabaseOptions, WeakDatabase, version_string};
 pub use error::{Error, Result};
-pub use session::{
-    ClientIdentity, CommandTag, Notices, PinnedQuery, PlannedQueries, Prepared, QueryOutput,
-    Session, SessionVariables, Statement,
+pub use sql::{
+    ClientIdentity, CommandTag, Identity, Notices, PinnedQuery, PlannedQueries, Prepared,
+    QueryOutput, Session, SessionVariables, Statement,
 };
 pub use system::SystemTable;
 

@@ -16,7 +16,7 @@ use datafusion::logical_expr::{Expr, TableType};
 use datafusion::physical_plan::ExecutionPlan;
 
 use crate::error::{Error, Result};
-use crate::schema::UserSchema;
+use crate::storage::schema::UserSchema;
 
 /// A read-only table whose rows are computed on each scan.
 #[async_trait]

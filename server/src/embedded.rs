@@ -4,7 +4,7 @@ use datafusion::arrow::util::pretty::pretty_format_batches;
 use runbase_engine::QueryOutput;
 
 use crate::config::SqlArgs;
-use crate::error::to_pg_error;
+use crate::pg::error::to_pg_error;
 
 /// Runs the statements, printing each result; returns the exit code.
 pub async fn run(args: SqlArgs) -> i32 {
@@ -45,7 +45,7 @@ pub async fn run(args: SqlArgs) -> i32 {
                 let mut out = std::io::stdout().lock();
                 while let Some(batch) = rows.next().await {
                     let lines = match batch {
-                        Ok(b) => crate::copy::encode_batch(b, &format),
+                        Ok(b) => crate::pg::copy::encode_batch(b, &format),
                         Err(e) => return report(&e.into()),
                     };
                     match lines {

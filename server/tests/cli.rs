@@ -22,6 +22,17 @@ fn help_lists_the_subcommands_and_env_vars() {
         "127.0.0.1:5433",
         "RUNBASE_DATA_DIR",
         "./runbase-data",
+        "--pg-listen",
+        "--listen",
+        "--http-listen",
+        "RUNBASE_HTTP_LISTEN",
+        "127.0.0.1:5480",
+        "--no-http",
+        "RUNBASE_NO_HTTP",
+        "RUNBASE_TORCH_THREADS",
+        "RUNBASE_TRAINING_CONCURRENCY",
+        "RUNBASE_INFERENCE_CONCURRENCY",
+        "RUNBASE_MODEL_CACHE_BYTES",
     ] {
         assert!(text.contains(needle), "{needle} missing from:\n{text}");
     }

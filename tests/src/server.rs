@@ -19,18 +19,44 @@ pub fn runbase_bin() -> PathBuf {
     dir.join("runbase")
 }
 
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("a free loopback port")
+/// `N` distinct free loopback ports (each listener is held until all are chosen, so the
+/// system cannot hand out one port twice).
+fn free_ports<const N: usize>() -> [u16; N] {
+    let listeners: Vec<TcpListener> = (0..N)
+        .map(|_| TcpListener::bind("127.0.0.1:0").expect("a free loopback port"))
+        .collect();
+    std::array::from_fn(|i| {
+        listeners[i]
+            .local_addr()
+            .map(|a| a.port())
+            .expect("a free loopback port")
+    })
+}
+
+/// Whether `extra` sets the PostgreSQL address itself.
+fn sets_pg_listen(extra: &[&str]) -> bool {
+    extra.iter().any(|a| {
+        ["--listen", "--pg-listen"]
+            .iter()
+            .any(|f| a == f || a.starts_with(&format!("{f}=")))
+    })
+}
+
+/// Whether `extra` sets the HTTP address itself.
+fn sets_http_listen(extra: &[&str]) -> bool {
+    extra
+        .iter()
+        .any(|a| *a == "--http-listen" || a.starts_with("--http-listen="))
 }
 
 /// A running server over a data directory.
 pub struct TestServer {
     child: Option<Child>,
-    /// The port it listens on.
+    /// The port it listens on for PostgreSQL clients.
     pub port: u16,
+    /// The port its HTTP front end listens on (or would, under `--no-http`): a free one,
+    /// so that servers of tests running in parallel do not collide on the default.
+    pub http_port: u16,
     /// Its data directory.
     pub data_dir: PathBuf,
 }
@@ -41,18 +67,23 @@ impl TestServer {
         Self::start_with(data_dir, &[])
     }
 
-    /// Runs `runbase serve` on a free loopback port with `extra` arguments and returns
-    /// its output, for a server expected to refuse to start.
+    /// Runs `runbase serve` on free loopback ports (PostgreSQL and HTTP, unless `extra`
+    /// names them) with `extra` arguments and returns its output, for a server expected
+    /// to refuse to start.
     pub fn refuses_to_start(data_dir: &Path, extra: &[&str]) -> std::process::Output {
+        let [pg_port, http_port] = free_ports::<2>();
         let mut cmd = Command::new(runbase_bin());
         cmd.arg("serve")
             .arg("--data-dir")
             .arg(data_dir)
             .args(extra)
             .env("RUST_LOG", "warn");
-        if !extra.contains(&"--listen") {
-            cmd.arg("--listen")
-                .arg(format!("127.0.0.1:{}", free_port()));
+        if !sets_pg_listen(extra) {
+            cmd.arg("--listen").arg(format!("127.0.0.1:{pg_port}"));
+        }
+        if !sets_http_listen(extra) {
+            cmd.arg("--http-listen")
+                .arg(format!("127.0.0.1:{http_port}"));
         }
         let mut child = cmd
             .stdout(Stdio::piped())
@@ -70,19 +101,27 @@ impl TestServer {
         child.wait_with_output().expect("runbase output")
     }
 
-    /// Starts a server on `data_dir` with `extra` command-line arguments.
+    /// Starts a server on `data_dir` with `extra` command-line arguments. It listens on
+    /// free loopback ports: `port` for PostgreSQL clients, `http_port` for HTTP (passed as
+    /// `--http-listen` unless `extra` sets it, when `http_port` is not used; with
+    /// `--no-http` in `extra` nothing listens there).
     pub fn start_with(data_dir: &Path, extra: &[&str]) -> Self {
-        let port = free_port();
+        let [port, http_port] = free_ports::<2>();
         let bin = runbase_bin();
         assert!(
             bin.exists(),
             "runbase binary not found at {} (build it with `cargo build -p runbase-server`, or set RUNBASE_BIN)",
             bin.display()
         );
-        let child = Command::new(&bin)
-            .arg("serve")
+        let mut cmd = Command::new(&bin);
+        cmd.arg("serve")
             .arg("--listen")
-            .arg(format!("127.0.0.1:{port}"))
+            .arg(format!("127.0.0.1:{port}"));
+        if !sets_http_listen(extra) {
+            cmd.arg("--http-listen")
+                .arg(format!("127.0.0.1:{http_port}"));
+        }
+        let child = cmd
             .arg("--data-dir")
             .arg(data_dir)
             .args(extra)
@@ -91,24 +130,39 @@ impl TestServer {
             .stderr(Stdio::inherit())
             .spawn()
             .expect("spawn runbase");
-        let server = Self {
+        let mut server = Self {
             child: Some(child),
             port,
+            http_port,
             data_dir: data_dir.to_path_buf(),
         };
         server.wait_ready();
         server
     }
 
-    fn wait_ready(&self) {
+    /// Waits for the PostgreSQL port (the server binds every front end before it, so the
+    /// HTTP port is bound by then too).
+    fn wait_ready(&mut self) {
         let deadline = Instant::now() + Duration::from_secs(60);
         while Instant::now() < deadline {
             if std::net::TcpStream::connect(("127.0.0.1", self.port)).is_ok() {
                 return;
             }
+            if let Some(status) = self
+                .child
+                .as_mut()
+                .and_then(|c| c.try_wait().expect("wait for runbase"))
+            {
+                panic!("runbase exited with {status} before listening (its stderr is above)");
+            }
             std::thread::sleep(Duration::from_millis(50));
         }
         panic!("runbase did not listen on port {} within 60 s", self.port);
+    }
+
+    /// The HTTP front end's address.
+    pub fn http_addr(&self) -> std::net::SocketAddr {
+        std::net::SocketAddr::from(([127, 0, 0, 1], self.http_port))
     }
 
     /// The libpq connection string.

@@ -36,7 +36,7 @@ impl Embedded {
 }
 
 fn pg_error(e: &runbase_engine::Error) -> SltError {
-    let pg = runbase_server::error::to_pg_error(e);
+    let pg = runbase_server::pg::error::to_pg_error(e);
     SltError(format!("[{}] {}", pg.code, pg.message))
 }
 
@@ -97,10 +97,10 @@ impl sqllogictest::AsyncDB for Embedded {
                         .map_err(|e| SltError(e.to_string()))?,
                     );
                     ncols = fields.len();
-                    let infinite = runbase_server::text::infinite_float_columns(&batch);
+                    let infinite = runbase_server::pg::text::infinite_float_columns(&batch);
                     for row in encode_recordbatch(fields, batch) {
                         let row = row.map_err(|e| SltError(e.to_string()))?;
-                        let row = runbase_server::text::respell_infinity(row, &infinite);
+                        let row = runbase_server::pg::text::respell_infinity(row, &infinite);
                         out.push(decode_row(&row));
                     }
                 }

@@ -24,7 +24,7 @@ async fn slt_embedded() {
     for file in slt_files() {
         let dir = tempfile::tempdir().expect("tempdir");
         let db = Database::open_dir(dir.path()).await.expect("open");
-        runbase_udfs::register(&db).expect("register udfs");
+        runbase_udfs::register(&db, runbase_udfs::UdfsOptions::default()).expect("register udfs");
         let mut runner = sqllogictest::Runner::new(move || {
             let db = db.clone();
             async move { Ok(Embedded::new(db)) }

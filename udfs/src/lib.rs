@@ -14,7 +14,7 @@
 //! ```no_run
 //! # async fn demo() -> Result<(), Box<dyn std::error::Error>> {
 //! let db = runbase_engine::Database::open_dir("./runbase-data").await?;
-//! runbase_udfs::register(&db)?;
+//! runbase_udfs::register(&db, runbase_udfs::UdfsOptions::default())?;
 //! let rows = db.session().query("SELECT device, kind FROM runbase.devices").await?;
 //! # let _ = rows;
 //! # Ok(())
@@ -41,26 +41,73 @@ pub enum Error {
 /// Result type of this crate.
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
-/// Registers every function and system table of this crate with `db`.
-pub fn register(db: &runbase_engine::Database) -> Result<()> {
-    // libtorch's intra-op threads (default: one per physical core), for all trainings.
-    if let Some(n) = std::env::var("RUNBASE_TORCH_THREADS")
-        .ok()
-        .and_then(|v| v.parse::<i32>().ok())
-        .filter(|n| *n > 0)
-    {
-        tch::set_num_threads(n);
+/// How the functions of this crate use the machine. The server fills it from its
+/// configuration (`--torch-threads`, …); [`UdfsOptions::default`] is what it uses when
+/// nothing is set.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UdfsOptions {
+    /// libtorch's intra-op threads, for all trainings; `None`: libtorch's default (one
+    /// per physical core).
+    pub torch_threads: Option<usize>,
+    /// How many trainings run at once; more wait their turn (`queued` in `runbase.jobs`).
+    pub training_concurrency: usize,
+    /// How many forward passes run at once.
+    pub inference_concurrency: usize,
+    /// Bytes of loaded models the model cache keeps.
+    pub model_cache_bytes: u64,
+}
+
+impl Default for UdfsOptions {
+    /// libtorch's threads; one training per four cores (at least one: libtorch already
+    /// spreads one training over every core); one forward pass per core; a 1 GiB model
+    /// cache.
+    fn default() -> Self {
+        let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+        Self {
+            torch_threads: None,
+            training_concurrency: (cores / 4).max(1),
+            inference_concurrency: cores.max(1),
+            model_cache_bytes: 1 << 30,
+        }
+    }
+}
+
+/// The services [`register`] starts, for front ends that reach them directly (a jobs view
+/// that lists and cancels trainings, online scoring over HTTP).
+#[derive(Clone)]
+pub struct Services {
+    /// The training runner and its jobs (`runbase.jobs`).
+    pub trainer: Arc<train::Trainer>,
+    /// Model loading and scoring, with the shared model cache.
+    pub inference: Arc<inference::Inference>,
+}
+
+impl std::fmt::Debug for Services {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Services").finish_non_exhaustive()
+    }
+}
+
+/// Registers every function and system table of this crate with `db`; returns the
+/// services behind them.
+pub fn register(db: &runbase_engine::Database, options: UdfsOptions) -> Result<Services> {
+    // libtorch's intra-op threads, for all trainings.
+    if let Some(n) = options.torch_threads.filter(|n| *n > 0) {
+        tch::set_num_threads(i32::try_from(n).unwrap_or(i32::MAX));
     }
     db.register_system_table("devices", Arc::new(devices::Devices::new()))?;
-    let trainer = Arc::new(train::Trainer::new(db.downgrade(), training_concurrency()));
+    let trainer = Arc::new(train::Trainer::new(
+        db.downgrade(),
+        options.training_concurrency.max(1),
+    ));
     db.register_system_table(
         "jobs",
         Arc::new(train::jobs::JobsTable::new(trainer.jobs().clone())),
     )?;
     let inference = Arc::new(inference::Inference::new(
         db.downgrade(),
-        inference::model_cache_bytes(),
-        inference::inference_concurrency(),
+        options.model_cache_bytes,
+        options.inference_concurrency.max(1),
     ));
     db.register_system_table(
         "loaded_models",
@@ -103,18 +150,7 @@ pub fn register(db: &runbase_engine::Database) -> Result<()> {
         );
         Ok(())
     })?;
-    Ok(())
-}
-
-/// How many trainings run at once; more wait their turn (`queued` in `runbase.jobs`).
-/// `RUNBASE_TRAINING_CONCURRENCY`, else one per four cores (at least one): libtorch
-/// already spreads one training over every core.
-fn training_concurrency() -> usize {
-    std::env::var("RUNBASE_TRAINING_CONCURRENCY")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get() / 4))
-        .max(1)
+    Ok(Services { trainer, inference })
 }
 
 /// The libtorch version this crate was built against.

@@ -1,4 +1,11 @@
-//! PostgreSQL dialect compatibility, protocol-free.
+//! PostgreSQL dialect compatibility, protocol-free: what makes the statements and catalog
+//! queries of PostgreSQL clients plan and run on DataFusion.
+//!
+//! # Layout
+//! - `rewrite`: AST rewrites of PostgreSQL spellings DataFusion does not plan.
+//! - [`compat`]: PostgreSQL functions drivers call while discovering a server.
+//! - [`oid_array`]: `oid[]`/`regtype[]` typed as PostgreSQL types them.
+//! - [`copy`]: `COPY … FROM STDIN` / `TO STDOUT` formats (text, CSV, binary).
 
 pub mod compat;
 pub mod copy;

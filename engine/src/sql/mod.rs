@@ -1,3 +1,48 @@
-//! SQL sessions.
+//! SQL sessions: [`Session`], one client's conversation with the database, split by job.
+//!
+//! A statement goes parse → authorize → rewrite → plan → execute. The front ends (pgwire,
+//! HTTP, an embedding program) only see the types re-exported here:
+//! [`Statement`], [`Prepared`], [`QueryOutput`], [`CommandTag`].
+//!
+//! # Layout
+//! - `session`: [`Session`] itself: parsing, planning, executing.
+//! - `prepared`: statement, plan and output types.
+//! - `extensions`: [`Identity`] (who a front end authenticated) and the per-session
+//!   state functions reach ([`Notices`], [`ClientIdentity`],
+//!   [`PlannedQueries`], [`SessionVariables`]).
+//! - `authorize`: what a read-only user may not run.
+//! - `params`: `$n` parameter types and binding.
+//! - `query_args`: queries passed as text to table functions.
+//! - `pinning`: plans over fixed table versions ([`Session::plan_pinned`]).
+//! - `settings`: `SET`, `SHOW`, `current_setting()`.
+//! - `copy`: planning `COPY` and committing a finished `COPY … FROM STDIN`.
+//! - `ddl`: `CREATE TABLE [AS]` and `DROP TABLE` (catalog and object store together).
+//! - `direct_call`: the fast path for `SELECT log_metric(…)`.
+//! - `user_commands`: running `CREATE`/`ALTER`/`DROP USER`.
+//! - `diagnose`: precise errors for statements that fail to plan.
 
-pub mod session;
+mod authorize;
+mod copy;
+mod ddl;
+mod diagnose;
+mod direct_call;
+mod extensions;
+mod params;
+mod pinning;
+mod prepared;
+mod query_args;
+mod session;
+mod settings;
+mod user_commands;
+
+pub use extensions::{ClientIdentity, Identity, Notices, PlannedQueries, SessionVariables};
+pub use prepared::{CommandTag, PinnedQuery, Prepared, QueryOutput, Statement};
+pub use session::Session;
+
+use diagnose::*;
+use direct_call::*;
+use params::*;
+use prepared::*;
+
+#[cfg(test)]
+mod tests;

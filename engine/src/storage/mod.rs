@@ -1,7 +1,33 @@
 //! Table storage: Delta Lake tables on an object store.
+//!
+//! Every user table is a Delta table at `<object-store root>/tables/<id>/`. Each committed
+//! `INSERT`, `CREATE TABLE` or `CREATE TABLE … AS` is exactly one Delta commit, so a table's
+//! versions are its Delta log. The object store is handed to deltalake explicitly
+//! ([`ObjectStoreRoot`]), so the local directory used by default and S3 share one code path.
+//!
+//! The in-memory [`StoredTable`] caches the loaded Delta snapshot. runbase is the only writer
+//! of its tables (the data directory's lock keeps a second server off it), so the cache
+//! is refreshed by the writes themselves, never by polling.
+//!
+//! # Layout
+//! - `object_store`: [`ObjectStoreRoot`], the store's root and the Delta operations on it
+//!   (where S3 joins the local directory).
+//! - `delta`: commit files and [`VersionInfo`].
+//! - `schema_map`: Arrow ⇄ Delta schemas ([`storable_schema`], [`conform_batch`]).
+//! - `table`: [`StoredTable`], one table's cached Delta state and its writes.
+//! - [`schema`]: the DataFusion catalog and schemas (`public`, `runbase`) over the tables.
+//! - [`provider`]: table providers for scans, `INSERT` and `table_at(name, version)`.
 
+mod delta;
+mod object_store;
 pub mod provider;
 pub mod schema;
+mod schema_map;
 mod table;
 
-pub use table::*;
+pub use delta::VersionInfo;
+pub use object_store::ObjectStoreRoot;
+pub use schema_map::{conform_batch, delta_to_arrow, storable_schema};
+pub use table::StoredTable;
+
+use delta::*;

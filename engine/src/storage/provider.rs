@@ -18,8 +18,8 @@ use deltalake::DeltaTable;
 use futures::TryStreamExt;
 
 use crate::error::Error;
-use crate::schema::UserSchema;
 use crate::storage::StoredTable;
+use crate::storage::schema::UserSchema;
 
 /// Builds a DataFusion scan over one loaded Delta version.
 async fn delta_scan(
@@ -124,8 +124,20 @@ impl TableProvider for UserTableProvider {
         if insert_op != InsertOp::Append {
             return Err(Error::NotSupported(format!("INSERT with {insert_op}")).into());
         }
+        // The sink declares every column nullable, so DataFusion's own NOT NULL check
+        // (an error known only by its text) passes, and the commit's check raises
+        // `Error::NotNullViolation` for the column.
+        let input_schema = Arc::new(datafusion::arrow::datatypes::Schema::new(
+            self.table
+                .schema
+                .fields()
+                .iter()
+                .map(|f| f.as_ref().clone().with_nullable(true))
+                .collect::<Vec<_>>(),
+        ));
         let sink = AppendSink {
             table: self.table.clone(),
+            input_schema,
         };
         Ok(Arc::new(DataSinkExec::new(input, Arc::new(sink), None)))
     }
@@ -134,6 +146,8 @@ impl TableProvider for UserTableProvider {
 /// Collects an `INSERT`'s rows and commits them as one table version.
 struct AppendSink {
     table: Arc<StoredTable>,
+    /// The table's schema with every column nullable (see `insert_into`).
+    input_schema: SchemaRef,
 }
 
 impl fmt::Debug for AppendSink {
@@ -153,7 +167,7 @@ impl DisplayAs for AppendSink {
 #[async_trait]
 impl DataSink for AppendSink {
     fn schema(&self) -> &SchemaRef {
-        &self.table.schema
+        &self.input_schema
     }
 
     async fn write_all(

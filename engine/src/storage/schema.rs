@@ -9,8 +9,8 @@ use datafusion::catalog::{CatalogProvider, MemorySchemaProvider, SchemaProvider,
 use datafusion::error::{DataFusionError, Result as DfResult};
 
 use crate::error::Error;
-use crate::provider::UserTableProvider;
 use crate::storage::StoredTable;
+use crate::storage::provider::UserTableProvider;
 
 /// Name of the schema holding user tables.
 pub const PUBLIC_SCHEMA: &str = "public";

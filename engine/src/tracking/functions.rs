@@ -13,7 +13,7 @@ use datafusion::arrow::array::{
 };
 use datafusion::arrow::compute::cast;
 use datafusion::arrow::datatypes::{DataType, Int64Type, TimestampMicrosecondType};
-use datafusion::error::{DataFusionError, Result as DfResult};
+use datafusion::error::Result as DfResult;
 use datafusion::logical_expr::{
     ColumnarValue, ScalarFunctionArgs, ScalarUDF, ScalarUDFImpl, Signature, Volatility,
 };
@@ -24,7 +24,7 @@ use super::{
     MetricPoint, NewRun, RunStatus, Tracking, TrackingRef, params_from_json, parse_run_id,
 };
 use crate::error::{Error, Result};
-use crate::schema::UserSchema;
+use crate::storage::schema::UserSchema;
 
 /// Which function.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -477,18 +477,25 @@ impl ScalarUDFImpl for TrackingFunction {
         &self.signature
     }
 
-    fn return_type(&self, _arg_types: &[DataType]) -> DfResult<DataType> {
+    fn return_type(&self, arg_types: &[DataType]) -> DfResult<DataType> {
+        // The arity is checked here rather than in `coerce_types`, whose errors DataFusion
+        // turns into text (losing the 42883 of a call that matches no function).
+        if !self.kind.takes(arg_types.len()) {
+            return Err(Error::UndefinedFunction(format!(
+                "no function matches the given name and argument types: {} takes {}",
+                self.kind.name(),
+                self.kind.usage()
+            ))
+            .into());
+        }
         Ok(self.kind.returns())
     }
 
     fn coerce_types(&self, arg_types: &[DataType]) -> DfResult<Vec<DataType>> {
         let (_, types, _) = self.kind.args();
         if !self.kind.takes(arg_types.len()) {
-            return Err(DataFusionError::Plan(format!(
-                "No function matches the given name and argument types: {} takes {}",
-                self.kind.name(),
-                self.kind.usage()
-            )));
+            // Left for `return_type` to refuse.
+            return Ok(arg_types.to_vec());
         }
         Ok(types[..arg_types.len()].to_vec())
     }

@@ -209,7 +209,7 @@ impl Tracking {
         let location = format!("models/{}/{}.pt", new.name, Uuid::new_v4());
         let object = self.inner.root.object_path(&location)?;
         self.inner.root.store.put(&object, blob.into()).await?;
-        let _guard = self.lock();
+        let _guard = self.lock_models();
         let version = self.latest_model_version(&new.name)?.unwrap_or(0) + 1;
         let record = ModelVersion {
             model: new,
@@ -347,7 +347,7 @@ impl Tracking {
     pub fn set_model_alias(&self, name: &str, alias: &str, version: i64) -> Result<ModelAlias> {
         validate_model_name(name)?;
         validate_alias(alias)?;
-        let _guard = self.lock();
+        let _guard = self.lock_models();
         self.model_exists(name)?;
         self.model_version(name, version)?;
         let record = ModelAlias {
@@ -370,7 +370,7 @@ impl Tracking {
     pub fn drop_model_alias(&self, name: &str, alias: &str) -> Result<()> {
         validate_model_name(name)?;
         validate_alias(alias)?;
-        let _guard = self.lock();
+        let _guard = self.lock_models();
         if self.model_alias(name, alias)?.is_none() {
             return Err(Error::ObjectNotFound(format!(
                 "model \"{name}\" has no alias \"{alias}\""

@@ -1,11 +1,24 @@
-//! Command-line and environment configuration.
+//! Command-line and environment configuration: one typed tree. Every flag has an
+//! environment variable (shown in `--help`).
+//!
+//! - [`Cli`] → [`Command`]: `runbase serve` ([`ServeArgs`]) or `runbase sql` ([`SqlArgs`]).
+//! - [`ServeArgs`]: the front ends' options — [`pg::PgArgs`] (the PostgreSQL listener,
+//!   authentication, TLS) and [`http::HttpArgs`] (the HTTP listener) — and the shutdown
+//!   grace period.
+//! - [`CommonArgs`]: the data directory, logging, query threads, durability, and
+//!   [`udfs::UdfsArgs`] (training and inference).
 
-use std::net::SocketAddr;
+pub mod http;
+pub mod pg;
+pub mod udfs;
+
 use std::path::PathBuf;
 
 use clap::{Parser, Subcommand, ValueEnum};
 
-pub use crate::auth::AuthMethod;
+pub use http::HttpArgs;
+pub use pg::{AuthMethod, PgArgs};
+pub use udfs::UdfsArgs;
 
 /// runbase: an experiment-tracking database with a SQL interface.
 #[derive(Debug, Parser)]
@@ -19,7 +32,7 @@ pub struct Cli {
 /// The subcommands.
 #[derive(Debug, Subcommand)]
 pub enum Command {
-    /// Run the server, speaking the PostgreSQL wire protocol.
+    /// Run the server: the PostgreSQL wire protocol and the HTTP front end.
     Serve(ServeArgs),
     /// Run SQL statements against a data directory in-process, with no server, and print
     /// the results.
@@ -46,40 +59,27 @@ pub struct CommonArgs {
     /// PostgreSQL's `synchronous_commit = off`; a crash of runbase alone loses nothing.
     #[arg(long, env = "RUNBASE_SYNCHRONOUS_COMMIT", default_value_t = true, action = clap::ArgAction::Set)]
     pub synchronous_commit: bool,
+
+    /// Training and inference options.
+    #[command(flatten)]
+    pub udfs: UdfsArgs,
 }
 
 /// `runbase serve`.
 #[derive(Debug, Clone, clap::Args)]
 pub struct ServeArgs {
-    /// Address to listen on for PostgreSQL clients.
-    #[arg(long, env = "RUNBASE_LISTEN", default_value = "127.0.0.1:5433")]
-    pub listen: SocketAddr,
+    /// The PostgreSQL front end.
+    #[command(flatten)]
+    pub pg: PgArgs,
 
-    /// Seconds to let open connections finish after SIGINT/SIGTERM before closing them.
+    /// The HTTP front end.
+    #[command(flatten)]
+    pub http: HttpArgs,
+
+    /// Seconds to let open connections (of every front end) finish after SIGINT/SIGTERM
+    /// before closing them.
     #[arg(long, env = "RUNBASE_SHUTDOWN_GRACE_SECS", default_value_t = 10)]
     pub shutdown_grace_secs: u64,
-
-    /// How clients authenticate: `trust` (any user, no password; only allowed when
-    /// listening on loopback) or `scram` (SCRAM-SHA-256 against `CREATE USER … PASSWORD`).
-    #[arg(long, env = "RUNBASE_AUTH", value_enum, default_value_t = AuthMethod::Trust)]
-    pub auth: AuthMethod,
-
-    /// PEM file with the server's TLS certificate chain (with --tls-key). If it cannot be
-    /// loaded the server does not start.
-    #[arg(long, env = "RUNBASE_TLS_CERT", requires = "tls_key")]
-    pub tls_cert: Option<PathBuf>,
-
-    /// PEM file with the TLS certificate's private key (with --tls-cert).
-    #[arg(long, env = "RUNBASE_TLS_KEY", requires = "tls_cert")]
-    pub tls_key: Option<PathBuf>,
-
-    /// Refuse connections that do not use TLS (needs --tls-cert and --tls-key).
-    #[arg(long, env = "RUNBASE_REQUIRE_TLS", requires = "tls_cert")]
-    pub require_tls: bool,
-
-    /// Most client connections open at once; more are refused with 53300.
-    #[arg(long, env = "RUNBASE_MAX_CONNECTIONS", default_value_t = 100)]
-    pub max_connections: usize,
 
     /// Options shared by every subcommand.
     #[command(flatten)]
@@ -104,4 +104,36 @@ pub enum LogFormat {
     Human,
     /// One JSON object per line.
     Json,
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::Parser;
+
+    use super::*;
+
+    fn serve(args: &[&str]) -> ServeArgs {
+        let cli = Cli::try_parse_from(["runbase", "serve"].iter().chain(args)).expect("parses");
+        match cli.command {
+            Command::Serve(args) => args,
+            Command::Sql(_) => unreachable!("serve was asked for"),
+        }
+    }
+
+    #[test]
+    fn listen_is_an_alias_of_pg_listen() {
+        let old = serve(&["--listen", "127.0.0.1:6000"]);
+        let new = serve(&["--pg-listen", "127.0.0.1:6000"]);
+        assert_eq!(old.pg.listen, new.pg.listen);
+        assert_eq!(old.pg.listen.port(), 6000);
+    }
+
+    #[test]
+    fn http_options() {
+        let args = serve(&["--http-listen", "127.0.0.1:6001", "--torch-threads", "3"]);
+        assert_eq!(args.http.http_listen.port(), 6001);
+        assert!(!args.http.no_http);
+        assert_eq!(args.common.udfs.options().torch_threads, Some(3));
+        assert!(serve(&["--no-http"]).http.no_http);
+    }
 }

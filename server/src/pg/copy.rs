@@ -1,15 +1,31 @@
-//! `COPY … TO STDOUT` encoding: rows in PostgreSQL's text, CSV or binary format, values
-//! encoded as PostgreSQL's text or binary output (through arrow-pg, the same encoder
-//! result sets use).
+//! COPY over the wire. `COPY … TO STDOUT`: rows in PostgreSQL's text, CSV or binary
+//! format, values encoded as PostgreSQL's text or binary output (through arrow-pg, the
+//! same encoder result sets use), sent as a stream of `CopyData`. `COPY … FROM STDIN`:
+//! the [`CopyHandler`] feeding the client's data to the engine's [`CopyIn`].
+//!
+//! [`CopyIn`]: runbase_engine::pg::copy::CopyIn
 
+use std::fmt::Debug;
 use std::sync::Arc;
 
 use arrow_pg::datatypes::{arrow_schema_to_pg_fields, encode_recordbatch};
+use async_trait::async_trait;
 use datafusion::arrow::array::RecordBatch;
+use datafusion::execution::SendableRecordBatchStream;
+use futures::{Sink, SinkExt, StreamExt, stream};
+use pgwire::api::ClientInfo;
+use pgwire::api::copy::CopyHandler;
 use pgwire::api::portal::Format;
-use pgwire::error::PgWireResult;
+use pgwire::api::results::Tag;
+use pgwire::error::{PgWireError, PgWireResult};
+use pgwire::messages::PgWireBackendMessage;
+use pgwire::messages::copy::{CopyData, CopyDone, CopyFail};
 use pgwire::messages::data::DataRow;
-use runbase_engine::copy::CopyFormat;
+use runbase_engine::error::ErrorCode;
+use runbase_engine::pg::copy::CopyFormat;
+
+use super::connection::{Connection, pg_err};
+use super::error::PgError;
 
 /// Encodes rows of `batch` as COPY lines, one `Vec<u8>` per row (with its newline; a
 /// tuple in the binary format).
@@ -38,7 +54,7 @@ pub fn encode_batch(batch: RecordBatch, format: &CopyFormat) -> PgWireResult<Vec
         &Format::UnifiedText,
         None,
     )?);
-    let infinite = crate::text::infinite_float_columns(&batch);
+    let infinite = super::text::infinite_float_columns(&batch);
     let mut out = Vec::with_capacity(batch.num_rows());
     for row in encode_recordbatch(fields, batch) {
         out.push(encode_row(&row?, format, &infinite));
@@ -48,7 +64,7 @@ pub fn encode_batch(batch: RecordBatch, format: &CopyFormat) -> PgWireResult<Vec
 
 /// The header of a binary copy: signature, flags (none), header extension (none).
 pub fn binary_header() -> Vec<u8> {
-    let mut header = runbase_engine::copy::BINARY_SIGNATURE.to_vec();
+    let mut header = runbase_engine::pg::copy::BINARY_SIGNATURE.to_vec();
     header.extend_from_slice(&0u32.to_be_bytes());
     header.extend_from_slice(&0u32.to_be_bytes());
     header
@@ -142,7 +158,7 @@ fn encode_row(row: &DataRow, format: &CopyFormat, infinite: &[usize]) -> Vec<u8>
             Ok(n) if n <= rest.len() => {
                 let mut value = &rest[..n];
                 if infinite.contains(&i) {
-                    value = crate::text::postgres_float_text(value).unwrap_or(value);
+                    value = super::text::postgres_float_text(value).unwrap_or(value);
                 }
                 push_value(&mut line, Some(value), format);
                 data = &rest[n..];
@@ -155,6 +171,110 @@ fn encode_row(row: &DataRow, format: &CopyFormat, infinite: &[usize]) -> Vec<u8>
     }
     line.push(b'\n');
     line
+}
+
+/// `COPY … TO STDOUT`, as PostgreSQL sends it: a CSV header line as its own message, then
+/// one `CopyData` per row; in the binary format the header rides with the first row (or
+/// the trailer, when there are none), which some clients (tokio-postgres) rely on.
+pub(super) fn copy_out_stream(
+    rows: SendableRecordBatchStream,
+    format: CopyFormat,
+) -> impl futures::Stream<Item = PgWireResult<CopyData>> + Send + 'static {
+    let csv_header = match &format {
+        CopyFormat::Csv { header: true, .. } => Some(header_line(
+            &rows
+                .schema()
+                .fields()
+                .iter()
+                .map(|f| f.name().clone())
+                .collect::<Vec<_>>(),
+            &format,
+        )),
+        _ => None,
+    };
+    let binary = format == CopyFormat::Binary;
+    let mut binary_header = binary.then(binary_header);
+    let trailer = binary.then(|| Ok((-1i16).to_be_bytes().to_vec()));
+    let lines = rows
+        .map(move |batch| -> Vec<PgWireResult<Vec<u8>>> {
+            let lines = batch
+                .map_err(|e| pg_err(&e.into()))
+                .and_then(|b| encode_batch(b, &format));
+            match lines {
+                Ok(lines) => lines.into_iter().map(Ok).collect(),
+                Err(e) => vec![Err(e)],
+            }
+        })
+        .flat_map(stream::iter)
+        .chain(stream::iter(trailer))
+        .map(move |line| {
+            line.map(|mut line| {
+                if let Some(mut header) = binary_header.take() {
+                    header.append(&mut line);
+                    line = header;
+                }
+                CopyData::new(line.into())
+            })
+        });
+    stream::iter(csv_header.map(|h| Ok(CopyData::new(h.into())))).chain(lines)
+}
+
+#[async_trait]
+impl CopyHandler for Connection {
+    async fn on_copy_data<C>(&self, _client: &mut C, copy_data: CopyData) -> PgWireResult<()>
+    where
+        C: ClientInfo + Sink<PgWireBackendMessage> + Unpin + Send + Sync,
+        C::Error: Debug,
+        PgWireError: From<<C as Sink<PgWireBackendMessage>>::Error>,
+    {
+        // Errors are kept in the copy and reported once, at CopyDone.
+        if let Some(copy) = self.copy.lock().unwrap_or_else(|p| p.into_inner()).as_mut() {
+            copy.push(&copy_data.data);
+        }
+        Ok(())
+    }
+
+    async fn on_copy_done<C>(&self, client: &mut C, _done: CopyDone) -> PgWireResult<()>
+    where
+        C: ClientInfo + Sink<PgWireBackendMessage> + Unpin + Send + Sync,
+        C::Error: Debug,
+        PgWireError: From<<C as Sink<PgWireBackendMessage>>::Error>,
+    {
+        let copy = self.copy.lock().unwrap_or_else(|p| p.into_inner()).take();
+        let Some(copy) = copy else {
+            return Err(PgError::new(
+                ErrorCode::ProtocolViolation,
+                "CopyDone without a COPY in progress",
+            )
+            .into());
+        };
+        let tag = self
+            .session
+            .finish_copy_in(*copy)
+            .await
+            .map_err(|e| pg_err(&e))?;
+        let rows = usize::try_from(tag.rows.unwrap_or(0)).unwrap_or(usize::MAX);
+        client
+            .send(PgWireBackendMessage::CommandComplete(
+                Tag::new("COPY").with_rows(rows).into(),
+            ))
+            .await?;
+        Ok(())
+    }
+
+    async fn on_copy_fail<C>(&self, _client: &mut C, fail: CopyFail) -> PgWireError
+    where
+        C: ClientInfo + Sink<PgWireBackendMessage> + Unpin + Send + Sync,
+        C::Error: Debug,
+        PgWireError: From<<C as Sink<PgWireBackendMessage>>::Error>,
+    {
+        self.copy.lock().unwrap_or_else(|p| p.into_inner()).take();
+        PgError::new(
+            ErrorCode::Canceled,
+            format!("COPY from stdin failed: {}", fail.message),
+        )
+        .into()
+    }
 }
 
 #[cfg(test)]

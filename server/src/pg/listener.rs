@@ -1,4 +1,5 @@
-//! The listener: accepts clients, runs one task per connection, shuts down gracefully.
+//! The PostgreSQL listener: accepts clients, runs one task per connection, shuts down
+//! gracefully. [`crate::supervisor`] binds it and tells it when to stop.
 
 use std::future::Future;
 use std::path::Path;
@@ -12,9 +13,9 @@ use tokio::sync::Semaphore;
 use tokio::task::JoinSet;
 use tracing::{Instrument, info, info_span, warn};
 
-use crate::auth::{AuthMethod, AuthPolicy};
-use crate::config::ServeArgs;
-use crate::handler::ConnectionHandlers;
+use super::connection::ConnectionHandlers;
+use super::startup::{AuthMethod, AuthPolicy};
+use crate::config::PgArgs;
 
 /// How the server admits clients.
 #[derive(Clone)]
@@ -67,7 +68,7 @@ pub fn load_tls(cert: &Path, key: &Path) -> Result<pgwire::tokio::TlsAcceptor, B
 
 /// The start-up policy from the command line, checked: trust authentication only on a
 /// loopback address, TLS loaded when configured.
-pub fn options_from(args: &ServeArgs) -> Result<ServeOptions, BoxError> {
+pub fn options_from(args: &PgArgs) -> Result<ServeOptions, BoxError> {
     if args.auth == AuthMethod::Trust && !args.listen.ip().is_loopback() {
         return Err(format!(
             "refusing to listen on {} with --auth trust: anyone who can reach it would be a superuser; use --auth scram (and create users first: runbase sql \"CREATE USER …\")",
@@ -90,31 +91,6 @@ pub fn options_from(args: &ServeArgs) -> Result<ServeOptions, BoxError> {
         tls,
         max_connections: args.max_connections,
     })
-}
-
-/// `runbase serve`: opens the database, listens, and serves until SIGINT or SIGTERM.
-pub async fn run(args: ServeArgs) -> Result<(), BoxError> {
-    let options = options_from(&args)?;
-    let db = crate::open_database(&args.common).await?;
-    let listener = TcpListener::bind(args.listen).await?;
-    info!(
-        addr = %listener.local_addr()?,
-        auth = ?args.auth,
-        tls = options.tls.is_some(),
-        require_tls = args.require_tls,
-        max_connections = args.max_connections,
-        "listening for PostgreSQL clients"
-    );
-    serve(
-        db,
-        listener,
-        options,
-        shutdown_signal(),
-        Duration::from_secs(args.shutdown_grace_secs),
-    )
-    .await;
-    info!("shut down");
-    Ok(())
 }
 
 /// Serves clients on `listener` until `shutdown` resolves; then stops accepting, gives open
@@ -208,7 +184,11 @@ async fn refuse_too_many(mut socket: TcpStream, max: usize) {
         for (tag, value) in [
             (b'S', "FATAL".to_string()),
             (b'V', "FATAL".to_string()),
-            (b'C', "53300".to_string()),
+            (
+                b'C',
+                super::error::sqlstate(runbase_engine::error::ErrorCode::TooManyConnections)
+                    .to_string(),
+            ),
             (
                 b'M',
                 format!(
@@ -230,32 +210,4 @@ async fn refuse_too_many(mut socket: TcpStream, max: usize) {
         socket.shutdown().await
     };
     let _ = tokio::time::timeout(Duration::from_secs(10), exchange).await;
-}
-
-/// Resolves on SIGINT or SIGTERM.
-pub async fn shutdown_signal() {
-    let ctrl_c = async {
-        if let Err(err) = tokio::signal::ctrl_c().await {
-            warn!(%err, "cannot listen for SIGINT");
-            std::future::pending::<()>().await;
-        }
-    };
-    #[cfg(unix)]
-    let term = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut s) => {
-                s.recv().await;
-            }
-            Err(err) => {
-                warn!(%err, "cannot listen for SIGTERM");
-                std::future::pending::<()>().await;
-            }
-        }
-    };
-    #[cfg(not(unix))]
-    let term = std::future::pending::<()>();
-    tokio::select! {
-        () = ctrl_c => info!("SIGINT received"),
-        () = term => info!("SIGTERM received"),
-    }
 }

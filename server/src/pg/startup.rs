@@ -2,7 +2,7 @@
 //! session's role.
 //!
 //! SCRAM-SHA-256 (RFC 5802/7677, as PostgreSQL speaks it) is checked against the verifier
-//! stored in the catalog (`StoredKey`/`ServerKey`, see [`runbase_engine::auth`]): the server
+//! stored in the catalog (`StoredKey`/`ServerKey`, see [`runbase_engine::scram`]): the server
 //! never sees or keeps a password. Each connection has its own [`Startup`] with its own
 //! exchange state, so concurrent logins cannot mix. An unknown user goes through the same
 //! exchange against a random verifier and fails the same way as a wrong password (28P01),
@@ -23,13 +23,17 @@ use pgwire::api::{
     ClientInfo, ConnectionManager, PgWireConnectionState, PidSecretKeyGenerator,
     RandomPidSecretKeyGenerator,
 };
-use pgwire::error::{ErrorInfo, PgWireError, PgWireResult};
+use pgwire::error::{PgWireError, PgWireResult};
 use pgwire::messages::startup::Authentication;
 use pgwire::messages::{PgWireBackendMessage, PgWireFrontendMessage};
-use runbase_engine::auth::{Role, Verifier};
+use runbase_engine::error::ErrorCode;
+use runbase_engine::scram::Verifier;
+use runbase_engine::users::Role;
 use runbase_engine::{Database, Session};
 use tokio::sync::Mutex;
 use tracing::{info, warn};
+
+use super::error::{PgError, to_pg_error};
 
 /// How clients prove who they are.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -86,23 +90,24 @@ pub struct Startup {
     exchange: Mutex<Exchange>,
 }
 
-fn fatal(code: &str, message: impl Into<String>) -> PgWireError {
-    PgWireError::UserError(Box::new(ErrorInfo::new(
-        "FATAL".into(),
-        code.into(),
-        message.into(),
-    )))
+fn fatal(code: ErrorCode, message: impl Into<String>) -> PgWireError {
+    PgWireError::UserError(Box::new(PgError::new(code, message).fatal()))
+}
+
+/// A start-up failure from the engine (reading the user's record, …).
+fn fatal_engine(err: &runbase_engine::Error) -> PgWireError {
+    PgWireError::UserError(Box::new(to_pg_error(err).fatal()))
 }
 
 fn auth_failed(user: &str) -> PgWireError {
     fatal(
-        "28P01",
+        ErrorCode::AuthenticationFailed,
         format!("password authentication failed for user \"{user}\""),
     )
 }
 
 fn protocol(message: impl Into<String>) -> PgWireError {
-    fatal("08P01", message)
+    fatal(ErrorCode::ProtocolViolation, message)
 }
 
 fn random_bytes(n: usize) -> Vec<u8> {
@@ -180,21 +185,27 @@ impl Startup {
             .ok_or_else(|| protocol("SCRAM client-first-message has no nonce"))?;
         let stored = self
             .db
-            .tracking()
+            .users()
             .user(user)
-            .map_err(|e| fatal("XX000", e.to_string()))?
+            .map_err(|e| fatal_engine(&e))?
             .and_then(|u| u.verifier)
             .and_then(|v| Verifier::parse(&v));
         let known = stored.is_some();
         // Unknown users (or users without a password) get a throwaway verifier: the
-        // exchange looks the same and ends in the same error.
+        // exchange looks the same and ends in the same error. Deriving it is PBKDF2
+        // (4096 rounds): CPU work, kept off the async workers.
         let verifier = match stored {
             Some(v) => v,
-            None => Verifier::with_salt(
-                &B64.encode(random_bytes(24)),
-                random_bytes(16),
-                runbase_engine::auth::SCRAM_ITERATIONS,
-            ),
+            None => {
+                blocking(|| {
+                    Verifier::with_salt(
+                        &B64.encode(random_bytes(24)),
+                        random_bytes(16),
+                        runbase_engine::scram::SCRAM_ITERATIONS,
+                    )
+                })
+                .await?
+            }
         };
         let nonce = format!("{client_nonce}{}", B64.encode(random_bytes(18)));
         let server_first = format!(
@@ -211,6 +222,17 @@ impl Startup {
         };
         Ok((server_first, exchange))
     }
+}
+
+/// Runs CPU-bound start-up work (SCRAM's hashing) on the blocking pool, so that a burst of
+/// logins does not stall the async workers serving other connections.
+async fn blocking<T: Send + 'static>(work: impl FnOnce() -> T + Send + 'static) -> PgWireResult<T> {
+    tokio::task::spawn_blocking(work).await.map_err(|e| {
+        fatal(
+            ErrorCode::Internal,
+            format!("authentication work did not finish: {e}"),
+        )
+    })
 }
 
 /// Checks client-final-message; returns the server signature for server-final-message.
@@ -260,7 +282,7 @@ impl StartupHandler for Startup {
                 if self.policy.require_tls && !client.is_secure() {
                     warn!(user, peer = %client.socket_addr(), "refused: no TLS");
                     return Err(fatal(
-                        "28000",
+                        ErrorCode::AuthorizationRejected,
                         format!(
                             "connection without TLS refused for user \"{user}\": this server requires TLS (sslmode=require)"
                         ),
@@ -271,9 +293,9 @@ impl StartupHandler for Startup {
                         // Trust authenticates; the catalog still says what the user may do.
                         let role = self
                             .db
-                            .tracking()
+                            .users()
                             .user(&user)
-                            .map_err(|e| fatal("XX000", e.to_string()))?
+                            .map_err(|e| fatal_engine(&e))?
                             .map_or(Role::Superuser, |u| u.role);
                         self.admit(client, &user, role).await
                     }
@@ -299,7 +321,7 @@ impl StartupHandler for Startup {
                         let initial = msg.into_sasl_initial_response()?;
                         if initial.auth_method != "SCRAM-SHA-256" {
                             return Err(fatal(
-                                "28000",
+                                ErrorCode::AuthorizationRejected,
                                 format!(
                                     "SASL mechanism {} is not supported (SCRAM-SHA-256 is)",
                                     initial.auth_method
@@ -324,8 +346,15 @@ impl StartupHandler for Startup {
                         nonce,
                     } => {
                         let response = msg.into_sasl_response()?;
-                        let signature = client_final(&response.data, verifier, auth_prefix, nonce)
-                            .filter(|_| *known && *first_user == user);
+                        let checked = {
+                            let (verifier, auth_prefix, nonce) =
+                                (verifier.clone(), auth_prefix.clone(), nonce.clone());
+                            blocking(move || {
+                                client_final(&response.data, &verifier, &auth_prefix, &nonce)
+                            })
+                            .await?
+                        };
+                        let signature = checked.filter(|_| *known && *first_user == user);
                         let Some(signature) = signature else {
                             warn!(user, peer = %client.socket_addr(), "password authentication failed");
                             return Err(auth_failed(&user));
@@ -333,9 +362,9 @@ impl StartupHandler for Startup {
                         // The role is read again: the user may have changed meanwhile.
                         let role = self
                             .db
-                            .tracking()
+                            .users()
                             .user(&user)
-                            .map_err(|e| fatal("XX000", e.to_string()))?
+                            .map_err(|e| fatal_engine(&e))?
                             .map(|u| u.role)
                             .ok_or_else(|| auth_failed(&user))?;
                         *exchange = Exchange::Start;

@@ -308,23 +308,6 @@ pub fn batch_rows(device: Device) -> usize {
     }
 }
 
-/// Inference concurrency: `RUNBASE_INFERENCE_CONCURRENCY`, else one per core.
-pub fn inference_concurrency() -> usize {
-    std::env::var("RUNBASE_INFERENCE_CONCURRENCY")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()))
-        .max(1)
-}
-
-/// Model cache size: `RUNBASE_MODEL_CACHE_BYTES`, else 1 GiB.
-pub fn model_cache_bytes() -> u64 {
-    std::env::var("RUNBASE_MODEL_CACHE_BYTES")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(1 << 30)
-}
-
 /// The device name shown to users.
 pub fn device_label(d: Device) -> String {
     crate::train::options::device_name(d)

@@ -66,7 +66,7 @@ fn summary_batch(s: &Summary) -> DfResult<RecordBatch> {
 
 /// A string literal argument (dollar-quoted strings included); `None` for NULL.
 pub(crate) fn string_arg(function: &str, what: &str, expr: &Expr) -> DfResult<Option<String>> {
-    let Some(value) = runbase_engine::provider::literal(expr) else {
+    let Some(value) = runbase_engine::storage::provider::literal(expr) else {
         return plan_err!("{function}: {what} must be a string literal");
     };
     match value {

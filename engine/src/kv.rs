@@ -1,0 +1,187 @@
+//! The one owner of RocksDB: opening it with every user's column families, the write
+//! policy, and writes that never stall an async worker.
+//!
+//! RocksDB holds the catalog (the default column family), users, and the tracking
+//! records (experiments, runs, metrics, models, … — see [`crate::tracking`]). Each of those
+//! modules declares its column families; the database collects them and hands them to
+//! [`Kv::open`], so adding a family is a change in the module that uses it, and this
+//! module depends on none of its users.
+//!
+//! # Writes
+//! Every write is one atomic [`WriteBatch`] with a [`Durability`]:
+//! - [`Durability::Synced`]: the WAL is synced before the write returns (catalog and user
+//!   changes, always).
+//! - [`Durability::Commit`]: synced when the database runs with synchronous commits (the
+//!   default), else left to the OS — PostgreSQL's `synchronous_commit = off` (tracking).
+//!
+//! A synced write waits for the disk. `Kv::write_async` does it on a blocking pool and
+//! awaits the result; `Kv::write`, for synchronous callers (scalar functions DataFusion
+//! calls on its runtime), hands the calling worker's other tasks to a new worker first
+//! ([`crate::executor::blocking`]). Either way, no task that polls sockets or queries
+//! waits behind an `fsync`.
+
+use std::fs::File;
+use std::path::Path;
+use std::sync::Arc;
+
+use rocksdb::{ColumnFamily, ColumnFamilyDescriptor, DB, Options, WriteBatch, WriteOptions};
+
+use crate::error::{Error, Result};
+
+/// How durable a write must be before it returns.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Durability {
+    /// Synced to disk, whatever the database's commit setting.
+    Synced,
+    /// Synced when the database runs with synchronous commits.
+    Commit,
+}
+
+/// An open RocksDB instance. Cheap to clone; all clones share it.
+#[derive(Clone)]
+pub struct Kv {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    db: DB,
+    synced: WriteOptions,
+    commit: WriteOptions,
+    /// Held while the database is open: a second process on the same directory fails
+    /// to open it with [`Error::InUse`] rather than with RocksDB's lock error.
+    _lock: File,
+}
+
+impl std::fmt::Debug for Kv {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Kv").finish_non_exhaustive()
+    }
+}
+
+impl Kv {
+    /// Opens (creating if needed) the store in `dir` with the column families `families`
+    /// (created if missing). `synchronous` is the database's commit setting, which
+    /// [`Durability::Commit`] writes follow.
+    pub fn open(
+        dir: &Path,
+        families: Vec<ColumnFamilyDescriptor>,
+        synchronous: bool,
+    ) -> Result<Self> {
+        std::fs::create_dir_all(dir)?;
+        let lock_path = dir.join("runbase.lock");
+        let lock = File::options()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&lock_path)?;
+        match lock.try_lock() {
+            Ok(()) => {}
+            Err(std::fs::TryLockError::WouldBlock) => {
+                return Err(Error::InUse(format!(
+                    "data directory {} is in use by another runbase process",
+                    dir.parent().unwrap_or(dir).display()
+                )));
+            }
+            Err(std::fs::TryLockError::Error(e)) => return Err(e.into()),
+        }
+        let mut opts = Options::default();
+        opts.create_if_missing(true);
+        opts.create_missing_column_families(true);
+        opts.set_compression_type(rocksdb::DBCompressionType::Lz4);
+        let db = DB::open_cf_descriptors(&opts, dir, families)?;
+        let mut synced = WriteOptions::default();
+        synced.set_sync(true);
+        let mut commit = WriteOptions::default();
+        commit.set_sync(synchronous);
+        Ok(Self {
+            inner: Arc::new(Inner {
+                db,
+                synced,
+                commit,
+                _lock: lock,
+            }),
+        })
+    }
+
+    /// The RocksDB instance, for reads.
+    pub(crate) fn db(&self) -> &DB {
+        &self.inner.db
+    }
+
+    /// The column family `name`.
+    pub(crate) fn cf(&self, name: &str) -> Result<&ColumnFamily> {
+        self.inner.db.cf_handle(name).ok_or_else(|| {
+            Error::corrupt(
+                "key-value store",
+                format!("column family {name} is missing"),
+            )
+        })
+    }
+
+    fn options(&self, durability: Durability) -> &WriteOptions {
+        match durability {
+            Durability::Synced => &self.inner.synced,
+            Durability::Commit => &self.inner.commit,
+        }
+    }
+
+    /// Writes `batch` atomically, from synchronous code; see the module docs for where
+    /// the wait happens.
+    pub(crate) fn write(&self, batch: WriteBatch, durability: Durability) -> Result<()> {
+        let opts = self.options(durability);
+        crate::executor::blocking(|| self.inner.db.write_opt(batch, opts))?;
+        Ok(())
+    }
+
+    /// Writes `batch` atomically on a blocking thread and awaits it.
+    pub(crate) async fn write_async(
+        &self,
+        batch: WriteBatch,
+        durability: Durability,
+    ) -> Result<()> {
+        let kv = self.clone();
+        tokio::task::spawn_blocking(move || {
+            let opts = kv.options(durability);
+            kv.inner.db.write_opt(batch, opts)
+        })
+        .await
+        .map_err(|e| Error::Internal(format!("write task failed: {e}")))??;
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn families() -> Vec<ColumnFamilyDescriptor> {
+        vec![ColumnFamilyDescriptor::new("users", Options::default())]
+    }
+
+    #[test]
+    fn a_second_open_of_one_directory_is_refused() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let kv = Kv::open(&dir.path().join("catalog"), families(), true).expect("open");
+        let second = Kv::open(&dir.path().join("catalog"), families(), true);
+        assert!(matches!(second, Err(Error::InUse(_))), "{second:?}");
+        drop(kv);
+        Kv::open(&dir.path().join("catalog"), families(), true).expect("reopen after close");
+    }
+
+    #[test]
+    fn writes_are_atomic_batches_in_their_family() -> Result<()> {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let kv = Kv::open(dir.path(), families(), false)?;
+        let mut batch = WriteBatch::default();
+        batch.put(b"a", b"1");
+        batch.put_cf(kv.cf("users")?, b"u", b"2");
+        kv.write(batch, Durability::Synced)?;
+        assert_eq!(kv.db().get(b"a")?.as_deref(), Some(&b"1"[..]));
+        assert_eq!(
+            kv.db().get_cf(kv.cf("users")?, b"u")?.as_deref(),
+            Some(&b"2"[..])
+        );
+        assert!(kv.cf("nope").is_err());
+        Ok(())
+    }
+}

@@ -1,0 +1,120 @@
+//! Planning `COPY … FROM STDIN` / `TO STDOUT` and committing a finished copy.
+
+use datafusion::arrow::array::RecordBatch;
+use datafusion::sql::parser::Statement as DfStatement;
+use datafusion::sql::sqlparser::ast::Statement as AstStatement;
+use futures::TryStreamExt;
+
+use super::*;
+use crate::error::{Error, Result};
+use crate::pg::copy::{CopyFormat, CopyIn};
+use crate::storage::schema::{PUBLIC_SCHEMA, SYSTEM_SCHEMA};
+
+impl Session {
+    pub(super) async fn prepare_copy(&self, statement: AstStatement) -> Result<Prepared> {
+        use datafusion::sql::sqlparser::ast::{CopySource, CopyTarget};
+        let AstStatement::Copy {
+            source,
+            to,
+            target,
+            options,
+            legacy_options,
+            values,
+        } = statement
+        else {
+            return Err(Error::InvalidArgument("not a COPY statement".into()));
+        };
+        let format = CopyFormat::from_options(&options, &legacy_options)?;
+        match (to, target, source) {
+            (
+                false,
+                CopyTarget::Stdin,
+                CopySource::Table {
+                    table_name,
+                    columns,
+                },
+            ) => {
+                if !values.is_empty() {
+                    return Err(Error::NotSupported(
+                        "COPY data inline in the statement (send it as COPY data)".into(),
+                    ));
+                }
+                let table = self.table_reference(&table_name.to_string())?;
+                let resolved = table.clone().resolve(crate::DATABASE_NAME, PUBLIC_SCHEMA);
+                if resolved.schema.as_ref() == SYSTEM_SCHEMA && resolved.table.as_ref() != "metrics"
+                {
+                    return Err(Error::ReadOnly(format!(
+                        "COPY FROM into runbase.{} is not allowed; of the runbase tables only runbase.metrics takes COPY",
+                        resolved.table
+                    )));
+                }
+                // Fail now, not after the data, if the table does not exist.
+                self.ctx.table_provider(table.clone()).await?;
+                Ok(Prepared::CopyIn {
+                    table,
+                    columns: columns.into_iter().map(|c| c.value).collect(),
+                    format,
+                })
+            }
+            (true, CopyTarget::Stdout, source) => {
+                let query = match source {
+                    CopySource::Query(q) => AstStatement::Query(q),
+                    CopySource::Table {
+                        table_name,
+                        columns,
+                    } => {
+                        let cols = if columns.is_empty() {
+                            "*".to_string()
+                        } else {
+                            columns
+                                .iter()
+                                .map(ToString::to_string)
+                                .collect::<Vec<_>>()
+                                .join(", ")
+                        };
+                        let sql = format!("SELECT {cols} FROM {table_name}");
+                        self.parse_ast(&sql)?
+                            .pop()
+                            .ok_or_else(|| Error::InvalidArgument("COPY has no table".into()))?
+                    }
+                };
+                let plan = self
+                    .ctx
+                    .state()
+                    .statement_to_plan(DfStatement::Statement(Box::new(query)))
+                    .await?;
+                Ok(Prepared::CopyOut {
+                    plan: Box::new(plan),
+                    format,
+                })
+            }
+            (false, target, _) | (true, target, _) => Err(Error::NotSupported(format!(
+                "COPY with {target} (runbase does not read or write the server's files; use FROM STDIN / TO STDOUT, as psql's \\copy does)"
+            ))),
+        }
+    }
+
+    /// Writes the rows of a finished `COPY … FROM STDIN`, all in one commit.
+    pub async fn finish_copy_in(&self, mut copy: CopyIn) -> Result<CommandTag> {
+        use datafusion::datasource::memory::MemorySourceConfig;
+        use datafusion::logical_expr::dml::InsertOp;
+        let batches = copy.finish_rows()?;
+        let rows: usize = batches.iter().map(RecordBatch::num_rows).sum();
+        if rows == 0 {
+            return Ok(CommandTag::with_rows("COPY", 0));
+        }
+        let input = MemorySourceConfig::try_new_exec(&[batches], copy.schema.clone(), None)?;
+        let state = self.ctx.state();
+        let plan = copy
+            .provider
+            .insert_into(&state, input, InsertOp::Append)
+            .await?;
+        let _: Vec<RecordBatch> = self
+            .db
+            .executor()
+            .execute(plan, self.ctx.task_ctx())
+            .try_collect()
+            .await?;
+        Ok(CommandTag::with_rows("COPY", rows as u64))
+    }
+}

@@ -1,0 +1,133 @@
+//! `SET`/`SHOW`, `current_setting()`, and the settings runbase knows.
+
+use std::sync::Arc;
+
+use datafusion::arrow::array::{RecordBatch, StringArray};
+use datafusion::physical_plan::memory::MemoryStream;
+use datafusion::sql::sqlparser::ast::Statement as AstStatement;
+
+use super::*;
+use crate::database::version_string;
+use crate::error::{Error, Result};
+
+/// Values of PostgreSQL's read-mostly settings that clients ask for.
+pub(super) fn default_variable(name: &str) -> Option<String> {
+    Some(
+        match name {
+            "server_version" => "16.0",
+            "server_version_num" => "160000",
+            "server_encoding" | "client_encoding" => "UTF8",
+            "datestyle" => "ISO, MDY",
+            "intervalstyle" => "postgres",
+            "timezone" | "time zone" => "UTC",
+            "standard_conforming_strings" | "integer_datetimes" => "on",
+            "transaction_isolation" | "default_transaction_isolation" => "read committed",
+            "transaction_read_only" | "default_transaction_read_only" => "off",
+            "search_path" => "\"$user\", public",
+            "application_name" => "",
+            "statement_timeout" | "lock_timeout" | "idle_in_transaction_session_timeout" => "0",
+            "max_identifier_length" => "63",
+            "lc_collate" | "lc_ctype" => "C",
+            "runbase_version" => env!("CARGO_PKG_VERSION"),
+            "runbase.device" => "default",
+            "version" => return Some(version_string()),
+            _ => return None,
+        }
+        .to_string(),
+    )
+}
+
+impl Session {
+    /// The value of setting `name` (lower case) in this session: what `SET` gave it, else
+    /// its default; None for a setting runbase does not have.
+    pub(super) fn setting(&self, name: &str) -> Option<String> {
+        self.variables.get(name).or_else(|| default_variable(name))
+    }
+
+    /// Replaces `current_setting('name' [, missing_ok])` by the setting's value as a
+    /// string literal (NULL for an unknown setting with `missing_ok` true), so the planner
+    /// sees a constant; an unknown setting otherwise is an error, as in PostgreSQL.
+    pub(super) fn inline_current_settings(&self, statement: &mut AstStatement) -> Result<()> {
+        use datafusion::sql::sqlparser::ast::{
+            Expr as SqlExpr, FunctionArg, FunctionArgExpr, FunctionArguments, Value,
+            visit_expressions_mut,
+        };
+        use std::ops::ControlFlow;
+        let flow = visit_expressions_mut(statement, |e| {
+            let SqlExpr::Function(f) = e else {
+                return ControlFlow::Continue(());
+            };
+            // current_user / session_user: the user the session was authorized as.
+            let fname = f.name.to_string().to_ascii_lowercase();
+            if matches!(
+                fname.as_str(),
+                "current_user" | "session_user" | "current_role"
+            ) && matches!(f.args, FunctionArguments::None)
+            {
+                let user = self.user_name();
+                if !user.is_empty() {
+                    *e = SqlExpr::Value(Value::SingleQuotedString(user).into());
+                }
+                return ControlFlow::Continue(());
+            }
+            if !f.name.to_string().eq_ignore_ascii_case("current_setting")
+                && !f
+                    .name
+                    .to_string()
+                    .eq_ignore_ascii_case("pg_catalog.current_setting")
+            {
+                return ControlFlow::Continue(());
+            }
+            let FunctionArguments::List(list) = &f.args else {
+                return ControlFlow::Continue(());
+            };
+            let literal = |a: &FunctionArg| match a {
+                FunctionArg::Unnamed(FunctionArgExpr::Expr(SqlExpr::Value(v))) => {
+                    Some(v.value.clone())
+                }
+                _ => None,
+            };
+            let name = match list.args.first().and_then(literal) {
+                Some(Value::SingleQuotedString(n)) => n.to_lowercase(),
+                _ => {
+                    return ControlFlow::Break(Error::NotSupported(
+                        "current_setting() of a non-constant name".into(),
+                    ));
+                }
+            };
+            let missing_ok = matches!(
+                list.args.get(1).and_then(literal),
+                Some(Value::Boolean(true))
+            );
+            let value = match self.setting(&name) {
+                Some(v) => Value::SingleQuotedString(v),
+                None if missing_ok => Value::Null,
+                None => {
+                    return ControlFlow::Break(Error::ObjectNotFound(format!(
+                        "unrecognized configuration parameter \"{name}\""
+                    )));
+                }
+            };
+            *e = SqlExpr::Value(value.into());
+            ControlFlow::Continue(())
+        });
+        match flow {
+            ControlFlow::Break(err) => Err(err),
+            ControlFlow::Continue(()) => Ok(()),
+        }
+    }
+
+    pub(super) fn show(&self, name: &str) -> Result<QueryOutput> {
+        let value = self.setting(name).ok_or_else(|| {
+            Error::ObjectNotFound(format!("unrecognized configuration parameter \"{name}\""))
+        })?;
+        let schema = show_schema(name);
+        let batch = RecordBatch::try_new(
+            schema.clone(),
+            vec![Arc::new(StringArray::from(vec![value]))],
+        )
+        .map_err(|e| Error::DataFusion(e.into()))?;
+        let stream = MemoryStream::try_new(vec![batch], schema, None)?;
+        Ok(QueryOutput::Rows(Box::pin(stream)))
+    }
+}
