@@ -87,7 +87,7 @@ pub enum ErrorCode {
     Timeout,
     /// A concurrent change won; retrying may succeed.
     Conflict,
-    /// Out of memory, disk or another resource.
+    /// Out of memory (a query past its memory limit, …).
     ResourceExhausted,
     /// The server has as many clients as it allows.
     TooManyConnections,

@@ -86,7 +86,7 @@ pub fn sqlstate(code: ErrorCode) -> &'static str {
         C::ProtocolViolation => "08P01",
         C::Canceled | C::Timeout => "57014",
         C::Conflict => "40001",
-        C::ResourceExhausted => "53000",
+        C::ResourceExhausted => "53200",
         C::TooManyConnections => "53300",
         C::Io => "58030",
         C::Corrupt => "XX001",
