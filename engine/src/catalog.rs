@@ -7,7 +7,8 @@
 //! | `meta/format`               | catalog format version (`1`)  |
 //! | `table/<schema>/<name>`     | [`TableEntry`] as JSON        |
 //!
-//! Every mutation is a synced write ([`Durability::Synced`]), done off the async workers:
+//! Every mutation is a synced write ([`Durability::Synced`]), waited for off the async
+//! workers (see [`crate::kv`]):
 //! once a DDL statement has been acknowledged, its catalog change survives a crash of the
 //! process or the machine.
 
@@ -88,7 +89,11 @@ impl Catalog {
 
     /// Records a new table, synced. Fails with [`Error::TableExists`] if the name is
     /// taken. Callers serialize DDL, so the check and the write do not race.
-    pub async fn insert_table(&self, entry: &TableEntry) -> Result<()> {
+    ///
+    /// Synchronous on purpose (the wait for the disk hands the async worker's tasks to
+    /// another worker, see [`crate::kv`]): a DDL statement cancelled while it commits must
+    /// not split the catalog write from the in-memory change that follows it.
+    pub fn insert_table(&self, entry: &TableEntry) -> Result<()> {
         let key = table_key(&entry.schema, &entry.name);
         if self.kv.db().get(&key)?.is_some() {
             return Err(Error::TableExists(entry.name.clone()));
@@ -97,17 +102,18 @@ impl Catalog {
             .map_err(|e| Error::corrupt("catalog entry being written", e))?;
         let mut batch = WriteBatch::default();
         batch.put(key, value);
-        self.kv.write_async(batch, Durability::Synced).await
+        self.kv.write(batch, Durability::Synced)
     }
 
-    /// Removes a table's entry, synced; returns whether it existed.
-    pub async fn remove_table(&self, schema: &str, name: &str) -> Result<bool> {
+    /// Removes a table's entry, synced; returns whether it existed. Synchronous for the
+    /// same reason as [`Catalog::insert_table`].
+    pub fn remove_table(&self, schema: &str, name: &str) -> Result<bool> {
         let key = table_key(schema, name);
         let existed = self.kv.db().get(&key)?.is_some();
         if existed {
             let mut batch = WriteBatch::default();
             batch.delete(key);
-            self.kv.write_async(batch, Durability::Synced).await?;
+            self.kv.write(batch, Durability::Synced)?;
         }
         Ok(existed)
     }
@@ -141,10 +147,10 @@ mod tests {
         let dir = tempfile::tempdir().expect("tempdir");
         {
             let cat = open(dir.path());
-            cat.insert_table(&entry("b")).await.expect("insert b");
-            cat.insert_table(&entry("a")).await.expect("insert a");
+            cat.insert_table(&entry("b")).expect("insert b");
+            cat.insert_table(&entry("a")).expect("insert a");
             assert!(matches!(
-                cat.insert_table(&entry("a")).await,
+                cat.insert_table(&entry("a")),
                 Err(Error::TableExists(_))
             ));
         }
@@ -156,8 +162,8 @@ mod tests {
             .map(|e| e.name)
             .collect();
         assert_eq!(names, vec!["a", "b"]);
-        assert!(cat.remove_table("public", "a").await.expect("remove"));
-        assert!(!cat.remove_table("public", "a").await.expect("remove again"));
+        assert!(cat.remove_table("public", "a").expect("remove"));
+        assert!(!cat.remove_table("public", "a").expect("remove again"));
         assert_eq!(cat.tables().expect("tables").len(), 1);
     }
 

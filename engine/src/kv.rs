@@ -14,11 +14,14 @@
 //! - [`Durability::Commit`]: synced when the database runs with synchronous commits (the
 //!   default), else left to the OS — PostgreSQL's `synchronous_commit = off` (tracking).
 //!
-//! A synced write waits for the disk. `Kv::write_async` does it on a blocking pool and
-//! awaits the result; `Kv::write`, for synchronous callers (scalar functions DataFusion
-//! calls on its runtime), hands the calling worker's other tasks to a new worker first
-//! ([`crate::executor::blocking`]). Either way, no task that polls sockets or queries
-//! waits behind an `fsync`.
+//! A synced write waits for the disk. `Kv::write` does that wait through
+//! [`crate::executor::blocking`]: on an async worker, the worker first hands its other
+//! tasks to a new worker, so no task that polls sockets or queries waits behind an
+//! `fsync`; hot paths that write often (the `log_metric` fast path, user commands) call it
+//! from the blocking pool to begin with (`CpuExecutor::run_blocking`). Unsynced writes
+//! (`--synchronous-commit false`) skip the hand-off: they do not wait for the disk. The
+//! write is synchronous on purpose: a statement cancelled while it commits cannot split the
+//! write from the in-memory change that follows it.
 
 use std::fs::File;
 use std::path::Path;
@@ -47,6 +50,8 @@ struct Inner {
     db: DB,
     synced: WriteOptions,
     commit: WriteOptions,
+    /// The database's commit setting (what `commit` syncs by).
+    synchronous: bool,
     /// Held while the database is open: a second process on the same directory fails
     /// to open it with [`Error::InUse`] rather than with RocksDB's lock error.
     _lock: File,
@@ -98,6 +103,7 @@ impl Kv {
                 db,
                 synced,
                 commit,
+                synchronous,
                 _lock: lock,
             }),
         })
@@ -129,24 +135,21 @@ impl Kv {
     /// the wait happens.
     pub(crate) fn write(&self, batch: WriteBatch, durability: Durability) -> Result<()> {
         let opts = self.options(durability);
-        crate::executor::blocking(|| self.inner.db.write_opt(batch, opts))?;
+        if self.syncs(durability) {
+            crate::executor::blocking(|| self.inner.db.write_opt(batch, opts))?;
+        } else {
+            // Unsynced: a memtable insert and a buffered WAL append, no wait for the disk.
+            self.inner.db.write_opt(batch, opts)?;
+        }
         Ok(())
     }
 
-    /// Writes `batch` atomically on a blocking thread and awaits it.
-    pub(crate) async fn write_async(
-        &self,
-        batch: WriteBatch,
-        durability: Durability,
-    ) -> Result<()> {
-        let kv = self.clone();
-        tokio::task::spawn_blocking(move || {
-            let opts = kv.options(durability);
-            kv.inner.db.write_opt(batch, opts)
-        })
-        .await
-        .map_err(|e| Error::Internal(format!("write task failed: {e}")))??;
-        Ok(())
+    /// Whether a write with `durability` waits for the disk.
+    fn syncs(&self, durability: Durability) -> bool {
+        match durability {
+            Durability::Synced => true,
+            Durability::Commit => self.inner.synchronous,
+        }
     }
 }
 

@@ -78,11 +78,14 @@ impl Session {
                             .ok_or_else(|| Error::InvalidArgument("COPY has no table".into()))?
                     }
                 };
-                let plan = self
-                    .ctx
-                    .state()
-                    .statement_to_plan(DfStatement::Statement(Box::new(query)))
-                    .await?;
+                let state = self.ctx.state();
+                let plan = match state
+                    .statement_to_plan(DfStatement::Statement(Box::new(query.clone())))
+                    .await
+                {
+                    Ok(plan) => plan,
+                    Err(e) => return Err(diagnose_plan_error(&state, &query, e)),
+                };
                 Ok(Prepared::CopyOut {
                     plan: Box::new(plan),
                     format,

@@ -87,7 +87,7 @@ impl Database {
         };
         // The Delta commit is durable; the catalog entry makes the table visible. A crash
         // between the two leaves an unreferenced directory, never a dangling entry.
-        self.catalog().insert_table(&entry).await?;
+        self.catalog().insert_table(&entry)?;
         self.user_schema()
             .add(Arc::new(StoredTable::with_state(entry, root, delta)?));
         Ok(rows as u64)
@@ -105,9 +105,7 @@ impl Database {
                 Err(Error::TableNotFound(table_name))
             };
         };
-        self.catalog()
-            .remove_table(PUBLIC_SCHEMA, &table_name)
-            .await?;
+        self.catalog().remove_table(PUBLIC_SCHEMA, &table_name)?;
         self.user_schema().remove(&table_name);
         // The table is gone once the catalog says so; its files are garbage from here on.
         if let Err(err) = self

@@ -22,10 +22,23 @@ pub(super) fn diagnose_plan_error(
     if !matches!(err.find_root(), DataFusionError::Plan(_)) {
         return err.into();
     }
+    // The table a CREATE TABLE makes is among the references, and does not exist yet.
+    let created = match statement {
+        AstStatement::CreateTable(create) => create
+            .name
+            .0
+            .last()
+            .and_then(|p| p.as_ident())
+            .map(|i| i.value.to_lowercase()),
+        _ => None,
+    };
     let df_statement = DfStatement::Statement(Box::new(statement.clone()));
     if let Ok(references) = state.resolve_table_references(&df_statement) {
         for reference in references {
             let name = reference.table().to_string();
+            if created.as_deref() == Some(name.as_str()) {
+                continue;
+            }
             if reference.schema().is_none() && state.table_functions().contains_key(&name) {
                 continue;
             }
@@ -69,7 +82,10 @@ pub(super) fn unknown_function(
             else {
                 return ControlFlow::Continue(());
             };
-            let known = self.state.scalar_functions().contains_key(&name)
+            // Functions the SQL planner implements itself, outside every registry.
+            const PLANNER_FUNCTIONS: [&str; 2] = ["unnest", "unnest_outer"];
+            let known = PLANNER_FUNCTIONS.contains(&name.as_str())
+                || self.state.scalar_functions().contains_key(&name)
                 || self.state.aggregate_functions().contains_key(&name)
                 || self.state.window_functions().contains_key(&name)
                 || self.state.table_functions().contains_key(&name);
@@ -91,7 +107,36 @@ pub(super) fn unknown_function(
 /// DataFusion plans such VALUES with the table's nullability and fails to build the batch
 /// with an Arrow error that only its text tells apart; this finds the NULL in the plan
 /// first, so the statement fails with [`Error::NotNullViolation`] (23502).
-pub(super) fn null_into_not_null(input: &LogicalPlan) -> Option<String> {
+///
+/// A NULL that an expression evaluates to (`NULLIF(1, 1)`, `1 + NULL`) is found too: when
+/// a VALUES has NOT NULL columns, the check reads its rows after constant folding.
+pub(super) fn null_into_not_null(
+    input: &LogicalPlan,
+    state: &datafusion::execution::context::SessionState,
+) -> Option<String> {
+    use datafusion::common::tree_node::{TreeNode, TreeNodeRecursion};
+    let mut constrained = false;
+    let _ = input.apply(|node| {
+        if let LogicalPlan::Values(values) = node
+            && values.schema.fields().iter().any(|f| !f.is_nullable())
+        {
+            constrained = true;
+            return Ok(TreeNodeRecursion::Stop);
+        }
+        Ok(TreeNodeRecursion::Continue)
+    });
+    if !constrained {
+        return None;
+    }
+    match state.optimize(input) {
+        Ok(folded) => literal_null_into_not_null(&folded),
+        // A statement the optimizer refuses fails when it runs, with its own error.
+        Err(_) => literal_null_into_not_null(input),
+    }
+}
+
+/// [`null_into_not_null`] on the literals of `input` as they are.
+fn literal_null_into_not_null(input: &LogicalPlan) -> Option<String> {
     use datafusion::common::tree_node::{TreeNode, TreeNodeRecursion};
     use datafusion::logical_expr::Expr;
     fn is_null(e: &Expr) -> bool {

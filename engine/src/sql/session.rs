@@ -379,7 +379,7 @@ impl Session {
                 input,
                 ..
             }) => {
-                if let Some(column) = null_into_not_null(input) {
+                if let Some(column) = null_into_not_null(input, &self.ctx.state()) {
                     return Err(Error::NotNullViolation(format!(
                         "null value in column \"{column}\" violates not-null constraint"
                     )));

@@ -89,7 +89,7 @@ pub fn conform_batch(batch: &RecordBatch, schema: &SchemaRef) -> Result<RecordBa
         .iter()
         .zip(schema.fields())
         .map(|(col, field)| {
-            if !field.is_nullable() && col.null_count() > 0 {
+            if !field.is_nullable() && col.logical_null_count() > 0 {
                 return Err(Error::NotNullViolation(format!(
                     "null value in column \"{}\" violates not-null constraint",
                     field.name()

@@ -280,9 +280,18 @@ impl TableProvider for TrackingTable {
             ))
             .into());
         }
+        // Every column nullable, so DataFusion's own NOT NULL check (an error known only
+        // by its text) passes and `points_from_batch` refuses a NULL with 22004, as COPY.
+        let schema = Arc::new(Schema::new(
+            self.schema
+                .fields()
+                .iter()
+                .map(|f| f.as_ref().clone().with_nullable(true))
+                .collect::<Vec<_>>(),
+        ));
         let sink = MetricsSink {
             tracking: self.tracking.clone(),
-            schema: self.schema.clone(),
+            schema,
         };
         Ok(Arc::new(DataSinkExec::new(input, Arc::new(sink), None)))
     }
