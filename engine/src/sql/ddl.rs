@@ -3,7 +3,6 @@
 
 use std::sync::Arc;
 
-use datafusion::arrow::datatypes::Schema;
 use datafusion::common::{ResolvedTableReference, TableReference};
 use datafusion::logical_expr::LogicalPlan;
 use datafusion::prelude::SessionContext;
@@ -39,14 +38,7 @@ impl Database {
             (vec![], Arc::new(input.schema().as_arrow().clone()))
         } else {
             // CREATE TABLE AS: columns are nullable, as in PostgreSQL.
-            let schema = input.schema().as_arrow();
-            let nullable = Schema::new(
-                schema
-                    .fields()
-                    .iter()
-                    .map(|f| f.as_ref().clone().with_nullable(true))
-                    .collect::<Vec<_>>(),
-            );
+            let nullable = crate::storage::nullable(input.schema().as_arrow());
             let plan = ctx.state().create_physical_plan(input).await?;
             let stream = self.executor().execute(plan, ctx.task_ctx());
             let batches: Vec<_> = stream.try_collect().await?;

@@ -27,7 +27,7 @@ mod table;
 
 pub use delta::VersionInfo;
 pub use object_store::ObjectStoreRoot;
-pub use schema_map::{conform_batch, delta_to_arrow, storable_schema};
+pub use schema_map::{conform_batch, delta_to_arrow, nullable, storable_schema};
 pub use table::StoredTable;
 
 use delta::*;

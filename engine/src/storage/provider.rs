@@ -127,14 +127,7 @@ impl TableProvider for UserTableProvider {
         // The sink declares every column nullable, so DataFusion's own NOT NULL check
         // (an error known only by its text) passes, and the commit's check raises
         // `Error::NotNullViolation` for the column.
-        let input_schema = Arc::new(datafusion::arrow::datatypes::Schema::new(
-            self.table
-                .schema
-                .fields()
-                .iter()
-                .map(|f| f.as_ref().clone().with_nullable(true))
-                .collect::<Vec<_>>(),
-        ));
+        let input_schema = Arc::new(crate::storage::nullable(&self.table.schema));
         let sink = AppendSink {
             table: self.table.clone(),
             input_schema,

@@ -75,6 +75,20 @@ fn storable_type(column: &str, dt: &DataType) -> Result<DataType> {
     })
 }
 
+/// `schema` with every column nullable: what a write path declares to DataFusion, so that
+/// its own NOT NULL check (an error known only by its text) passes and runbase's raises a
+/// coded one ([`conform_batch`] for tables, the metrics sink for `runbase.metrics`); also
+/// the schema of a `CREATE TABLE … AS`, whose columns are nullable as in PostgreSQL.
+pub fn nullable(schema: &Schema) -> Schema {
+    Schema::new(
+        schema
+            .fields()
+            .iter()
+            .map(|f| f.as_ref().clone().with_nullable(true))
+            .collect::<Vec<_>>(),
+    )
+}
+
 /// Casts `batch` onto `schema` column by column (names and order already match).
 pub fn conform_batch(batch: &RecordBatch, schema: &SchemaRef) -> Result<RecordBatch> {
     if batch.num_columns() != schema.fields().len() {

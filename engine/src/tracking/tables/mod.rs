@@ -282,13 +282,7 @@ impl TableProvider for TrackingTable {
         }
         // Every column nullable, so DataFusion's own NOT NULL check (an error known only
         // by its text) passes and `points_from_batch` refuses a NULL with 22004, as COPY.
-        let schema = Arc::new(Schema::new(
-            self.schema
-                .fields()
-                .iter()
-                .map(|f| f.as_ref().clone().with_nullable(true))
-                .collect::<Vec<_>>(),
-        ));
+        let schema = Arc::new(crate::storage::nullable(&self.schema));
         let sink = MetricsSink {
             tracking: self.tracking.clone(),
             schema,
