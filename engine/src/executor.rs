@@ -5,7 +5,6 @@
 //! bounded channel, which also gives back-pressure. Dropping the receiving stream drops the
 //! sender, and the producing task stops at its next send.
 
-use std::future::Future;
 use std::sync::Arc;
 
 use datafusion::arrow::datatypes::SchemaRef;
@@ -47,18 +46,6 @@ impl CpuExecutor {
             .as_ref()
             .expect("the runtime lives until drop")
             .handle()
-    }
-
-    /// Runs `fut` on the CPU runtime and waits for it.
-    pub async fn spawn<F, T>(&self, fut: F) -> Result<T>
-    where
-        F: Future<Output = Result<T>> + Send + 'static,
-        T: Send + 'static,
-    {
-        let task = self.handle().spawn(fut);
-        let abort = task.abort_handle();
-        let _guard = AbortOnDrop(abort);
-        join_result(task.await)
     }
 
     /// Runs blocking `work` (a synced RocksDB write, password hashing, libtorch) on the
@@ -162,14 +149,6 @@ pub fn blocking<T>(work: impl FnOnce() -> T) -> T {
             tokio::task::block_in_place(work)
         }
         _ => work(),
-    }
-}
-
-struct AbortOnDrop(tokio::task::AbortHandle);
-
-impl Drop for AbortOnDrop {
-    fn drop(&mut self) {
-        self.0.abort();
     }
 }
 
