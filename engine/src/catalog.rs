@@ -5,6 +5,7 @@
 //! | key                         | value                         |
 //! |-----------------------------|-------------------------------|
 //! | `meta/format`               | catalog format version (`1`)  |
+//! | `meta/object_store`         | where the tables live (`local`, `s3://bucket/prefix/`) |
 //! | `table/<schema>/<name>`     | [`TableEntry`] as JSON        |
 //!
 //! Every mutation is a synced write ([`Durability::Synced`]), waited for off the async
@@ -21,6 +22,7 @@ use crate::kv::{Durability, Kv};
 const FORMAT_KEY: &[u8] = b"meta/format";
 const FORMAT_VERSION: &str = "1";
 const TABLE_PREFIX: &str = "table/";
+const OBJECT_STORE_KEY: &[u8] = b"meta/object_store";
 
 /// One user table as the catalog records it.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -66,6 +68,26 @@ impl Catalog {
             }
         }
         Ok(Self { kv })
+    }
+
+    /// Checks that the data directory is opened with the object store it was created
+    /// with (`store` names it: `local`, or the store's URL), recording it on first use.
+    /// Opening a catalog against another store would make every table vanish, or
+    /// worse, let two catalogs write one bucket.
+    pub fn check_object_store(&self, store: &str) -> Result<()> {
+        match self.kv.db().get(OBJECT_STORE_KEY)? {
+            Some(v) if v == store.as_bytes() => Ok(()),
+            Some(v) => Err(Error::InvalidArgument(format!(
+                "this data directory keeps its tables in {}, not {store}; start it with \
+                 the object store it was created with",
+                String::from_utf8_lossy(&v)
+            ))),
+            None => {
+                let mut batch = WriteBatch::default();
+                batch.put(OBJECT_STORE_KEY, store);
+                self.kv.write(batch, Durability::Synced)
+            }
+        }
     }
 
     /// All tables, in key order (schema, then name).

@@ -49,12 +49,14 @@ pub fn version_string() -> String {
 pub struct DatabaseOptions {
     /// Directory for the RocksDB catalog (and, by default, the object store).
     pub data_dir: PathBuf,
-    /// Where table data lives; `None` means `<data_dir>/objects` on the local file system.
+    /// Where tables, model blobs and artifacts live; `None` means `<data_dir>/objects` on
+    /// the local file system (synced like tracking writes, per `synchronous_commit`).
     pub object_store: Option<ObjectStoreRoot>,
     /// Worker threads of the query runtime; `None` means one per core.
     pub cpu_threads: Option<usize>,
-    /// Whether each tracking write is synced to disk before it is acknowledged (the
-    /// default). Without it, an acknowledged value survives a crash of the process but
+    /// Whether each write is synced to disk before it is acknowledged (the default):
+    /// tracking writes in RocksDB, and table files, model blobs and artifacts on a local
+    /// object store. Without it, an acknowledged value survives a crash of the process but
     /// not of the machine — PostgreSQL's `synchronous_commit = off`.
     pub synchronous_commit: bool,
 }
@@ -115,8 +117,14 @@ impl Database {
         let users = Users::new(kv.clone());
         let root = match options.object_store {
             Some(root) => root,
-            None => ObjectStoreRoot::local(&options.data_dir.join("objects"))?,
+            None => ObjectStoreRoot::local_with(
+                &options.data_dir.join("objects"),
+                options.synchronous_commit,
+                None,
+            )?,
         };
+        root.check_reachable().await?;
+        catalog.check_object_store(&root.identity())?;
         let user = Arc::new(UserSchema::default());
         let entries = catalog.tables()?;
         let count = entries.len();
@@ -142,6 +150,12 @@ impl Database {
             Arc::new(SystemTableProvider(Arc::new(
                 crate::tracking::models::ModelAliasesTable::new(&tracking),
             ))),
+        )?;
+        system.register_table(
+            "tables".into(),
+            Arc::new(SystemTableProvider(Arc::new(crate::system::Tables::new(
+                user.clone(),
+            )))),
         )?;
         system.register_table(
             "table_versions".into(),

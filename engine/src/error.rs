@@ -111,6 +111,10 @@ pub enum Error {
     #[error("{0}")]
     InUse(String),
 
+    /// A service runbase depends on (the object store) does not answer.
+    #[error("{0}")]
+    Unavailable(String),
+
     /// A concurrent change won the race; the statement may be retried (40001).
     #[error("{0}")]
     Conflict(String),
@@ -193,7 +197,8 @@ impl Error {
             Error::InUse(_) => C::InvalidState,
             Error::Internal(_) => C::Internal,
             Error::Corrupt { .. } => C::Corrupt,
-            Error::RocksDb(_) | Error::ObjectStore(_) | Error::Io(_) => C::Io,
+            Error::Unavailable(_) | Error::RocksDb(_) | Error::Io(_) => C::Io,
+            Error::ObjectStore(e) => code::object_store_code(e),
             Error::Delta(e) => code::delta_code(e),
             Error::DataFusion(e) => code::datafusion_code(e),
         }

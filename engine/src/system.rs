@@ -113,3 +113,75 @@ impl SystemTable for TableVersions {
         .map_err(|e| Error::DataFusion(e.into()))
     }
 }
+
+/// `runbase.tables`: every user table with the URI of its Delta table, so other engines
+/// (deltalake, polars, DuckDB, Spark) can read it where it lives.
+#[derive(Debug)]
+pub struct Tables {
+    tables: Arc<UserSchema>,
+    schema: SchemaRef,
+}
+
+impl Tables {
+    /// The system table over `tables`.
+    pub fn new(tables: Arc<UserSchema>) -> Self {
+        let schema = Arc::new(Schema::new(vec![
+            Field::new("table_schema", DataType::Utf8, false),
+            Field::new("name", DataType::Utf8, false),
+            Field::new("uri", DataType::Utf8, false),
+            Field::new("format", DataType::Utf8, false),
+            Field::new("version", DataType::Int64, false),
+            Field::new("files", DataType::Int64, false),
+            Field::new("min_reader_version", DataType::Int64, false),
+            Field::new("min_writer_version", DataType::Int64, false),
+            Field::new(
+                "created_at",
+                DataType::Timestamp(TimeUnit::Microsecond, Some("UTC".into())),
+                false,
+            ),
+        ]));
+        Self { tables, schema }
+    }
+}
+
+#[async_trait]
+impl SystemTable for Tables {
+    fn schema(&self) -> SchemaRef {
+        self.schema.clone()
+    }
+
+    async fn rows(&self) -> Result<RecordBatch> {
+        let mut tables = self.tables.all();
+        tables.sort_by(|a, b| a.entry.name.cmp(&b.entry.name));
+        let (mut schemas, mut names, mut uris, mut versions, mut files) =
+            (vec![], vec![], vec![], vec![], vec![]);
+        let (mut readers, mut writers, mut created) = (vec![], vec![], vec![]);
+        for table in tables {
+            let state = table.latest().await?;
+            let snapshot = state.snapshot()?;
+            schemas.push(table.entry.schema.clone());
+            names.push(table.entry.name.clone());
+            uris.push(table.root().table_url(&table.entry.location)?.to_string());
+            versions.push(snapshot.version() as i64);
+            files.push(i64::try_from(snapshot.log_data().num_files()).unwrap_or(i64::MAX));
+            readers.push(i64::from(snapshot.protocol().min_reader_version()));
+            writers.push(i64::from(snapshot.protocol().min_writer_version()));
+            created.push(table.entry.created_at_us);
+        }
+        RecordBatch::try_new(
+            self.schema.clone(),
+            vec![
+                Arc::new(StringArray::from(schemas)),
+                Arc::new(StringArray::from(names)),
+                Arc::new(StringArray::from(uris)),
+                Arc::new(StringArray::from(vec!["delta"; versions.len()])),
+                Arc::new(Int64Array::from(versions)),
+                Arc::new(Int64Array::from(files)),
+                Arc::new(Int64Array::from(readers)),
+                Arc::new(Int64Array::from(writers)),
+                Arc::new(TimestampMicrosecondArray::from(created).with_timezone("UTC")),
+            ],
+        )
+        .map_err(|e| Error::DataFusion(e.into()))
+    }
+}

@@ -43,6 +43,7 @@ pub async fn open_database(
     let mut options = DatabaseOptions::new(&args.data_dir);
     options.cpu_threads = args.query_threads;
     options.synchronous_commit = args.synchronous_commit;
+    options.object_store = args.storage.object_store(args.synchronous_commit)?;
     let db = Database::open(options).await?;
     runbase_udfs::register(&db, args.udfs.options())?;
     Ok(db)

@@ -5,7 +5,9 @@
 //! - [`server`]: [`server::TestServer`], a `runbase serve` child process on a free port.
 //! - [`slt`]: sqllogictest drivers, embedded ([`slt::Embedded`]) and wire ([`slt::Wire`]).
 //! - [`client`]: tokio-postgres helpers (`sqlstate`, `scalar`).
+//! - [`s3`]: [`s3::MotoServer`], a real S3-compatible server (moto) on loopback.
 
 pub mod client;
+pub mod s3;
 pub mod server;
 pub mod slt;

@@ -71,12 +71,22 @@ impl TestServer {
     /// names them) with `extra` arguments and returns its output, for a server expected
     /// to refuse to start.
     pub fn refuses_to_start(data_dir: &Path, extra: &[&str]) -> std::process::Output {
+        Self::refuses_to_start_with_env(data_dir, extra, &[])
+    }
+
+    /// [`TestServer::refuses_to_start`] with environment variables `env` set.
+    pub fn refuses_to_start_with_env(
+        data_dir: &Path,
+        extra: &[&str],
+        env: &[(&str, &str)],
+    ) -> std::process::Output {
         let [pg_port, http_port] = free_ports::<2>();
         let mut cmd = Command::new(runbase_bin());
         cmd.arg("serve")
             .arg("--data-dir")
             .arg(data_dir)
             .args(extra)
+            .envs(env.iter().copied())
             .env("RUST_LOG", "warn");
         if !sets_pg_listen(extra) {
             cmd.arg("--listen").arg(format!("127.0.0.1:{pg_port}"));
@@ -106,6 +116,11 @@ impl TestServer {
     /// `--http-listen` unless `extra` sets it, when `http_port` is not used; with
     /// `--no-http` in `extra` nothing listens there).
     pub fn start_with(data_dir: &Path, extra: &[&str]) -> Self {
+        Self::start_with_env(data_dir, extra, &[])
+    }
+
+    /// [`TestServer::start_with`] with environment variables `env` set (`AWS_*`, …).
+    pub fn start_with_env(data_dir: &Path, extra: &[&str], env: &[(&str, &str)]) -> Self {
         let [port, http_port] = free_ports::<2>();
         let bin = runbase_bin();
         assert!(
@@ -125,6 +140,7 @@ impl TestServer {
             .arg("--data-dir")
             .arg(data_dir)
             .args(extra)
+            .envs(env.iter().copied())
             .env("RUST_LOG", "warn")
             .stdout(Stdio::null())
             .stderr(Stdio::inherit())

@@ -310,12 +310,35 @@ pub(crate) fn arrow_code(e: &ArrowError) -> ErrorCode {
 pub(crate) fn delta_code(e: &deltalake::DeltaTableError) -> ErrorCode {
     use deltalake::DeltaTableError as D;
     match e {
-        D::ObjectStore { .. } | D::Io { .. } => ErrorCode::Io,
+        D::ObjectStore { source } => object_store_code(source),
+        D::Io { .. } => ErrorCode::Io,
         D::InvalidVersion(_) => ErrorCode::InvalidArgument,
         D::Arrow { source } => arrow_code(source),
         D::SchemaMismatch { .. } => ErrorCode::DatatypeMismatch,
         D::VersionAlreadyExists(_) => ErrorCode::Conflict,
+        D::Transaction { source } => {
+            use deltalake::kernel::transaction::TransactionError as T;
+            match source {
+                T::VersionAlreadyExists(_) | T::CommitConflict(_) | T::MaxCommitAttempts(_) => {
+                    ErrorCode::Conflict
+                }
+                T::ObjectStore { source } => object_store_code(source),
+                _ => ErrorCode::Internal,
+            }
+        }
         _ => ErrorCode::Internal,
+    }
+}
+
+/// The code of an object store error (S3's 403 or 404, a lost conditional PUT, …).
+pub(crate) fn object_store_code(e: &object_store::Error) -> ErrorCode {
+    use object_store::Error as O;
+    match e {
+        O::NotFound { .. } => ErrorCode::ObjectNotFound,
+        O::PermissionDenied { .. } | O::Unauthenticated { .. } => ErrorCode::PermissionDenied,
+        O::AlreadyExists { .. } | O::Precondition { .. } => ErrorCode::Conflict,
+        O::NotSupported { .. } | O::NotImplemented { .. } => ErrorCode::Unsupported,
+        _ => ErrorCode::Io,
     }
 }
 

@@ -12,6 +12,8 @@
 //! # Layout
 //! - `object_store`: [`ObjectStoreRoot`], the store's root and the Delta operations on it
 //!   (where S3 joins the local directory).
+//! - `s3`: the S3 client ([`S3Options`]) and the log store deltalake needs for `s3://`.
+//! - `synced`: [`SyncedLocalStore`], the local directory with every write fsynced.
 //! - `delta`: commit files and [`VersionInfo`].
 //! - `schema_map`: Arrow ⇄ Delta schemas ([`storable_schema`], [`conform_batch`]).
 //! - `table`: [`StoredTable`], one table's cached Delta state and its writes.
@@ -21,13 +23,17 @@
 mod delta;
 mod object_store;
 pub mod provider;
+mod s3;
 pub mod schema;
 mod schema_map;
+mod synced;
 mod table;
 
 pub use delta::VersionInfo;
 pub use object_store::ObjectStoreRoot;
+pub use s3::S3Options;
 pub use schema_map::{conform_batch, delta_to_arrow, nullable, storable_schema};
+pub use synced::{SyncEvent, SyncJournal, SyncedLocalStore};
 pub use table::StoredTable;
 
 use delta::*;

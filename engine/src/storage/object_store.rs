@@ -2,6 +2,7 @@
 //! (a local directory by default), and the Delta operations on tables under it.
 
 use std::fmt;
+use std::path::PathBuf;
 use std::sync::Arc;
 
 use datafusion::arrow::array::RecordBatch;
@@ -13,6 +14,8 @@ use deltalake::{DeltaTable, DeltaTableBuilder};
 use futures::TryStreamExt;
 use url::Url;
 
+use super::s3::{self, S3Options};
+use super::synced::{SyncJournal, SyncedLocalStore};
 use super::*;
 use crate::error::{Error, Result};
 
@@ -20,10 +23,12 @@ use crate::error::{Error, Result};
 /// root of `url`'s scheme and authority, and tables live under `url`'s path.
 #[derive(Clone)]
 pub struct ObjectStoreRoot {
-    /// The store itself (a `LocalFileSystem` by default).
+    /// The store itself (a [`SyncedLocalStore`] by default).
     pub store: Arc<dyn ObjectStore>,
     /// URL of the directory under which runbase keeps its tables, ending in `/`.
     pub url: Url,
+    /// The local directory, for a store on the local file system.
+    local_dir: Option<PathBuf>,
 }
 
 impl fmt::Debug for ObjectStoreRoot {
@@ -35,8 +40,20 @@ impl fmt::Debug for ObjectStoreRoot {
 }
 
 impl ObjectStoreRoot {
-    /// A local directory as the object store root.
+    /// A local directory as the object store root, every write synced to disk before it
+    /// returns.
     pub fn local(dir: &std::path::Path) -> Result<Self> {
+        Self::local_with(dir, true, None)
+    }
+
+    /// A local directory as the object store root. With `synced`, every write is synced
+    /// to disk (file and directories) before it returns, so an acknowledged write survives
+    /// a power loss; `journal` records the writes and syncs in order (for tests).
+    pub fn local_with(
+        dir: &std::path::Path,
+        synced: bool,
+        journal: Option<SyncJournal>,
+    ) -> Result<Self> {
         std::fs::create_dir_all(dir)?;
         let dir = dir.canonicalize()?;
         let url = Url::from_directory_path(&dir).map_err(|()| {
@@ -45,10 +62,91 @@ impl ObjectStoreRoot {
                 dir.display()
             ))
         })?;
+        let store: Arc<dyn ObjectStore> = if synced {
+            let mut store = SyncedLocalStore::new(dir.clone());
+            if let Some(journal) = journal {
+                store = store.with_journal(journal);
+            }
+            Arc::new(store)
+        } else {
+            Arc::new(datafusion::object_store::local::LocalFileSystem::new())
+        };
         Ok(Self {
-            store: Arc::new(datafusion::object_store::local::LocalFileSystem::new()),
+            store,
             url,
+            local_dir: Some(dir),
         })
+    }
+
+    /// An S3 bucket (or a prefix in one) as the object store root: `url` is
+    /// `s3://bucket[/prefix]`.
+    pub fn s3(url: &str, options: &S3Options) -> Result<Self> {
+        let mut url = Url::parse(url)
+            .map_err(|e| Error::InvalidArgument(format!("bad object store URL {url}: {e}")))?;
+        if !matches!(url.scheme(), "s3" | "s3a") {
+            return Err(Error::InvalidArgument(format!(
+                "object store URL {url} is not s3://bucket/prefix"
+            )));
+        }
+        if !url.path().ends_with('/') {
+            url.set_path(&format!("{}/", url.path()));
+        }
+        let store = s3::store(&url, options)?;
+        Ok(Self {
+            store,
+            url,
+            local_dir: None,
+        })
+    }
+
+    /// The store `location` names: `s3://bucket/prefix` (S3, with `s3_options`), or a
+    /// local directory (a path or a `file://` URL; synced writes with `synced`).
+    pub fn parse(location: &str, s3_options: &S3Options, synced: bool) -> Result<Self> {
+        if location.starts_with("s3://") || location.starts_with("s3a://") {
+            return Self::s3(location, s3_options);
+        }
+        let path = match location.strip_prefix("file://") {
+            Some(_) => Url::parse(location)
+                .ok()
+                .and_then(|u| u.to_file_path().ok())
+                .ok_or_else(|| {
+                    Error::InvalidArgument(format!("bad object store URL {location}"))
+                })?,
+            None if location.contains("://") => {
+                return Err(Error::InvalidArgument(format!(
+                    "object store {location}: only s3:// URLs and local directories are supported"
+                )));
+            }
+            None => PathBuf::from(location),
+        };
+        Self::local_with(&path, synced, None)
+    }
+
+    /// The local directory of a store on the local file system.
+    pub fn local_dir(&self) -> Option<&std::path::Path> {
+        self.local_dir.as_deref()
+    }
+
+    /// What the catalog records to recognize the store: `local` for a local directory
+    /// (which may move with its data directory), else the root URL.
+    pub fn identity(&self) -> String {
+        match self.local_dir {
+            Some(_) => "local".to_string(),
+            None => self.url.to_string(),
+        }
+    }
+
+    /// Checks that the store answers (one listing of the root), with an error that says
+    /// which store and why when it does not.
+    pub async fn check_reachable(&self) -> Result<()> {
+        let prefix = self.object_path("")?;
+        match self.store.list_with_delimiter(Some(&prefix)).await {
+            Ok(_) => Ok(()),
+            Err(e) => Err(Error::Unavailable(format!(
+                "object store {} is not reachable: {e}",
+                self.url
+            ))),
+        }
     }
 
     /// URL of the Delta table at `location` (relative to the root).

@@ -5,11 +5,13 @@
 //! - [`ServeArgs`]: the front ends' options — [`pg::PgArgs`] (the PostgreSQL listener,
 //!   authentication, TLS) and [`http::HttpArgs`] (the HTTP listener) — and the shutdown
 //!   grace period.
-//! - [`CommonArgs`]: the data directory, logging, query threads, durability, and
-//!   [`udfs::UdfsArgs`] (training and inference).
+//! - [`CommonArgs`]: the data directory, logging, query threads, durability,
+//!   [`storage::StorageArgs`] (the object store, S3) and [`udfs::UdfsArgs`] (training and
+//!   inference).
 
 pub mod http;
 pub mod pg;
+pub mod storage;
 pub mod udfs;
 
 use std::path::PathBuf;
@@ -18,6 +20,7 @@ use clap::{Parser, Subcommand, ValueEnum};
 
 pub use http::HttpArgs;
 pub use pg::{AuthMethod, PgArgs};
+pub use storage::StorageArgs;
 pub use udfs::UdfsArgs;
 
 /// runbase: an experiment-tracking database with a SQL interface.
@@ -54,11 +57,16 @@ pub struct CommonArgs {
     #[arg(long, env = "RUNBASE_QUERY_THREADS")]
     pub query_threads: Option<usize>,
 
-    /// Sync every tracking write (log_metric, COPY into runbase.metrics, …) to disk before
-    /// acknowledging it. `false` trades durability across a machine crash for speed, like
+    /// Sync every write to disk before acknowledging it: tracking writes (log_metric, COPY
+    /// into runbase.metrics, …) and, on a local object store, table files, model blobs and
+    /// artifacts. `false` trades durability across a machine crash for speed, like
     /// PostgreSQL's `synchronous_commit = off`; a crash of runbase alone loses nothing.
     #[arg(long, env = "RUNBASE_SYNCHRONOUS_COMMIT", default_value_t = true, action = clap::ArgAction::Set)]
     pub synchronous_commit: bool,
+
+    /// Where tables, models and artifacts live.
+    #[command(flatten)]
+    pub storage: StorageArgs,
 
     /// Training and inference options.
     #[command(flatten)]
