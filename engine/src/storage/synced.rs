@@ -248,3 +248,140 @@ impl MultipartUpload for SyncedUpload {
         self.inner.abort().await
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use datafusion::arrow::array::{Int64Array, RecordBatch};
+    use datafusion::arrow::datatypes::{DataType, Field, Schema};
+    use deltalake::protocol::SaveMode;
+
+    use super::*;
+    use crate::storage::ObjectStoreRoot;
+
+    fn batch(values: &[i64]) -> RecordBatch {
+        let schema = Schema::new(vec![Field::new("v", DataType::Int64, true)]);
+        RecordBatch::try_new(
+            Arc::new(schema),
+            vec![Arc::new(Int64Array::from(values.to_vec()))],
+        )
+        .expect("batch")
+    }
+
+    fn position(events: &[SyncEvent], wanted: &SyncEvent) -> usize {
+        events
+            .iter()
+            .position(|e| e == wanted)
+            .unwrap_or_else(|| panic!("{wanted:?} not in {events:#?}"))
+    }
+
+    /// Checks the order a commit must keep: every data file of `commit` synced before
+    /// the commit file is written, and the commit file and its directory synced (before
+    /// the write returned, which is when the journal is read).
+    fn check_commit(events: &[SyncEvent], commit: &str) {
+        let written = position(events, &SyncEvent::Written(commit.to_string()));
+        let data: Vec<&String> = events[..written]
+            .iter()
+            .filter_map(|e| match e {
+                SyncEvent::Written(p) if p.ends_with(".parquet") => Some(p),
+                _ => None,
+            })
+            .collect();
+        for file in &data {
+            let synced = position(events, &SyncEvent::SyncedFile((*file).clone()));
+            assert!(synced < written, "{file} synced after {commit} was written");
+        }
+        let synced = position(events, &SyncEvent::SyncedFile(commit.to_string()));
+        assert!(synced > written);
+        let log_dir = commit
+            .rsplit_once('/')
+            .map(|(d, _)| d)
+            .expect("a directory");
+        let dir = position(events, &SyncEvent::SyncedDir(log_dir.to_string()));
+        assert!(
+            dir > synced,
+            "the commit's directory is synced after the file"
+        );
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn data_files_are_synced_before_the_commit_and_the_commit_before_the_ack() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let journal = SyncJournal::default();
+        let root =
+            ObjectStoreRoot::local_with(dir.path(), true, Some(journal.clone())).expect("store");
+        let table_dir = format!(
+            "{}/tables/t",
+            dir_name(&dir.path().canonicalize().expect("canonical"))
+        );
+
+        // Version 0 holds data: the table directory and `_delta_log` are new, so they and
+        // the directories up to the store's root are synced too.
+        let table = root
+            .create_with_data("tables/t", vec![batch(&[1, 2])])
+            .await
+            .expect("create");
+        let first = format!("{table_dir}/_delta_log/00000000000000000000.json");
+        let events = journal.lock().expect("journal").clone();
+        check_commit(&events, &first);
+        assert!(events.contains(&SyncEvent::SyncedDir(table_dir.clone())));
+        assert!(
+            events
+                .iter()
+                .any(|e| matches!(e, SyncEvent::Written(p) if p.ends_with(".parquet"))),
+            "{events:#?}"
+        );
+
+        // An append: the same order for version 1.
+        journal.lock().expect("journal").clear();
+        table
+            .write(vec![batch(&[3])])
+            .with_save_mode(SaveMode::Append)
+            .await
+            .expect("append");
+        let events = journal.lock().expect("journal").clone();
+        check_commit(
+            &events,
+            &format!("{table_dir}/_delta_log/00000000000000000001.json"),
+        );
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn blobs_and_artifacts_are_synced_before_their_records() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let journal = SyncJournal::default();
+        let mut options = crate::DatabaseOptions::new(dir.path());
+        options.object_store = Some(
+            ObjectStoreRoot::local_with(&dir.path().join("objects"), true, Some(journal.clone()))
+                .expect("store"),
+        );
+        let db = crate::Database::open(options).await.expect("open");
+        let session = db.session();
+        let batches = session
+            .query("SELECT start_run('e')")
+            .await
+            .expect("start_run");
+        let run = datafusion::arrow::array::cast::as_string_array(batches[0].column(0))
+            .value(0)
+            .to_string();
+        journal.lock().expect("journal").clear();
+        session
+            .query(&format!(
+                "SELECT log_artifact('{run}', 'a/b.bin', 'x'::bytea)"
+            ))
+            .await
+            .expect("log_artifact");
+        let events = journal.lock().expect("journal").clone();
+        let written = events
+            .iter()
+            .position(|e| matches!(e, SyncEvent::Written(p) if p.ends_with("a/b.bin")))
+            .unwrap_or_else(|| panic!("artifact written: {events:#?}"));
+        assert!(
+            events[written..]
+                .iter()
+                .any(|e| matches!(e, SyncEvent::SyncedFile(p) if p.ends_with("a/b.bin"))),
+            "artifact synced before log_artifact returned: {events:#?}"
+        );
+    }
+}
