@@ -17,13 +17,14 @@ use datafusion::prelude::{SessionConfig, SessionContext};
 use tokio::sync::Mutex;
 use tracing::info;
 
+use crate::backup::{BackupFunction, Backups};
 use crate::catalog::Catalog;
 use crate::error::{Error, Result};
 use crate::executor::CpuExecutor;
 use crate::kv::Kv;
 use crate::storage::provider::TableAtFunction;
 use crate::storage::schema::{PUBLIC_SCHEMA, RunbaseCatalog, UserSchema};
-use crate::storage::{ObjectStoreRoot, StoredTable};
+use crate::storage::{ObjectStoreRoot, S3Options, StoredTable};
 use crate::system::{SystemTable, SystemTableProvider, TableVersions};
 use crate::tracking::Tracking;
 use crate::tracking::functions::{self, Caller};
@@ -59,6 +60,8 @@ pub struct DatabaseOptions {
     /// object store. Without it, an acknowledged value survives a crash of the process but
     /// not of the machine — PostgreSQL's `synchronous_commit = off`.
     pub synchronous_commit: bool,
+    /// Settings for the S3 URLs the database opens itself (backup targets).
+    pub s3: S3Options,
 }
 
 impl DatabaseOptions {
@@ -69,6 +72,7 @@ impl DatabaseOptions {
             object_store: None,
             cpu_threads: None,
             synchronous_commit: true,
+            s3: S3Options::default(),
         }
     }
 }
@@ -97,6 +101,9 @@ struct Inner {
     query_arguments: RwLock<HashMap<String, Vec<usize>>>,
     /// Functions read-only users may not call.
     writing_functions: RwLock<std::collections::HashSet<String>>,
+    /// Functions only superusers may call.
+    superuser_functions: RwLock<std::collections::HashSet<String>>,
+    backups: Backups,
 }
 
 impl Database {
@@ -131,6 +138,12 @@ impl Database {
         for entry in entries {
             user.add(Arc::new(StoredTable::new(entry, root.clone())?));
         }
+        let backups = Backups::new(
+            kv.clone(),
+            root.clone(),
+            options.data_dir.clone(),
+            options.s3.clone(),
+        );
         let tracking = Tracking::new(kv, root.clone());
         let system = Arc::new(MemorySchemaProvider::new());
         for kind in TableKind::ALL {
@@ -172,6 +185,10 @@ impl Database {
         for f in functions::all(&tracking, &user, &Caller::default()) {
             ctx.register_udf(f);
         }
+        // Superuser only, and writing (it is refused to read-only users either way).
+        ctx.register_udf(datafusion::logical_expr::ScalarUDF::new_from_impl(
+            BackupFunction::new(backups.clone()),
+        ));
         let template = ctx.state();
         info!(data_dir = %options.data_dir.display(), object_store = %root.url, tables = count, "database opened");
         Ok(Self {
@@ -187,7 +204,13 @@ impl Database {
                 executor: CpuExecutor::new(threads)?,
                 tracking,
                 query_arguments: RwLock::new(HashMap::new()),
-                writing_functions: RwLock::new(crate::tracking::functions::writing_names()),
+                writing_functions: RwLock::new({
+                    let mut names = crate::tracking::functions::writing_names();
+                    names.insert("backup".to_string());
+                    names
+                }),
+                superuser_functions: RwLock::new(["backup".to_string()].into()),
+                backups,
             }),
         })
     }
@@ -259,6 +282,29 @@ impl Database {
             .write()
             .unwrap_or_else(|p| p.into_inner())
             .insert(function.to_ascii_lowercase());
+    }
+
+    /// Registers `function` as one only superusers may call (`backup`, …).
+    pub fn register_superuser_function(&self, function: &str) {
+        self.inner
+            .superuser_functions
+            .write()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(function.to_ascii_lowercase());
+    }
+
+    /// Whether `function` (lower case) is for superusers only.
+    pub(crate) fn is_superuser_function(&self, function: &str) -> bool {
+        self.inner
+            .superuser_functions
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .contains(function)
+    }
+
+    /// Backups of this database ([`Backups::run`] takes one online).
+    pub fn backups(&self) -> &Backups {
+        &self.inner.backups
     }
 
     /// Whether `function` (lower case) was registered as writing.

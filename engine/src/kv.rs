@@ -109,6 +109,14 @@ impl Kv {
         })
     }
 
+    /// Writes a consistent checkpoint of the store into `dir` (which must not exist):
+    /// memtables flushed, SST files hard-linked, a fresh MANIFEST. Blocking: call it off
+    /// the async workers.
+    pub(crate) fn checkpoint(&self, dir: &Path) -> Result<()> {
+        rocksdb::checkpoint::Checkpoint::new(&self.inner.db)?.create_checkpoint(dir)?;
+        Ok(())
+    }
+
     /// The RocksDB instance, for reads.
     pub(crate) fn db(&self) -> &DB {
         &self.inner.db

@@ -36,6 +36,7 @@
 //! # }
 //! ```
 
+pub mod backup;
 pub mod catalog;
 pub mod database;
 pub mod error;

@@ -11,6 +11,7 @@
 //! - [`http`]: the HTTP front end (axum): `GET /health`, engine errors as JSON with an
 //!   HTTP status.
 //! - [`embedded`]: `runbase sql`, statements run in-process and printed as tables.
+//! - [`backup`]: `runbase backup` / `runbase restore`, and scheduled backups.
 //! - [`logging`]: the `tracing` subscriber.
 //!
 //! # Example
@@ -27,6 +28,7 @@
 //! # }
 //! ```
 
+pub mod backup;
 pub mod config;
 pub mod embedded;
 pub mod http;
@@ -44,6 +46,7 @@ pub async fn open_database(
     options.cpu_threads = args.query_threads;
     options.synchronous_commit = args.synchronous_commit;
     options.object_store = args.storage.object_store(args.synchronous_commit)?;
+    options.s3 = args.storage.s3_options();
     let db = Database::open(options).await?;
     runbase_udfs::register(&db, args.udfs.options())?;
     Ok(db)
@@ -65,6 +68,14 @@ pub async fn run(cli: config::Cli) -> i32 {
         config::Command::Sql(args) => {
             logging::init(args.common.log_format);
             embedded::run(args).await
+        }
+        config::Command::Backup(args) => {
+            logging::init(args.common.log_format);
+            backup::run_backup(args).await
+        }
+        config::Command::Restore(args) => {
+            logging::init(args.common.log_format);
+            backup::run_restore(args).await
         }
     }
 }

@@ -98,6 +98,14 @@ pub async fn run(args: ServeArgs) -> Result<(), BoxError> {
     }
 
     let (trigger, shutdown) = shutdown_channel();
+    let backups = args.backup_to.clone().map(|url| {
+        tokio::spawn(crate::backup::scheduled(
+            db.clone(),
+            url,
+            Duration::from_secs(args.backup_interval_secs.max(1)),
+            shutdown.clone(),
+        ))
+    });
     let mut front_ends: JoinSet<(&'static str, Result<(), BoxError>)> = JoinSet::new();
     {
         let shutdown = shutdown.clone();
@@ -132,6 +140,10 @@ pub async fn run(args: ServeArgs) -> Result<(), BoxError> {
             error!(front_end = name, error = %e, "front end failed while shutting down");
             failure.get_or_insert(e);
         }
+    }
+    if let Some(backups) = backups {
+        // A backup under way is abandoned: it has no manifest, so it never counts.
+        backups.abort();
     }
     match failure {
         Some(e) => Err(e),

@@ -22,8 +22,16 @@ where
     client
         .query_one(sql, params)
         .await
-        .unwrap_or_else(|e| panic!("{sql}: {e}"))
+        .unwrap_or_else(|e| panic!("{sql}: {}", describe(&e)))
         .get(0)
+}
+
+/// An error with the server's SQLSTATE and message (tokio-postgres shows "db error").
+pub fn describe(e: &tokio_postgres::Error) -> String {
+    match e.as_db_error() {
+        Some(db) => format!("{} {}", db.code().code(), db.message()),
+        None => e.to_string(),
+    }
 }
 
 /// A CSV shipped in tests/data.

@@ -61,11 +61,21 @@ pub(super) fn writing_call(
 }
 
 impl Session {
-    /// Refuses, for a read-only session, any statement that would change something: only
+    /// Refuses a call of a superuser-only function ([`Database::register_superuser_function`])
+    /// by anyone else, and, for a read-only session, any statement that would change something: only
     /// queries, `EXPLAIN` of them, `SHOW`, `SET`, transaction statements and `COPY … TO`
     /// pass, and none that calls a function registered as writing
     /// ([`Database::register_writing_function`]).
     pub(super) fn authorize(&self, statement: &AstStatement) -> Result<()> {
+        if self.role() != Role::Superuser
+            && let Some(f) = writing_call(statement, &|name| self.db.is_superuser_function(name))
+        {
+            return Err(Error::PermissionDenied(format!(
+                "permission denied: only a superuser can call {f}() (\"{}\" is {})",
+                self.user_name(),
+                self.role()
+            )));
+        }
         if self.role() != Role::Readonly {
             return Ok(());
         }
