@@ -4,7 +4,8 @@
 #     a JDK with libpostgresql-jdbc-java, Node.js with npm, openssl (the client matrix and
 #     TLS tests)
 #   - PyTorch 2.11.0 in a venv under $RUNBASE_CACHE, the libtorch that tch links against,
-#     plus the Python drivers the tests use; node-postgres under tests/clients/node
+#     plus the Python drivers the tests use, moto (a local S3) and the Delta readers;
+#     node-postgres under tests/clients/node
 set -euo pipefail
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 # shellcheck source=env.sh
@@ -46,6 +47,18 @@ if ! "$RUNBASE_TORCH_VENV/bin/python3" -c 'import psycopg, psycopg2, asyncpg, sq
   "$RUNBASE_TORCH_VENV/bin/pip" install -q --disable-pip-version-check \
     'psycopg[binary]==3.2.*' 'psycopg2-binary==2.9.*' 'asyncpg==0.30.*' \
     'sqlalchemy==2.0.*' 'pandas==2.2.*'
+fi
+
+# The storage tests: moto's S3 server (tests/src/s3.rs), and the Delta readers that read
+# runbase's tables from the local store and the bucket (tests/tests/interop.rs): deltalake,
+# polars, DuckDB with its delta and httpfs extensions (loaded from the wheels, offline) and
+# pysail with the Spark Connect client it talks to.
+if ! "$RUNBASE_TORCH_VENV/bin/python3" -c 'import moto, deltalake, polars, duckdb, duckdb_extension_delta, duckdb_extension_httpfs, pysail, pyspark, pyarrow' >/dev/null 2>&1; then
+  echo "setup: installing moto and the Delta readers into $RUNBASE_TORCH_VENV" >&2
+  "$RUNBASE_TORCH_VENV/bin/pip" install -q --disable-pip-version-check \
+    'moto[server]==5.2.*' 'deltalake==1.6.*' 'polars==1.44.*' 'pyarrow==26.*' \
+    'duckdb==1.5.5' 'duckdb-extension-delta==1.5.5' 'duckdb-extension-httpfs==1.5.5' \
+    'pysail==0.7.2' 'pyspark-client==4.2.0'
 fi
 
 # node-postgres for the client matrix, pinned by tests/clients/node/package-lock.json.
