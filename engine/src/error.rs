@@ -209,6 +209,9 @@ impl Error {
     pub fn client_message(&self) -> String {
         match self {
             Error::DataFusion(e) => code::client_message(e),
+            // deltalake wraps a failed upload in errors of its own ("failed to parse
+            // parquet"): say what failed.
+            Error::Delta(e) => delta_message(e),
             other => other.to_string(),
         }
     }
@@ -219,5 +222,14 @@ impl Error {
             what: what.into(),
             detail: detail.to_string(),
         }
+    }
+}
+
+/// deltalake wraps a failed upload in errors of its own ("failed to parse parquet"): say
+/// what failed instead.
+pub(crate) fn delta_message(e: &deltalake::DeltaTableError) -> String {
+    match code::store_error_in(e) {
+        Some(store) => format!("object store: {store}"),
+        None => format!("delta: {e}"),
     }
 }

@@ -144,3 +144,118 @@ impl Drop for MotoServer {
         let _ = self.child.wait();
     }
 }
+
+/// What a [`FaultyProxy`] does with requests.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Fault {
+    /// Forwards to the server.
+    None,
+    /// Closes every connection at once (the store is unreachable).
+    Refuse,
+    /// Answers every request `403 AccessDenied`, as S3 does for bad credentials.
+    Deny,
+}
+
+/// A loopback TCP proxy in front of an S3 server that injects faults on demand: point
+/// runbase at [`FaultyProxy::endpoint`] and switch with [`FaultyProxy::set`]. A switch
+/// closes open connections at their next read, so it takes effect on the next request.
+pub struct FaultyProxy {
+    port: u16,
+    mode: std::sync::Arc<std::sync::atomic::AtomicU8>,
+}
+
+impl FaultyProxy {
+    /// A proxy forwarding to `127.0.0.1:upstream`.
+    pub fn start(upstream: u16) -> Self {
+        use std::sync::Arc;
+        use std::sync::atomic::{AtomicU8, Ordering};
+        let listener = TcpListener::bind("127.0.0.1:0").expect("proxy port");
+        let port = listener.local_addr().expect("proxy addr").port();
+        let mode = Arc::new(AtomicU8::new(0));
+        let shared = mode.clone();
+        std::thread::spawn(move || {
+            for client in listener.incoming() {
+                let Ok(mut client) = client else { continue };
+                let mode = shared.clone();
+                std::thread::spawn(move || match mode.load(Ordering::SeqCst) {
+                    0 => {
+                        let Ok(server) = TcpStream::connect(("127.0.0.1", upstream)) else {
+                            return;
+                        };
+                        pump_both(client, server, mode);
+                    }
+                    2 => {
+                        let mut buf = [0u8; 65536];
+                        let _ = client.set_read_timeout(Some(Duration::from_millis(200)));
+                        let _ = client.read(&mut buf);
+                        let body = "<?xml version=\"1.0\" encoding=\"UTF-8\"?><Error><Code>AccessDenied</Code><Message>Access Denied</Message></Error>";
+                        let _ = write!(
+                            client,
+                            "HTTP/1.1 403 Forbidden\r\nContent-Type: application/xml\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                            body.len()
+                        );
+                    }
+                    _ => drop(client),
+                });
+            }
+        });
+        Self { port, mode }
+    }
+
+    /// The endpoint URL to give runbase.
+    pub fn endpoint(&self) -> String {
+        format!("http://127.0.0.1:{}", self.port)
+    }
+
+    /// Switches the fault.
+    pub fn set(&self, fault: Fault) {
+        let v = match fault {
+            Fault::None => 0,
+            Fault::Refuse => 1,
+            Fault::Deny => 2,
+        };
+        self.mode.store(v, std::sync::atomic::Ordering::SeqCst);
+    }
+}
+
+/// Copies bytes both ways until either side closes or the proxy's mode changes.
+fn pump_both(
+    client: TcpStream,
+    server: TcpStream,
+    mode: std::sync::Arc<std::sync::atomic::AtomicU8>,
+) {
+    let pump = |mut from: TcpStream,
+                mut to: TcpStream,
+                mode: std::sync::Arc<std::sync::atomic::AtomicU8>| {
+        let _ = from.set_read_timeout(Some(Duration::from_millis(100)));
+        let mut buf = [0u8; 65536];
+        loop {
+            if mode.load(std::sync::atomic::Ordering::SeqCst) != 0 {
+                break;
+            }
+            match from.read(&mut buf) {
+                Ok(0) => break,
+                Ok(n) => {
+                    if to.write_all(&buf[..n]).is_err() {
+                        break;
+                    }
+                }
+                Err(e)
+                    if matches!(
+                        e.kind(),
+                        std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                    ) => {}
+                Err(_) => break,
+            }
+        }
+        let _ = from.shutdown(std::net::Shutdown::Both);
+        let _ = to.shutdown(std::net::Shutdown::Both);
+    };
+    let (Ok(c2), Ok(s2)) = (client.try_clone(), server.try_clone()) else {
+        return;
+    };
+    let m2 = mode.clone();
+    let up = std::thread::spawn(move || pump(client, server, mode));
+    pump(s2, c2, m2);
+    let _ = up.join();
+}

@@ -309,3 +309,70 @@ async fn a_stale_handle_commit_on_s3_is_retried_never_lost() {
     let added: i64 = history.iter().map(|v| v.rows_added).sum();
     assert_eq!(added, 3, "every append's rows are in some version");
 }
+
+/// Faults of the store: an unreachable store and a 403 fail the statement with a clear
+/// error, commit nothing, leave the server serving, and writes resume once the fault
+/// clears.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn store_faults_fail_statements_cleanly_and_commit_nothing() {
+    use runbase_tests::client::sqlstate;
+    use runbase_tests::s3::{Fault, FaultyProxy};
+
+    let moto = MotoServer::start();
+    moto.create_bucket("flaky");
+    let proxy = FaultyProxy::start(moto.port);
+    let dir = tempfile::tempdir().expect("tempdir");
+    let endpoint = proxy.endpoint();
+    let server = TestServer::start_with_env(
+        dir.path(),
+        &[
+            "--object-store",
+            "s3://flaky/db",
+            "--s3-endpoint",
+            &endpoint,
+            "--s3-allow-http",
+        ],
+        &AWS_ENV,
+    );
+    let c = server.connect().await;
+    c.batch_execute("CREATE TABLE t (x bigint); INSERT INTO t VALUES (1)")
+        .await
+        .expect("table");
+
+    for (fault, code, words) in [
+        (Fault::Refuse, "58030", "object store"),
+        (Fault::Deny, "42501", "privileges"),
+    ] {
+        proxy.set(fault);
+        let err = c
+            .batch_execute("INSERT INTO t VALUES (2)")
+            .await
+            .expect_err("the store is failing");
+        assert_eq!(sqlstate(&err), code, "{fault:?}: {err:?}");
+        let message = runbase_tests::client::describe(&err);
+        assert!(message.contains(words), "{fault:?}: {message}");
+        // The server still serves what needs no store.
+        let one: i64 = scalar(&c, "SELECT 1", &[]).await;
+        assert_eq!(one, 1);
+        proxy.set(Fault::None);
+        // Nothing was committed, and writes resume.
+        let versions: i64 = scalar(
+            &c,
+            "SELECT count(*) FROM runbase.table_versions WHERE table_name = 't'",
+            &[],
+        )
+        .await;
+        assert_eq!(versions, 2, "{fault:?}: no version from the failed INSERT");
+    }
+    c.batch_execute("INSERT INTO t VALUES (3)")
+        .await
+        .expect("writes resume");
+    let xs: Vec<i64> = c
+        .query("SELECT x FROM t ORDER BY x", &[])
+        .await
+        .expect("select")
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    assert_eq!(xs, [1, 3]);
+}

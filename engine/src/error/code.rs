@@ -256,6 +256,10 @@ pub(crate) fn client_message(e: &DataFusionError) -> String {
         DataFusionError::External(inner) => {
             if let Some(df) = inner.downcast_ref::<DataFusionError>() {
                 client_message(df)
+            } else if let Some(ours) = inner.downcast_ref::<super::Error>() {
+                ours.client_message()
+            } else if let Some(delta) = inner.downcast_ref::<deltalake::DeltaTableError>() {
+                super::delta_message(delta)
             } else {
                 inner.to_string()
             }
@@ -316,6 +320,9 @@ pub(crate) fn delta_code(e: &deltalake::DeltaTableError) -> ErrorCode {
         D::Arrow { source } => arrow_code(source),
         D::SchemaMismatch { .. } => ErrorCode::DatatypeMismatch,
         D::VersionAlreadyExists(_) => ErrorCode::Conflict,
+        // A data file that failed to upload surfaces as a Parquet error wrapping the
+        // store's.
+        D::Parquet { source } => storage_code_in(source).unwrap_or(ErrorCode::Internal),
         D::Transaction { source } => {
             use deltalake::kernel::transaction::TransactionError as T;
             match source {
@@ -323,11 +330,54 @@ pub(crate) fn delta_code(e: &deltalake::DeltaTableError) -> ErrorCode {
                     ErrorCode::Conflict
                 }
                 T::ObjectStore { source } => object_store_code(source),
-                _ => ErrorCode::Internal,
+                other => storage_code_in(other).unwrap_or(ErrorCode::Internal),
             }
         }
-        _ => ErrorCode::Internal,
+        other => storage_code_in(other).unwrap_or(ErrorCode::Internal),
     }
+}
+
+/// The code of the first storage failure (object store or local I/O) in `e`'s chain of
+/// sources, if any: what a library wrapped in errors of its own.
+fn storage_code_in(e: &(dyn std::error::Error + 'static)) -> Option<ErrorCode> {
+    let mut current = Some(e);
+    while let Some(err) = current {
+        if let Some(store) = err.downcast_ref::<object_store::Error>() {
+            return Some(object_store_code(store));
+        }
+        if let Some(io) = err.downcast_ref::<std::io::Error>() {
+            // An object store error carried through `AsyncWrite` (a failed upload).
+            match io.get_ref() {
+                Some(inner) => {
+                    current = Some(inner);
+                    continue;
+                }
+                None => return Some(ErrorCode::Io),
+            }
+        }
+        current = err.source();
+    }
+    None
+}
+
+/// The object store error somewhere in `e`'s chain of sources.
+pub(crate) fn store_error_in<'a>(
+    e: &'a (dyn std::error::Error + 'static),
+) -> Option<&'a object_store::Error> {
+    let mut current = e.source();
+    while let Some(err) = current {
+        if let Some(store) = err.downcast_ref::<object_store::Error>() {
+            return Some(store);
+        }
+        current = match err.downcast_ref::<std::io::Error>() {
+            Some(io) => match io.get_ref() {
+                Some(inner) => Some(inner),
+                None => err.source(),
+            },
+            None => err.source(),
+        };
+    }
+    None
 }
 
 /// The code of an object store error (S3's 403 or 404, a lost conditional PUT, …).
@@ -406,5 +456,49 @@ mod tests {
         }
         assert_eq!(ErrorCode::FunctionNotFound.class(), ErrorClass::NotFound);
         assert_eq!(ErrorCode::Canceled.class(), ErrorClass::Canceled);
+    }
+}
+
+#[cfg(test)]
+mod storage_tests {
+    use super::*;
+
+    #[test]
+    fn a_failed_upload_inside_deltalake_is_an_object_store_error() {
+        let store = object_store::Error::Generic {
+            store: "S3",
+            source: "connection refused".into(),
+        };
+        let delta = deltalake::DeltaTableError::Parquet {
+            source: datafusion::parquet::errors::ParquetError::External(Box::new(store)),
+        };
+        assert_eq!(delta_code(&delta), ErrorCode::Io);
+        let message = crate::error::delta_message(&delta);
+        assert!(
+            message.starts_with("object store: Generic S3 error"),
+            "{message}"
+        );
+        let wrapped = crate::Error::DataFusion(DataFusionError::External(Box::new(delta)));
+        assert_eq!(wrapped.code(), ErrorCode::Io);
+        assert!(
+            wrapped.client_message().starts_with("object store: "),
+            "{}",
+            wrapped.client_message()
+        );
+
+        // A failed multipart completion: the store's error inside an io::Error.
+        let denied = object_store::Error::PermissionDenied {
+            path: "t/part-0.parquet".into(),
+            source: "403 AccessDenied".into(),
+        };
+        let delta = deltalake::DeltaTableError::Parquet {
+            source: datafusion::parquet::errors::ParquetError::External(Box::new(
+                std::io::Error::other(denied),
+            )),
+        };
+        assert_eq!(delta_code(&delta), ErrorCode::PermissionDenied);
+        assert!(
+            crate::error::delta_message(&delta).starts_with("object store: The operation lacked")
+        );
     }
 }
