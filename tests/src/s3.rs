@@ -154,6 +154,8 @@ pub enum Fault {
     Refuse,
     /// Answers every request `403 AccessDenied`, as S3 does for bad credentials.
     Deny,
+    /// Answers every request `503 SlowDown`, as S3 does when it throttles.
+    Throttle,
 }
 
 /// A loopback TCP proxy in front of an S3 server that injects faults on demand: point
@@ -184,14 +186,25 @@ impl FaultyProxy {
                         };
                         pump_both(client, server, mode);
                     }
-                    2 => {
+                    status @ (2 | 3) => {
                         let mut buf = [0u8; 65536];
                         let _ = client.set_read_timeout(Some(Duration::from_millis(200)));
                         let _ = client.read(&mut buf);
-                        let body = "<?xml version=\"1.0\" encoding=\"UTF-8\"?><Error><Code>AccessDenied</Code><Message>Access Denied</Message></Error>";
+                        let (line, code, message) = if status == 2 {
+                            ("403 Forbidden", "AccessDenied", "Access Denied")
+                        } else {
+                            (
+                                "503 Slow Down",
+                                "SlowDown",
+                                "Please reduce your request rate.",
+                            )
+                        };
+                        let body = format!(
+                            "<?xml version=\"1.0\" encoding=\"UTF-8\"?><Error><Code>{code}</Code><Message>{message}</Message></Error>"
+                        );
                         let _ = write!(
                             client,
-                            "HTTP/1.1 403 Forbidden\r\nContent-Type: application/xml\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                            "HTTP/1.1 {line}\r\nContent-Type: application/xml\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
                             body.len()
                         );
                     }
@@ -213,6 +226,7 @@ impl FaultyProxy {
             Fault::None => 0,
             Fault::Refuse => 1,
             Fault::Deny => 2,
+            Fault::Throttle => 3,
         };
         self.mode.store(v, std::sync::atomic::Ordering::SeqCst);
     }

@@ -279,3 +279,74 @@ async fn the_cli_backs_up_a_stopped_directory_and_points_a_running_one_at_sql() 
     );
     assert!(!Path::new(&empty).join("catalog").exists());
 }
+
+/// With the tables on S3, a backup holds the catalog and tracking records only (the
+/// tables are in their bucket already); the restored directory names the store it needs
+/// and opens only with it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_restore_of_an_s3_database_reattaches_to_its_bucket() {
+    let moto = MotoServer::start();
+    moto.create_bucket("data");
+    moto.create_bucket("backups");
+    let root = tempfile::tempdir().expect("tempdir");
+    let data = root.path().join("data");
+    let args = moto.server_args("data", "db");
+    let arg_refs: Vec<&str> = args.iter().map(String::as_str).collect();
+    let mut server = TestServer::start_with_env(&data, &arg_refs, &AWS_ENV);
+    let c = server.connect().await;
+    c.batch_execute("CREATE TABLE t (x bigint); INSERT INTO t VALUES (1), (2)")
+        .await
+        .expect("table");
+    let run: String = scalar(&c, "SELECT start_run('s3')", &[]).await;
+    c.execute("SELECT log_metric($1, 'loss', 0.5, 1)", &[&run])
+        .await
+        .expect("metric");
+    let made = backup(&c, "s3://backups/db").await;
+    assert!(made["files"].as_u64().expect("files") > 0);
+    drop(c);
+    server.terminate();
+    assert!(
+        !moto
+            .list("backups", "db/")
+            .iter()
+            .any(|k| k.starts_with("db/objects/")),
+        "tables on S3 are not copied into the backup"
+    );
+
+    std::fs::remove_dir_all(&data).expect("wipe");
+    let data_str = data.to_string_lossy().to_string();
+    let flags = s3_flags(&moto);
+    let mut restore_args = vec![
+        "restore",
+        "--from",
+        "s3://backups/db",
+        "--data-dir",
+        &data_str,
+    ];
+    restore_args.extend(flags.iter().map(String::as_str));
+    let out = runbase(&restore_args);
+    let restored = report(&out);
+    assert_eq!(restored["object_store"], "s3://data/db/");
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("--object-store s3://data/db"),
+        "the restore says which store to start with"
+    );
+    // Without the store it was made with, the directory refuses to open.
+    let out = TestServer::refuses_to_start(&data, &[]);
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("keeps its tables in s3://data/db/"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let server = TestServer::start_with_env(&data, &arg_refs, &AWS_ENV);
+    let c = server.connect().await;
+    let n: i64 = scalar(&c, "SELECT count(*) FROM t", &[]).await;
+    assert_eq!(n, 2);
+    let points: i64 = scalar(
+        &c,
+        "SELECT count(*) FROM runbase.metrics WHERE run_id = $1",
+        &[&run],
+    )
+    .await;
+    assert_eq!(points, 1);
+}

@@ -1,4 +1,5 @@
-//! Runs every `tests/slt/*.slt` file twice: in-process on the engine, and over the wire
+//! Runs every `tests/slt/*.slt` file three times: in-process on the engine, in-process with
+//! the tables, models and artifacts on S3 (a moto server on loopback), and over the wire
 //! against a real server. Each file gets a database of its own.
 
 use std::path::PathBuf;
@@ -34,6 +35,42 @@ async fn slt_embedded() {
             panic!("{} (embedded): {e}", file.display());
         }
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn slt_embedded_on_s3() {
+    use runbase_engine::storage::{ObjectStoreRoot, S3Options};
+    let moto = runbase_tests::s3::MotoServer::start();
+    moto.create_bucket("slt");
+    let options = S3Options {
+        endpoint: Some(moto.endpoint()),
+        region: Some("us-east-1".into()),
+        allow_http: true,
+        virtual_hosted_style: false,
+        credentials: Some(("testing".into(), "testing".into())),
+    };
+    for file in slt_files() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let stem = file.file_stem().and_then(|s| s.to_str()).unwrap_or("file");
+        let mut db_options = runbase_engine::DatabaseOptions::new(dir.path());
+        db_options.object_store =
+            Some(ObjectStoreRoot::s3(&format!("s3://slt/{stem}"), &options).expect("store"));
+        let db = Database::open(db_options).await.expect("open");
+        runbase_udfs::register(&db, runbase_udfs::UdfsOptions::default()).expect("register udfs");
+        let mut runner = sqllogictest::Runner::new(move || {
+            let db = db.clone();
+            async move { Ok(Embedded::new(db)) }
+        });
+        runner.with_column_validator(sqllogictest::default_column_validator);
+        if let Err(e) = runner.run_file_async(&file).await {
+            panic!("{} (embedded, S3): {e}", file.display());
+        }
+    }
+    let keys = moto.list("slt", "versions/tables/");
+    assert!(
+        keys.iter().any(|k| k.ends_with(".parquet")),
+        "the tables of versions.slt are in the bucket: {keys:?}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

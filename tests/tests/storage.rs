@@ -310,8 +310,8 @@ async fn a_stale_handle_commit_on_s3_is_retried_never_lost() {
     assert_eq!(added, 3, "every append's rows are in some version");
 }
 
-/// Faults of the store: an unreachable store and a 403 fail the statement with a clear
-/// error, commit nothing, leave the server serving, and writes resume once the fault
+/// Faults of the store: an unreachable store, a 403 and throttling (503, retried by the
+/// client first) fail the statement with a clear error, commit nothing, leave the server serving, and writes resume once the fault
 /// clears.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn store_faults_fail_statements_cleanly_and_commit_nothing() {
@@ -342,6 +342,7 @@ async fn store_faults_fail_statements_cleanly_and_commit_nothing() {
     for (fault, code, words) in [
         (Fault::Refuse, "58030", "object store"),
         (Fault::Deny, "42501", "privileges"),
+        (Fault::Throttle, "58030", "object store"),
     ] {
         proxy.set(fault);
         let err = c
@@ -363,6 +364,7 @@ async fn store_faults_fail_statements_cleanly_and_commit_nothing() {
         )
         .await;
         assert_eq!(versions, 2, "{fault:?}: no version from the failed INSERT");
+        eprintln!("{fault:?}: {message}");
     }
     c.batch_execute("INSERT INTO t VALUES (3)")
         .await
