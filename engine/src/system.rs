@@ -77,6 +77,8 @@ impl TableVersions {
             ),
             Field::new("operation", DataType::Utf8, false),
             Field::new("rows_added", DataType::Int64, false),
+            Field::new("rows_removed", DataType::Int64, false),
+            Field::new("rows_updated", DataType::Int64, false),
         ]));
         Self { tables, schema }
     }
@@ -91,6 +93,7 @@ impl SystemTable for TableVersions {
     async fn rows(&self) -> Result<RecordBatch> {
         let (mut names, mut versions, mut times, mut ops, mut rows) =
             (vec![], vec![], vec![], vec![], vec![]);
+        let (mut removed, mut updated) = (vec![], vec![]);
         for table in self.tables.all() {
             for v in table.history().await? {
                 names.push(table.entry.name.clone());
@@ -98,6 +101,8 @@ impl SystemTable for TableVersions {
                 times.push(v.committed_at_ms.saturating_mul(1000));
                 ops.push(v.operation);
                 rows.push(v.rows_added);
+                removed.push(v.rows_removed);
+                updated.push(v.rows_updated);
             }
         }
         RecordBatch::try_new(
@@ -108,6 +113,8 @@ impl SystemTable for TableVersions {
                 Arc::new(TimestampMicrosecondArray::from(times).with_timezone("UTC")),
                 Arc::new(StringArray::from(ops)),
                 Arc::new(Int64Array::from(rows)),
+                Arc::new(Int64Array::from(removed)),
+                Arc::new(Int64Array::from(updated)),
             ],
         )
         .map_err(|e| Error::DataFusion(e.into()))

@@ -387,11 +387,23 @@ impl Session {
                 let rows = self.run_count(plan).await?;
                 CommandTag::with_rows("INSERT", rows)
             }
+            LogicalPlan::Dml(DmlStatement {
+                op: WriteOp::Delete,
+                ..
+            }) => CommandTag::with_rows("DELETE", self.run_count(plan).await?),
+            LogicalPlan::Dml(DmlStatement {
+                op: WriteOp::Update,
+                ..
+            }) => CommandTag::with_rows("UPDATE", self.run_count(plan).await?),
+            LogicalPlan::Dml(DmlStatement {
+                op: WriteOp::Truncate,
+                ..
+            }) => {
+                self.run_count(plan).await?;
+                CommandTag::plain("TRUNCATE TABLE")
+            }
             LogicalPlan::Dml(dml) => {
-                return Err(Error::NotSupported(format!(
-                    "{} (tables are append-only for now)",
-                    dml.op
-                )));
+                return Err(Error::NotSupported(dml.op.to_string()));
             }
             LogicalPlan::Copy(_) => return Err(Error::NotSupported("COPY … TO".into())),
             LogicalPlan::Statement(PlanStatement::SetVariable(set)) => {

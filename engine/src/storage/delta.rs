@@ -20,6 +20,10 @@ pub struct VersionInfo {
     pub operation: String,
     /// Rows the commit added.
     pub rows_added: i64,
+    /// Rows the commit removed (`DELETE`, `TRUNCATE`).
+    pub rows_removed: i64,
+    /// Rows the commit changed (`UPDATE`).
+    pub rows_updated: i64,
 }
 
 impl VersionInfo {
@@ -41,16 +45,19 @@ impl VersionInfo {
                 .and_then(serde_json::Value::as_str)
                 .unwrap_or("UNKNOWN")
                 .to_string();
-            let rows_added = info
-                .get("operationMetrics")
-                .and_then(|m| m.get("num_added_rows"))
-                .and_then(|v| v.as_i64().or_else(|| v.as_str()?.parse().ok()))
-                .unwrap_or(0);
+            let metric = |name: &str| {
+                info.get("operationMetrics")
+                    .and_then(|m| m.get(name))
+                    .and_then(|v| v.as_i64().or_else(|| v.as_str()?.parse().ok()))
+                    .unwrap_or(0)
+            };
             return Ok(Self {
                 version,
                 committed_at_ms,
                 operation,
-                rows_added,
+                rows_added: metric("num_added_rows"),
+                rows_removed: metric("num_deleted_rows"),
+                rows_updated: metric("num_updated_rows"),
             });
         }
         Err("no commitInfo action".to_string())

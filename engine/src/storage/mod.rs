@@ -15,12 +15,14 @@
 //! - `s3`: the S3 client ([`S3Options`]) and the log store deltalake needs for `s3://`.
 //! - `synced`: [`SyncedLocalStore`], the local directory with every write fsynced.
 //! - `delta`: commit files and [`VersionInfo`].
+//! - `dml`: `DELETE`, `UPDATE`, `TRUNCATE` as one Delta commit each.
 //! - `schema_map`: Arrow ⇄ Delta schemas ([`storable_schema`], [`conform_batch`]).
 //! - `table`: [`StoredTable`], one table's cached Delta state and its writes.
 //! - [`schema`]: the DataFusion catalog and schemas (`public`, `runbase`) over the tables.
 //! - [`provider`]: table providers for scans, `INSERT` and `table_at(name, version)`.
 
 mod delta;
+mod dml;
 mod object_store;
 pub mod provider;
 mod s3;

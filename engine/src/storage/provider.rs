@@ -19,6 +19,7 @@ use futures::TryStreamExt;
 
 use crate::error::Error;
 use crate::storage::StoredTable;
+use crate::storage::dml::{self, Change};
 use crate::storage::schema::UserSchema;
 
 /// Builds a DataFusion scan over one loaded Delta version.
@@ -133,6 +134,42 @@ impl TableProvider for UserTableProvider {
             input_schema,
         };
         Ok(Arc::new(DataSinkExec::new(input, Arc::new(sink), None)))
+    }
+
+    async fn delete_from(
+        &self,
+        _state: &dyn Session,
+        filters: Vec<Expr>,
+    ) -> DfResult<Arc<dyn ExecutionPlan>> {
+        self.writable()?;
+        let change = Change::Delete(dml::predicate(filters)?);
+        Ok(dml::plan(self.table.clone(), change))
+    }
+
+    async fn update(
+        &self,
+        _state: &dyn Session,
+        assignments: Vec<(String, Expr)>,
+        filters: Vec<Expr>,
+    ) -> DfResult<Arc<dyn ExecutionPlan>> {
+        self.writable()?;
+        let change = Change::Update(dml::assignments(assignments)?, dml::predicate(filters)?);
+        Ok(dml::plan(self.table.clone(), change))
+    }
+
+    async fn truncate(&self, _state: &dyn Session) -> DfResult<Arc<dyn ExecutionPlan>> {
+        self.writable()?;
+        Ok(dml::plan(self.table.clone(), Change::Truncate))
+    }
+}
+
+impl UserTableProvider {
+    /// Refuses a change to a past version.
+    fn writable(&self) -> DfResult<()> {
+        match self.version {
+            None => Ok(()),
+            Some(_) => Err(Error::ReadOnly("a past table version is read-only".into()).into()),
+        }
     }
 }
 

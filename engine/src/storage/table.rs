@@ -22,9 +22,9 @@ pub struct StoredTable {
     /// The Arrow schema scans produce.
     pub schema: SchemaRef,
     root: ObjectStoreRoot,
-    state: RwLock<Option<DeltaTable>>,
+    pub(super) state: RwLock<Option<DeltaTable>>,
     /// Serializes commits to this table.
-    write_lock: Mutex<()>,
+    pub(super) write_lock: Mutex<()>,
     /// Parsed commit files; they are immutable, so they are read once.
     history_cache: StdMutex<BTreeMap<i64, VersionInfo>>,
 }

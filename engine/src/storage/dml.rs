@@ -1,0 +1,218 @@
+//! `DELETE`, `UPDATE` and `TRUNCATE` on stored tables: each is one Delta commit (one new
+//! version) made by deltalake's own operations, which rewrite only the files holding
+//! matching rows. Earlier versions stay readable with `table_at` until a vacuum.
+//!
+//! DataFusion plans the statement and hands the provider its filters and assignments;
+//! the provider returns a [`DataSinkExec`] whose sink runs the operation when executed
+//! (not when planned), so `EXPLAIN` and prepared statements change nothing.
+
+use std::fmt;
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use datafusion::arrow::datatypes::{Schema, SchemaRef};
+use datafusion::common::Column;
+use datafusion::common::tree_node::{Transformed, TreeNode};
+use datafusion::datasource::sink::{DataSink, DataSinkExec};
+use datafusion::error::Result as DfResult;
+use datafusion::execution::{SendableRecordBatchStream, TaskContext};
+use datafusion::logical_expr::Expr;
+use datafusion::logical_expr::utils::conjunction;
+use datafusion::physical_plan::empty::EmptyExec;
+use datafusion::physical_plan::{DisplayAs, DisplayFormatType, ExecutionPlan};
+use deltalake::DeltaTable;
+
+use crate::error::{Error, Result};
+use crate::storage::StoredTable;
+
+/// What a [`DmlSink`] does.
+#[derive(Debug, Clone)]
+pub(crate) enum Change {
+    /// `DELETE FROM t [WHERE p]`.
+    Delete(Option<Expr>),
+    /// `UPDATE t SET c = e, … [WHERE p]`.
+    Update(Vec<(String, Expr)>, Option<Expr>),
+    /// `TRUNCATE t`.
+    Truncate,
+}
+
+impl Change {
+    fn name(&self) -> &'static str {
+        match self {
+            Change::Delete(_) => "DELETE",
+            Change::Update(..) => "UPDATE",
+            Change::Truncate => "TRUNCATE",
+        }
+    }
+}
+
+/// Column references without their table qualifier: deltalake resolves predicates
+/// against the table's own schema, where columns have no qualifier.
+fn unqualified(expr: Expr) -> Result<Expr> {
+    Ok(expr
+        .transform(|e| {
+            Ok(match e {
+                Expr::Column(c) if c.relation.is_some() => {
+                    Transformed::yes(Expr::Column(Column::new_unqualified(c.name)))
+                }
+                other => Transformed::no(other),
+            })
+        })
+        .map_err(Error::DataFusion)?
+        .data)
+}
+
+/// The `WHERE` of a statement as one predicate (`None`: every row).
+pub(crate) fn predicate(filters: Vec<Expr>) -> Result<Option<Expr>> {
+    conjunction(filters).map(unqualified).transpose()
+}
+
+/// Assignments for deltalake: unqualified, and without the `c = c` DataFusion adds for
+/// every column the statement leaves alone.
+pub(crate) fn assignments(assignments: Vec<(String, Expr)>) -> Result<Vec<(String, Expr)>> {
+    let mut out = Vec::new();
+    for (column, expr) in assignments {
+        let expr = unqualified(expr)?;
+        if matches!(&expr, Expr::Column(c) if c.name == column) {
+            continue;
+        }
+        out.push((column, expr));
+    }
+    Ok(out)
+}
+
+/// Rows in the table's live files, from the files' statistics (`None` if a file has
+/// none).
+fn live_rows(table: &DeltaTable) -> Option<u64> {
+    let snapshot = table.snapshot().ok()?;
+    snapshot
+        .log_data()
+        .iter()
+        .map(|f| f.num_records().map(|n| n as u64))
+        .sum()
+}
+
+impl StoredTable {
+    /// Runs `change` as one commit; returns the rows deleted or updated.
+    ///
+    /// deltalake plans the rewrite in a session of its own (its planner runs the custom
+    /// nodes it inserts), so predicates and values may use DataFusion's built-in
+    /// functions, not runbase's.
+    pub(crate) async fn change(&self, change: &Change) -> Result<u64> {
+        if let Change::Update(sets, _) = change {
+            for (column, expr) in sets {
+                let nullable = self
+                    .schema
+                    .field_with_name(column)
+                    .map(|f| f.is_nullable())
+                    .map_err(|_| {
+                        Error::ColumnNotFound(format!("column \"{column}\" does not exist"))
+                    })?;
+                if !nullable && matches!(expr, Expr::Literal(v, _) if v.is_null()) {
+                    return Err(Error::NotNullViolation(format!(
+                        "null value in column \"{column}\" violates not-null constraint"
+                    )));
+                }
+            }
+        }
+        let _guard = self.write_lock.lock().await;
+        let table = self.latest().await?;
+        let before = live_rows(&table);
+        let (table, count) = match change {
+            Change::Delete(predicate) => {
+                let mut op = table.delete();
+                if let Some(p) = predicate {
+                    op = op.with_predicate(p.clone());
+                }
+                let (table, metrics) = op.await?;
+                let count = match metrics.num_deleted_rows {
+                    Some(n) => n as u64,
+                    None => before
+                        .zip(live_rows(&table))
+                        .map_or(0, |(b, a)| b.saturating_sub(a)),
+                };
+                (table, count)
+            }
+            Change::Truncate => {
+                let (table, _) = table.delete().await?;
+                let count = before
+                    .zip(live_rows(&table))
+                    .map_or(0, |(b, a)| b.saturating_sub(a));
+                (table, count)
+            }
+            Change::Update(sets, predicate) => {
+                if sets.is_empty() {
+                    return Ok(0);
+                }
+                let mut op = table.update();
+                for (column, expr) in sets {
+                    op = op.with_update(column.as_str(), expr.clone());
+                }
+                if let Some(p) = predicate {
+                    op = op.with_predicate(p.clone());
+                }
+                let (table, metrics) = op.await?;
+                (table, metrics.num_updated_rows as u64)
+            }
+        };
+        *self.state.write().await = Some(table);
+        Ok(count)
+    }
+}
+
+/// The plan of a `DELETE`, `UPDATE` or `TRUNCATE`: runs the change when executed and
+/// reports the row count as DataFusion's DML plans do.
+pub(crate) fn plan(table: Arc<StoredTable>, change: Change) -> Arc<dyn ExecutionPlan> {
+    let schema: SchemaRef = Arc::new(Schema::empty());
+    let sink = DmlSink {
+        table,
+        change,
+        schema: schema.clone(),
+    };
+    Arc::new(DataSinkExec::new(
+        Arc::new(EmptyExec::new(schema)),
+        Arc::new(sink),
+        None,
+    ))
+}
+
+struct DmlSink {
+    table: Arc<StoredTable>,
+    change: Change,
+    schema: SchemaRef,
+}
+
+impl fmt::Debug for DmlSink {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("DmlSink")
+            .field("table", &self.table.entry.name)
+            .field("change", &self.change)
+            .finish()
+    }
+}
+
+impl DisplayAs for DmlSink {
+    fn fmt_as(&self, _t: DisplayFormatType, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "Delta{}: table={}",
+            self.change.name(),
+            self.table.entry.name
+        )
+    }
+}
+
+#[async_trait]
+impl DataSink for DmlSink {
+    fn schema(&self) -> &SchemaRef {
+        &self.schema
+    }
+
+    async fn write_all(
+        &self,
+        _data: SendableRecordBatchStream,
+        _context: &Arc<TaskContext>,
+    ) -> DfResult<u64> {
+        Ok(self.table.change(&self.change).await?)
+    }
+}
