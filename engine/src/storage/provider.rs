@@ -244,14 +244,11 @@ impl TableFunctionImpl for TableAtFunction {
                 );
             }
         };
-        let version = match literal(version) {
-            Some(v) => match v.cast_to(&datafusion::arrow::datatypes::DataType::Int64)? {
-                ScalarValue::Int64(Some(v)) => v,
-                _ => return plan_err!("table_at: the version must not be NULL"),
-            },
+        let at = match literal(version) {
+            Some(v) => at_of(v)?,
             None => {
                 return plan_err!(
-                    "table_at: the second argument must be an integer literal version"
+                    "table_at: the second argument must be a version (an integer) or a timestamp literal"
                 );
             }
         };
@@ -260,7 +257,78 @@ impl TableFunctionImpl for TableAtFunction {
             .schema
             .stored(bare)
             .ok_or_else(|| DataFusionError::from(Error::TableNotFound(name.clone())))?;
+        let version = match at {
+            At::Version(v) => v,
+            // Resolved while planning, so lineage records the version actually read. The
+            // history is cached after the first read of the table's log.
+            At::Time(us) => {
+                let history = crate::executor::blocking(|| {
+                    tokio::runtime::Handle::current().block_on(table.history())
+                })?;
+                version_at(&table.entry.name, &history, us)?
+            }
+        };
         Ok(Arc::new(UserTableProvider::at_version(table, version)))
+    }
+}
+
+/// What `table_at`'s second argument names.
+enum At {
+    Version(i64),
+    /// Microseconds since the epoch (UTC).
+    Time(i64),
+}
+
+fn at_of(value: ScalarValue) -> DfResult<At> {
+    use datafusion::arrow::datatypes::{DataType, TimeUnit};
+    let as_time = |v: ScalarValue| -> DfResult<At> {
+        match v.cast_to(&DataType::Timestamp(
+            TimeUnit::Microsecond,
+            Some("UTC".into()),
+        ))? {
+            ScalarValue::TimestampMicrosecond(Some(us), _) => Ok(At::Time(us)),
+            _ => plan_err!("table_at: the timestamp must not be NULL"),
+        }
+    };
+    match value {
+        ScalarValue::TimestampSecond(..)
+        | ScalarValue::TimestampMillisecond(..)
+        | ScalarValue::TimestampMicrosecond(..)
+        | ScalarValue::TimestampNanosecond(..)
+        | ScalarValue::Date32(_)
+        | ScalarValue::Date64(_) => as_time(value),
+        ScalarValue::Utf8(Some(ref s))
+        | ScalarValue::Utf8View(Some(ref s))
+        | ScalarValue::LargeUtf8(Some(ref s))
+            if s.trim().parse::<i64>().is_err() =>
+        {
+            as_time(ScalarValue::Utf8(Some(s.clone()))).map_err(|_| {
+                Error::InvalidText(format!(
+                    "table_at: {s:?} is neither a version nor a timestamp"
+                ))
+                .into()
+            })
+        }
+        other => match other.cast_to(&datafusion::arrow::datatypes::DataType::Int64)? {
+            ScalarValue::Int64(Some(v)) => Ok(At::Version(v)),
+            _ => plan_err!("table_at: the version must not be NULL"),
+        },
+    }
+}
+
+/// The latest version committed at or before `us` (microseconds since the epoch).
+fn version_at(name: &str, history: &[crate::storage::VersionInfo], us: i64) -> DfResult<i64> {
+    let ms = us.div_euclid(1000);
+    match history.iter().filter(|v| v.committed_at_ms <= ms).map(|v| v.version).max() {
+        Some(v) => Ok(v),
+        None => Err(Error::InvalidArgument(format!(
+            "table \"{name}\" has no version at or before that time (its first version was committed at {})",
+            history
+                .first()
+                .and_then(|v| chrono::DateTime::from_timestamp_millis(v.committed_at_ms))
+                .map_or_else(String::new, |t| t.to_rfc3339())
+        ))
+        .into()),
     }
 }
 
