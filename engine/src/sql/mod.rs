@@ -27,6 +27,7 @@ mod ddl;
 mod diagnose;
 mod direct_call;
 mod extensions;
+mod maintenance;
 mod params;
 mod pinning;
 mod prepared;
@@ -36,6 +37,7 @@ mod settings;
 mod user_commands;
 
 pub use extensions::{ClientIdentity, Identity, Notices, PlannedQueries, SessionVariables};
+pub use maintenance::Maintenance;
 pub use prepared::{CommandTag, PinnedQuery, Prepared, QueryOutput, Statement};
 pub use session::Session;
 

@@ -12,6 +12,7 @@ use datafusion::logical_expr::LogicalPlan;
 use datafusion::sql::sqlparser::ast::Statement as AstStatement;
 use futures::TryStreamExt;
 
+use super::maintenance::Maintenance;
 use super::*;
 use crate::error::Result;
 use crate::pg::copy::{CopyFormat, CopyIn};
@@ -128,6 +129,8 @@ pub enum Prepared {
     },
     /// `CREATE`/`ALTER`/`DROP USER`.
     User(UserCommand),
+    /// `OPTIMIZE` or `VACUUM`.
+    Maintenance(Maintenance),
     /// An empty statement.
     #[default]
     Empty,
@@ -140,6 +143,8 @@ pub enum Statement {
     Sql(Box<AstStatement>),
     /// A user-management statement (parsed by runbase: see [`crate::users`]).
     User(UserCommand),
+    /// `OPTIMIZE t` or `VACUUM t …` (parsed by runbase).
+    Maintenance(Maintenance),
 }
 
 impl From<AstStatement> for Statement {
@@ -168,6 +173,7 @@ impl Prepared {
             | Prepared::Empty
             | Prepared::Transaction(_)
             | Prepared::User(_)
+            | Prepared::Maintenance(_)
             | Prepared::CopyIn { .. }
             | Prepared::CopyOut { .. } => Arc::new(Schema::empty()),
             Prepared::Show(name) => show_schema(name),

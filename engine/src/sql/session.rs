@@ -138,6 +138,9 @@ impl Session {
     /// Parses `sql` into statements: SQL, or the user-management statements runbase
     /// parses itself (`CREATE`/`ALTER`/`DROP USER`, see [`crate::users`]).
     pub fn parse(&self, sql: &str) -> Result<Vec<Statement>> {
+        if let Some(maintenance) = super::maintenance::parse(sql) {
+            return Ok(vec![Statement::Maintenance(maintenance?)]);
+        }
         if let Some(chunks) = crate::users::split_user_commands(sql) {
             let mut out = Vec::with_capacity(chunks.len());
             for chunk in chunks {
@@ -194,6 +197,7 @@ impl Session {
                 self.authorize_user_command(&cmd)?;
                 Ok(Prepared::User(cmd))
             }
+            Statement::Maintenance(m) => Ok(Prepared::Maintenance(m)),
         }
     }
 
@@ -285,6 +289,7 @@ impl Session {
             Prepared::Empty => Ok(QueryOutput::Command(CommandTag::plain(""))),
             Prepared::Show(name) => self.show(name),
             Prepared::User(cmd) => self.run_user_command(cmd).await.map(QueryOutput::Command),
+            Prepared::Maintenance(m) => self.run_maintenance(m).await.map(QueryOutput::Command),
             Prepared::Transaction(tag) => Ok(QueryOutput::Command(CommandTag::plain(tag))),
             Prepared::CopyIn {
                 table,

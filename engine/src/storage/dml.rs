@@ -160,6 +160,51 @@ impl StoredTable {
     }
 }
 
+/// What `OPTIMIZE` did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct OptimizeReport {
+    /// Small files rewritten.
+    pub files_removed: u64,
+    /// Files they were compacted into.
+    pub files_added: u64,
+}
+
+impl StoredTable {
+    /// `OPTIMIZE`: compacts small files into larger ones, as one version (nothing is
+    /// committed when there is nothing to compact). Reads of earlier versions keep working
+    /// until a vacuum removes the old files.
+    pub async fn optimize(&self) -> Result<OptimizeReport> {
+        let _guard = self.write_lock.lock().await;
+        let table = self.latest().await?;
+        let (table, metrics) = table.optimize().await?;
+        *self.state.write().await = Some(table);
+        Ok(OptimizeReport {
+            files_removed: metrics.num_files_removed,
+            files_added: metrics.num_files_added,
+        })
+    }
+
+    /// `VACUUM`: deletes the files that no version within `retain_hours` (the table's
+    /// retention, 7 days, by default) needs; returns how many (would be) deleted. A
+    /// version whose files are gone can no longer be read.
+    pub async fn vacuum(&self, retain_hours: Option<u64>, dry_run: bool) -> Result<usize> {
+        let _guard = self.write_lock.lock().await;
+        let table = self.latest().await?;
+        let mut op = table.vacuum().with_dry_run(dry_run);
+        if let Some(hours) = retain_hours {
+            let hours = i64::try_from(hours).unwrap_or(i64::MAX / 3600);
+            // An explicit RETAIN is what the user asked for, shorter than the table's
+            // setting or not.
+            op = op
+                .with_retention_period(chrono::Duration::hours(hours))
+                .with_enforce_retention_duration(false);
+        }
+        let (table, metrics) = op.await?;
+        *self.state.write().await = Some(table);
+        Ok(metrics.files_deleted.len())
+    }
+}
+
 /// The plan of a `DELETE`, `UPDATE` or `TRUNCATE`: runs the change when executed and
 /// reports the row count as DataFusion's DML plans do.
 pub(crate) fn plan(table: Arc<StoredTable>, change: Change) -> Arc<dyn ExecutionPlan> {

@@ -32,6 +32,7 @@ mod synced;
 mod table;
 
 pub use delta::VersionInfo;
+pub use dml::OptimizeReport;
 pub use object_store::ObjectStoreRoot;
 pub use s3::S3Options;
 pub use schema_map::{conform_batch, delta_to_arrow, nullable, storable_schema};
