@@ -113,6 +113,12 @@ async fn scram_logins_users_and_read_only_role() {
     for sql in [
         "CREATE TABLE mine (x int)",
         "INSERT INTO scores VALUES (3, 1.0)",
+        "UPDATE scores SET score = 0",
+        "DELETE FROM scores",
+        "TRUNCATE scores",
+        "OPTIMIZE scores",
+        "VACUUM scores RETAIN 0 HOURS",
+        "SELECT backup('/tmp/nowhere')",
         "DROP TABLE scores",
         "SELECT start_run('e')",
         "SELECT log_metric('00000000-0000-0000-0000-000000000000', 'loss', 1.0)",
