@@ -401,6 +401,10 @@ impl Session {
                 ..
             }) => CommandTag::with_rows("UPDATE", self.run_count(plan).await?),
             LogicalPlan::Dml(DmlStatement {
+                op: WriteOp::MergeInto(_),
+                ..
+            }) => CommandTag::with_rows("MERGE", self.run_count(plan).await?),
+            LogicalPlan::Dml(DmlStatement {
                 op: WriteOp::Truncate,
                 ..
             }) => {

@@ -55,9 +55,10 @@ impl VersionInfo {
                 version,
                 committed_at_ms,
                 operation,
-                rows_added: metric("num_added_rows"),
-                rows_removed: metric("num_deleted_rows"),
-                rows_updated: metric("num_updated_rows"),
+                // MERGE reports its own names.
+                rows_added: metric("num_added_rows") + metric("num_target_rows_inserted"),
+                rows_removed: metric("num_deleted_rows") + metric("num_target_rows_deleted"),
+                rows_updated: metric("num_updated_rows") + metric("num_target_rows_updated"),
             });
         }
         Err("no commitInfo action".to_string())

@@ -11,12 +11,13 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 use datafusion::arrow::datatypes::{Schema, SchemaRef};
-use datafusion::common::Column;
 use datafusion::common::tree_node::{Transformed, TreeNode};
+use datafusion::common::{Column, DFSchema, TableReference};
 use datafusion::datasource::sink::{DataSink, DataSinkExec};
 use datafusion::error::Result as DfResult;
 use datafusion::execution::{SendableRecordBatchStream, TaskContext};
 use datafusion::logical_expr::Expr;
+use datafusion::logical_expr::dml::{MergeIntoAction, MergeIntoClause, MergeIntoClauseKind};
 use datafusion::logical_expr::utils::conjunction;
 use datafusion::physical_plan::empty::EmptyExec;
 use datafusion::physical_plan::{DisplayAs, DisplayFormatType, ExecutionPlan};
@@ -34,6 +35,22 @@ pub(crate) enum Change {
     Update(Vec<(String, Expr)>, Option<Expr>),
     /// `TRUNCATE t`.
     Truncate,
+    /// `MERGE INTO t USING s ON … WHEN …`.
+    Merge(Box<MergeSpec>),
+}
+
+/// A `MERGE` as deltalake takes it: the join predicate and the clauses, with column
+/// references qualified by the two aliases.
+#[derive(Debug, Clone)]
+pub(crate) struct MergeSpec {
+    /// The target's alias in the expressions.
+    pub target: String,
+    /// The source's alias in the expressions.
+    pub source: String,
+    /// The `ON` predicate.
+    pub on: Expr,
+    /// The `WHEN` clauses, in order.
+    pub clauses: Vec<MergeIntoClause>,
 }
 
 impl Change {
@@ -42,6 +59,7 @@ impl Change {
             Change::Delete(_) => "DELETE",
             Change::Update(..) => "UPDATE",
             Change::Truncate => "TRUNCATE",
+            Change::Merge(_) => "MERGE",
         }
     }
 }
@@ -81,6 +99,118 @@ pub(crate) fn assignments(assignments: Vec<(String, Expr)>) -> Result<Vec<(Strin
     Ok(out)
 }
 
+/// Column references qualified by a bare name: deltalake matches qualifiers against the
+/// merge's aliases, which are bare names.
+fn bare_qualifiers(expr: Expr) -> Result<Expr> {
+    // deltalake prints predicates into the commit; it cannot print an alias.
+    Ok(expr
+        .unalias_nested()
+        .data
+        .transform(|e| {
+            Ok(match e {
+                Expr::Column(c) => match &c.relation {
+                    Some(r) if !matches!(r, TableReference::Bare { .. }) => {
+                        let bare = TableReference::bare(r.table());
+                        Transformed::yes(Expr::Column(Column::new(Some(bare), c.name)))
+                    }
+                    _ => Transformed::no(Expr::Column(c)),
+                },
+                other => Transformed::no(other),
+            })
+        })
+        .map_err(Error::DataFusion)?
+        .data)
+}
+
+/// The [`MergeSpec`] of a `MERGE` DataFusion planned: `merge_schema` holds the target's
+/// columns (`target_columns` of them) then the source's, with their qualifiers.
+pub(crate) fn merge_spec(
+    merge_schema: &DFSchema,
+    target_columns: usize,
+    on: Expr,
+    clauses: Vec<MergeIntoClause>,
+) -> Result<MergeSpec> {
+    let qualifier = |i: usize| {
+        merge_schema
+            .qualified_field(i)
+            .0
+            .map(|q| q.table().to_string())
+            .unwrap_or_default()
+    };
+    let target = qualifier(0);
+    let source = if merge_schema.fields().len() > target_columns {
+        qualifier(target_columns)
+    } else {
+        String::new()
+    };
+    // DataFusion qualifies the target's columns by the table's name, while the
+    // expressions keep the alias the statement gave it (`MERGE INTO labels t …`): the
+    // target's alias is whatever name, other than the source's, the expressions use.
+    let mut named = std::collections::BTreeSet::new();
+    let mut collect = |e: &Expr| {
+        let _ = e.apply(|e| {
+            if let Expr::Column(c) = e
+                && let Some(r) = &c.relation
+            {
+                named.insert(r.table().to_string());
+            }
+            Ok(datafusion::common::tree_node::TreeNodeRecursion::Continue)
+        });
+    };
+    collect(&on);
+    for c in &clauses {
+        if let Some(p) = &c.predicate {
+            collect(p);
+        }
+        match &c.action {
+            MergeIntoAction::Update(sets) => sets.iter().for_each(|(_, e)| collect(e)),
+            MergeIntoAction::Insert { values, .. } => values.iter().for_each(&mut collect),
+            MergeIntoAction::Delete => {}
+        }
+    }
+    named.remove(&source);
+    let target = match named.len() {
+        1 => named.into_iter().next().unwrap_or(target),
+        _ => target,
+    };
+    if target.is_empty() || source.is_empty() || target == source {
+        return Err(Error::NotSupported(
+            "MERGE whose source and target are not told apart by name (give the source an alias)"
+                .into(),
+        ));
+    }
+    let clauses = clauses
+        .into_iter()
+        .map(|c| {
+            Ok(MergeIntoClause {
+                kind: c.kind,
+                predicate: c.predicate.map(bare_qualifiers).transpose()?,
+                action: match c.action {
+                    MergeIntoAction::Update(sets) => MergeIntoAction::Update(
+                        sets.into_iter()
+                            .map(|(col, e)| Ok((col, bare_qualifiers(e)?)))
+                            .collect::<Result<_>>()?,
+                    ),
+                    MergeIntoAction::Insert { columns, values } => MergeIntoAction::Insert {
+                        columns,
+                        values: values
+                            .into_iter()
+                            .map(bare_qualifiers)
+                            .collect::<Result<_>>()?,
+                    },
+                    MergeIntoAction::Delete => MergeIntoAction::Delete,
+                },
+            })
+        })
+        .collect::<Result<Vec<_>>>()?;
+    Ok(MergeSpec {
+        target,
+        source,
+        on: bare_qualifiers(on)?,
+        clauses,
+    })
+}
+
 /// Rows in the table's live files, from the files' statistics (`None` if a file has
 /// none).
 fn live_rows(table: &DeltaTable) -> Option<u64> {
@@ -98,7 +228,11 @@ impl StoredTable {
     /// deltalake plans the rewrite in a session of its own (its planner runs the custom
     /// nodes it inserts), so predicates and values may use DataFusion's built-in
     /// functions, not runbase's.
-    pub(crate) async fn change(&self, change: &Change) -> Result<u64> {
+    pub(crate) async fn change(
+        &self,
+        change: &Change,
+        source: Option<datafusion::prelude::DataFrame>,
+    ) -> Result<u64> {
         if let Change::Update(sets, _) = change {
             for (column, expr) in sets {
                 let nullable = self
@@ -140,6 +274,11 @@ impl StoredTable {
                     .map_or(0, |(b, a)| b.saturating_sub(a));
                 (table, count)
             }
+            Change::Merge(spec) => {
+                let source = source
+                    .ok_or_else(|| Error::Internal("MERGE without its source rows".into()))?;
+                self.merge(table, spec, source).await?
+            }
             Change::Update(sets, predicate) => {
                 if sets.is_empty() {
                     return Ok(0);
@@ -157,6 +296,100 @@ impl StoredTable {
         };
         *self.state.write().await = Some(table);
         Ok(count)
+    }
+}
+
+impl StoredTable {
+    /// Runs a `MERGE` of `source` into `table` (the latest state); returns the new state
+    /// and the rows inserted, updated and deleted.
+    async fn merge(
+        &self,
+        table: DeltaTable,
+        spec: &MergeSpec,
+        source: datafusion::prelude::DataFrame,
+    ) -> Result<(DeltaTable, u64)> {
+        let columns: Vec<String> = self
+            .schema
+            .fields()
+            .iter()
+            .map(|f| f.name().clone())
+            .collect();
+        let mut op = table
+            .merge(source, spec.on.clone())
+            .with_source_alias(&spec.source)
+            .with_target_alias(&spec.target);
+        for clause in &spec.clauses {
+            let predicate = clause.predicate.clone();
+            let unsupported = |what: &str| Err(Error::NotSupported(format!("MERGE … {what}")));
+            op = match (&clause.kind, &clause.action) {
+                (MergeIntoClauseKind::Matched, MergeIntoAction::Update(sets)) => op
+                    .when_matched_update(|mut u| {
+                        if let Some(p) = predicate {
+                            u = u.predicate(p);
+                        }
+                        for (c, e) in sets {
+                            u = u.update(c.as_str(), e.clone());
+                        }
+                        u
+                    })?,
+                (MergeIntoClauseKind::Matched, MergeIntoAction::Delete) => {
+                    op.when_matched_delete(|mut d| {
+                        if let Some(p) = predicate {
+                            d = d.predicate(p);
+                        }
+                        d
+                    })?
+                }
+                (
+                    kind,
+                    MergeIntoAction::Insert {
+                        columns: named,
+                        values,
+                    },
+                ) if kind.is_not_matched_by_target() => {
+                    let named = if named.is_empty() { &columns } else { named };
+                    if named.len() != values.len() {
+                        return Err(Error::InvalidArgument(format!(
+                            "MERGE … INSERT names {} columns but gives {} values",
+                            named.len(),
+                            values.len()
+                        )));
+                    }
+                    op.when_not_matched_insert(|mut i| {
+                        if let Some(p) = predicate {
+                            i = i.predicate(p);
+                        }
+                        for (c, v) in named.iter().zip(values) {
+                            i = i.set(c.as_str(), v.clone());
+                        }
+                        i
+                    })?
+                }
+                (MergeIntoClauseKind::NotMatchedBySource, MergeIntoAction::Update(sets)) => op
+                    .when_not_matched_by_source_update(|mut u| {
+                        if let Some(p) = predicate {
+                            u = u.predicate(p);
+                        }
+                        for (c, e) in sets {
+                            u = u.update(c.as_str(), e.clone());
+                        }
+                        u
+                    })?,
+                (MergeIntoClauseKind::NotMatchedBySource, MergeIntoAction::Delete) => op
+                    .when_not_matched_by_source_delete(|mut d| {
+                        if let Some(p) = predicate {
+                            d = d.predicate(p);
+                        }
+                        d
+                    })?,
+                (kind, action) => return unsupported(&format!("{kind:?} THEN {action:?}")),
+            };
+        }
+        let (table, metrics) = op.await?;
+        let count = metrics.num_target_rows_inserted
+            + metrics.num_target_rows_updated
+            + metrics.num_target_rows_deleted;
+        Ok((table, count as u64))
     }
 }
 
@@ -221,6 +454,22 @@ pub(crate) fn plan(table: Arc<StoredTable>, change: Change) -> Arc<dyn Execution
     ))
 }
 
+/// The plan of a `MERGE`: its input is the source; the sink collects the source's rows
+/// (the staging table's, held in memory) and runs the merge as one commit.
+pub(crate) fn merge_plan(
+    table: Arc<StoredTable>,
+    spec: MergeSpec,
+    source: Arc<dyn ExecutionPlan>,
+) -> Arc<dyn ExecutionPlan> {
+    let schema = source.schema();
+    let sink = DmlSink {
+        table,
+        change: Change::Merge(Box::new(spec)),
+        schema,
+    };
+    Arc::new(DataSinkExec::new(source, Arc::new(sink), None))
+}
+
 struct DmlSink {
     table: Arc<StoredTable>,
     change: Change,
@@ -255,9 +504,22 @@ impl DataSink for DmlSink {
 
     async fn write_all(
         &self,
-        _data: SendableRecordBatchStream,
+        data: SendableRecordBatchStream,
         _context: &Arc<TaskContext>,
     ) -> DfResult<u64> {
-        Ok(self.table.change(&self.change).await?)
+        let source = match &self.change {
+            Change::Merge(spec) => {
+                use futures::TryStreamExt;
+                let schema = data.schema();
+                let batches: Vec<_> = data.try_collect().await?;
+                // The source's columns under its alias, as the merge's expressions name them.
+                let ctx = datafusion::prelude::SessionContext::new();
+                let mem = datafusion::datasource::MemTable::try_new(schema, vec![batches])?;
+                let df = ctx.read_table(Arc::new(mem))?.alias(&spec.source)?;
+                Some(df)
+            }
+            _ => None,
+        };
+        Ok(self.table.change(&self.change, source).await?)
     }
 }

@@ -157,6 +157,19 @@ impl TableProvider for UserTableProvider {
         Ok(dml::plan(self.table.clone(), change))
     }
 
+    async fn merge_into(
+        &self,
+        _state: &dyn Session,
+        source: Arc<dyn ExecutionPlan>,
+        merge_schema: datafusion::common::DFSchemaRef,
+        on: Expr,
+        clauses: Vec<datafusion::logical_expr::dml::MergeIntoClause>,
+    ) -> DfResult<Arc<dyn ExecutionPlan>> {
+        self.writable()?;
+        let spec = dml::merge_spec(&merge_schema, self.table.schema.fields().len(), on, clauses)?;
+        Ok(dml::merge_plan(self.table.clone(), spec, source))
+    }
+
     async fn truncate(&self, _state: &dyn Session) -> DfResult<Arc<dyn ExecutionPlan>> {
         self.writable()?;
         Ok(dml::plan(self.table.clone(), Change::Truncate))
