@@ -350,3 +350,50 @@ async fn a_restore_of_an_s3_database_reattaches_to_its_bucket() {
     .await;
     assert_eq!(points, 1);
 }
+
+/// `serve --backup-to … --backup-interval-secs 1`: the server backs itself up on its own,
+/// each backup a whole one (a manifest), and the newest restores.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn scheduled_backups_run_on_their_own() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let data = dir.path().join("data");
+    let target = dir.path().join("scheduled");
+    let target_str = target.to_string_lossy().to_string();
+    let mut server = TestServer::start_with(
+        &data,
+        &["--backup-to", &target_str, "--backup-interval-secs", "1"],
+    );
+    let c = server.connect().await;
+    c.batch_execute("CREATE TABLE t (x bigint); INSERT INTO t VALUES (1), (2), (3)")
+        .await
+        .expect("table");
+    let manifests = || {
+        std::fs::read_dir(target.join("manifests"))
+            .map(|d| d.filter_map(Result::ok).count())
+            .unwrap_or(0)
+    };
+    // Two more backups after the write: the second started after it had returned.
+    let wanted = manifests() + 2;
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    while manifests() < wanted {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no scheduled backups within 60 s"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    }
+    drop(c);
+    server.terminate();
+    let copy = dir.path().join("copy");
+    report(&runbase(&[
+        "restore",
+        "--from",
+        &target_str,
+        "--data-dir",
+        &copy.to_string_lossy(),
+    ]));
+    let server = TestServer::start(&copy);
+    let c = server.connect().await;
+    let n: i64 = scalar(&c, "SELECT count(*) FROM t", &[]).await;
+    assert_eq!(n, 3);
+}

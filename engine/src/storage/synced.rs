@@ -25,7 +25,7 @@ use object_store::{
     PutMultipartOptions, PutOptions, PutPayload, PutResult, RenameOptions, UploadPart,
 };
 
-/// One step the store took, in order: what [`SyncedLocalStore::journal`] records.
+/// One step the store took, in order: what a journal ([`SyncedLocalStore::with_journal`]) records.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum SyncEvent {
     /// The object became visible under its name (the inner store's write returned).
