@@ -127,6 +127,20 @@ impl Catalog {
         self.kv.write(batch, Durability::Synced)
     }
 
+    /// Writes `entry` over the table's entry, synced (its schema changed), or — with
+    /// `renamed_from` — moves the entry from that name to `entry.name` in one atomic
+    /// batch. Synchronous for the same reason as [`Catalog::insert_table`].
+    pub fn replace_table(&self, entry: &TableEntry, renamed_from: Option<&str>) -> Result<()> {
+        let value = serde_json::to_vec(entry)
+            .map_err(|e| Error::corrupt("catalog entry being written", e))?;
+        let mut batch = WriteBatch::default();
+        if let Some(old) = renamed_from {
+            batch.delete(table_key(&entry.schema, old));
+        }
+        batch.put(table_key(&entry.schema, &entry.name), value);
+        self.kv.write(batch, Durability::Synced)
+    }
+
     /// Removes a table's entry, synced; returns whether it existed. Synchronous for the
     /// same reason as [`Catalog::insert_table`].
     pub fn remove_table(&self, schema: &str, name: &str) -> Result<bool> {

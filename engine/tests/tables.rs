@@ -156,3 +156,27 @@ async fn time_travel_by_timestamp_and_checkpointed_logs() {
     let got = rows(&db.session(), "SELECT count(*) AS n, sum(x) AS s FROM t").await;
     assert!(got.contains("| 105 | 15460 |"), "{got}");
 }
+
+/// `ALTER TABLE … ADD COLUMN` and `RENAME TO` are in the catalog: they survive a reopen.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn altered_tables_survive_reopen() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    {
+        let db = Database::open_dir(dir.path()).await.expect("open");
+        let s = db.session();
+        for sql in [
+            "CREATE TABLE a (id bigint)",
+            "INSERT INTO a VALUES (1)",
+            "ALTER TABLE a ADD COLUMN note text",
+            "INSERT INTO a VALUES (2, 'x')",
+            "ALTER TABLE a RENAME TO b",
+        ] {
+            s.sql(sql).await.unwrap_or_else(|e| panic!("{sql}: {e}"));
+        }
+    }
+    let db = Database::open_dir(dir.path()).await.expect("reopen");
+    assert_eq!(db.table_names(), ["b"]);
+    let got = rows(&db.session(), "SELECT id, note FROM b ORDER BY id").await;
+    assert!(got.contains("| 1  |      |"), "{got}");
+    assert!(got.contains("| 2  | x    |"), "{got}");
+}

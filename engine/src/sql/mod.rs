@@ -21,6 +21,7 @@
 //! - `user_commands`: running `CREATE`/`ALTER`/`DROP USER`.
 //! - `diagnose`: precise errors for statements that fail to plan.
 
+mod alter;
 mod authorize;
 mod copy;
 mod ddl;

@@ -131,6 +131,8 @@ pub enum Prepared {
     User(UserCommand),
     /// `OPTIMIZE` or `VACUUM`.
     Maintenance(Maintenance),
+    /// `ALTER TABLE`.
+    Alter(Box<datafusion::sql::sqlparser::ast::AlterTable>),
     /// An empty statement.
     #[default]
     Empty,
@@ -174,6 +176,7 @@ impl Prepared {
             | Prepared::Transaction(_)
             | Prepared::User(_)
             | Prepared::Maintenance(_)
+            | Prepared::Alter(_)
             | Prepared::CopyIn { .. }
             | Prepared::CopyOut { .. } => Arc::new(Schema::empty()),
             Prepared::Show(name) => show_schema(name),

@@ -232,6 +232,9 @@ impl Session {
         if let AstStatement::Copy { .. } = &statement {
             return self.prepare_copy(statement).await;
         }
+        if let AstStatement::AlterTable(alter) = statement {
+            return Ok(Prepared::Alter(Box::new(alter)));
+        }
         if let AstStatement::ShowVariable { variable } = &statement {
             let name = variable
                 .iter()
@@ -290,6 +293,7 @@ impl Session {
             Prepared::Show(name) => self.show(name),
             Prepared::User(cmd) => self.run_user_command(cmd).await.map(QueryOutput::Command),
             Prepared::Maintenance(m) => self.run_maintenance(m).await.map(QueryOutput::Command),
+            Prepared::Alter(alter) => self.alter_table(alter).await.map(QueryOutput::Command),
             Prepared::Transaction(tag) => Ok(QueryOutput::Command(CommandTag::plain(tag))),
             Prepared::CopyIn {
                 table,

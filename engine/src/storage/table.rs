@@ -24,7 +24,7 @@ pub struct StoredTable {
     root: ObjectStoreRoot,
     pub(super) state: RwLock<Option<DeltaTable>>,
     /// Serializes commits to this table.
-    pub(super) write_lock: Mutex<()>,
+    pub(crate) write_lock: Mutex<()>,
     /// Parsed commit files; they are immutable, so they are read once.
     history_cache: StdMutex<BTreeMap<i64, VersionInfo>>,
 }
