@@ -20,6 +20,23 @@ impl Rng {
     }
 }
 
+/// The columns of the dataset-load comparison's table (10 columns).
+pub const LOAD_COLUMNS: &str = "id bigint NOT NULL, f1 double precision, f2 double precision, \
+    f3 double precision, f4 double precision, f5 double precision, f6 double precision, \
+    f7 double precision, f8 double precision, label text";
+
+/// Appends row `i` of the dataset-load comparison to `out` as one CSV line: an id, eight
+/// features in `[0, 8)` and a label. The same `i` gives the same line everywhere.
+pub fn load_csv_line(i: u64, out: &mut Vec<u8>) {
+    use std::io::Write;
+    let mut rng = Rng::new(i);
+    let _ = write!(out, "{i}");
+    for k in 1..=8u32 {
+        let _ = write!(out, ",{:.6}", rng.next_f64() * f64::from(k));
+    }
+    let _ = writeln!(out, ",class-{}", i % 10);
+}
+
 /// COPY text lines `run_id \t key \t step \t value` for every run × key × step.
 #[derive(Debug)]
 pub struct MetricRows<'a> {

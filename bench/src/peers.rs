@@ -125,6 +125,11 @@ impl Runbase {
         (me, client)
     }
 
+    /// The server's process id.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
     /// The connection string.
     pub fn conn_str(&self) -> String {
         format!(

@@ -7,11 +7,14 @@
 //! | `meta/format`               | catalog format version (`1`)  |
 //! | `meta/object_store`         | where the tables live (`local`, `s3://bucket/prefix/`) |
 //! | `table/<schema>/<name>`     | [`TableEntry`] as JSON        |
+//! | `view/<schema>/<name>`      | [`ViewEntry`] as JSON         |
 //!
 //! Every mutation is a synced write ([`Durability::Synced`]), waited for off the async
 //! workers (see [`crate::kv`]):
 //! once a DDL statement has been acknowledged, its catalog change survives a crash of the
 //! process or the machine.
+
+use std::collections::BTreeMap;
 
 use rocksdb::WriteBatch;
 use serde::{Deserialize, Serialize};
@@ -23,6 +26,7 @@ const FORMAT_KEY: &[u8] = b"meta/format";
 const FORMAT_VERSION: &str = "1";
 const TABLE_PREFIX: &str = "table/";
 const OBJECT_STORE_KEY: &[u8] = b"meta/object_store";
+const VIEW_PREFIX: &str = "view/";
 
 /// One user table as the catalog records it.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -38,6 +42,24 @@ pub struct TableEntry {
     /// The Delta schema of the table, as the JSON string of the Delta protocol.
     pub delta_schema: String,
     /// When the table was created, microseconds since the Unix epoch.
+    pub created_at_us: i64,
+    /// Column defaults (`DEFAULT` on `CREATE TABLE` or `ADD COLUMN`): each a constant, as
+    /// text that parses back into a value of the column's type.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub column_defaults: BTreeMap<String, String>,
+}
+
+/// One view as the catalog records it: its query, planned again on every use, so it
+/// always reads the tables as they are.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ViewEntry {
+    /// Schema the view lives in (`public`).
+    pub schema: String,
+    /// View name.
+    pub name: String,
+    /// The view's query, as SQL.
+    pub sql: String,
+    /// When the view was (last) created, microseconds since the Unix epoch.
     pub created_at_us: i64,
 }
 
@@ -155,6 +177,54 @@ impl Catalog {
     }
 }
 
+impl Catalog {
+    /// All views, in key order (schema, then name).
+    pub fn views(&self) -> Result<Vec<ViewEntry>> {
+        let mut out = Vec::new();
+        for item in self.kv.db().prefix_iterator(VIEW_PREFIX.as_bytes()) {
+            let (key, value) = item?;
+            if !key.starts_with(VIEW_PREFIX.as_bytes()) {
+                break;
+            }
+            let entry: ViewEntry = serde_json::from_slice(&value).map_err(|e| {
+                Error::corrupt(
+                    format!("catalog entry {}", String::from_utf8_lossy(&key)),
+                    e,
+                )
+            })?;
+            out.push(entry);
+        }
+        Ok(out)
+    }
+
+    /// Records a view, or replaces the one of that name, synced. Callers serialize DDL
+    /// and check names against tables. Synchronous for the same reason as
+    /// [`Catalog::insert_table`].
+    pub fn put_view(&self, entry: &ViewEntry) -> Result<()> {
+        let value = serde_json::to_vec(entry)
+            .map_err(|e| Error::corrupt("catalog entry being written", e))?;
+        let mut batch = WriteBatch::default();
+        batch.put(view_key(&entry.schema, &entry.name), value);
+        self.kv.write(batch, Durability::Synced)
+    }
+
+    /// Removes a view's entry, synced; returns whether it existed.
+    pub fn remove_view(&self, schema: &str, name: &str) -> Result<bool> {
+        let key = view_key(schema, name);
+        let existed = self.kv.db().get(&key)?.is_some();
+        if existed {
+            let mut batch = WriteBatch::default();
+            batch.delete(key);
+            self.kv.write(batch, Durability::Synced)?;
+        }
+        Ok(existed)
+    }
+}
+
+fn view_key(schema: &str, name: &str) -> String {
+    format!("{VIEW_PREFIX}{schema}/{name}")
+}
+
 fn table_key(schema: &str, name: &str) -> String {
     format!("{TABLE_PREFIX}{schema}/{name}")
 }
@@ -171,6 +241,7 @@ mod tests {
             location: format!("tables/id-{name}"),
             delta_schema: "{}".into(),
             created_at_us: 1,
+            column_defaults: BTreeMap::new(),
         }
     }
 

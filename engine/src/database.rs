@@ -138,6 +138,9 @@ impl Database {
         for entry in entries {
             user.add(Arc::new(StoredTable::new(entry, root.clone())?));
         }
+        for view in catalog.views()? {
+            user.add_view(view);
+        }
         let backups = Backups::new(
             kv.clone(),
             root.clone(),
@@ -191,7 +194,7 @@ impl Database {
         ));
         let template = ctx.state();
         info!(data_dir = %options.data_dir.display(), object_store = %root.url, tables = count, "database opened");
-        Ok(Self {
+        let db = Self {
             inner: Arc::new(Inner {
                 data_dir: options.data_dir,
                 catalog,
@@ -212,7 +215,9 @@ impl Database {
                 superuser_functions: RwLock::new(["backup".to_string()].into()),
                 backups,
             }),
-        })
+        };
+        db.inner.user.set_database(db.downgrade());
+        Ok(db)
     }
 
     /// Opens the database at `data_dir` with default options.
@@ -426,6 +431,7 @@ fn template_state(
         .with_default_features()
         .build();
     let ctx = SessionContext::new_with_state(state);
+    let views = user.clone();
     ctx.register_udtf("table_at", Arc::new(TableAtFunction::new(user)));
     let version = version_string();
     ctx.register_udf(create_udf(
@@ -445,6 +451,14 @@ fn template_state(
         datafusion_pg_catalog::pg_catalog::context::EmptyContextProvider,
     )
     .map_err(|e| Error::DataFusion(*e))?;
+    if let Some(catalog) = ctx.catalog(DATABASE_NAME)
+        && let Some(pg) = catalog.schema("pg_catalog")
+    {
+        catalog.register_schema(
+            "pg_catalog",
+            Arc::new(crate::storage::schema::PgCatalogWithViews::new(pg, views)),
+        )?;
+    }
     crate::pg::compat::register(&ctx);
     crate::pg::oid_array::register(&ctx);
     Ok(ctx.state())

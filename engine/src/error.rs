@@ -103,6 +103,15 @@ pub enum Error {
     #[error("{0}")]
     UndefinedFunction(String),
 
+    /// A column name a table already has (42701).
+    #[error("{0}")]
+    DuplicateColumn(String),
+
+    /// An object of another kind than the statement takes, such as `DROP VIEW` of a
+    /// table (42809).
+    #[error("{0}")]
+    WrongObjectType(String),
+
     /// A NULL written into a `NOT NULL` column (23502).
     #[error("{0}")]
     NotNullViolation(String),
@@ -193,6 +202,8 @@ impl Error {
             Error::Timeout(_) => C::Timeout,
             Error::UndefinedFunction(_) => C::FunctionNotFound,
             Error::NotNullViolation(_) => C::NotNullViolation,
+            Error::WrongObjectType(_) => C::WrongObjectType,
+            Error::DuplicateColumn(_) => C::DuplicateColumn,
             Error::Conflict(_) => C::Conflict,
             Error::InUse(_) => C::InvalidState,
             Error::Internal(_) => C::Internal,
@@ -228,6 +239,10 @@ impl Error {
 /// deltalake wraps a failed upload in errors of its own ("failed to parse parquet"): say
 /// what failed instead.
 pub(crate) fn delta_message(e: &deltalake::DeltaTableError) -> String {
+    if let deltalake::DeltaTableError::InvalidData { message } = e {
+        // The only checks runbase's tables carry are NOT NULL (see `code::delta_code`).
+        return format!("null value in a NOT NULL column; {message}");
+    }
     match code::store_error_in(e) {
         Some(store) => format!("object store: {store}"),
         None => format!("delta: {e}"),

@@ -60,6 +60,21 @@ impl CpuExecutor {
         join_result(task.await)
     }
 
+    /// Runs `work` on the CPU runtime; the result (a panic as an internal error) comes back
+    /// through [`CpuExecutor::join`].
+    pub fn spawn<F, T>(&self, work: F) -> tokio::task::JoinHandle<Result<T>>
+    where
+        F: std::future::Future<Output = Result<T>> + Send + 'static,
+        T: Send + 'static,
+    {
+        self.handle().spawn(work)
+    }
+
+    /// Waits for a task from [`CpuExecutor::spawn`].
+    pub async fn join<T>(task: tokio::task::JoinHandle<Result<T>>) -> Result<T> {
+        join_result(task.await)
+    }
+
     /// Executes `plan` on the CPU runtime, streaming its batches back.
     pub fn execute(
         &self,

@@ -29,11 +29,20 @@ pub async fn run(args: SqlArgs) -> i32 {
             Ok(QueryOutput::Command(tag)) => println!("{tag}"),
             Ok(QueryOutput::CopyIn(mut copy)) => {
                 use tokio::io::AsyncReadExt;
-                let mut data = Vec::new();
-                if let Err(e) = tokio::io::stdin().read_to_end(&mut data).await {
-                    return report(&e.into());
+                // Piece by piece, so a big load streams through (see `CopyIn::ready`).
+                let mut stdin = tokio::io::stdin();
+                let mut data = vec![0u8; 1 << 20];
+                loop {
+                    let n = match stdin.read(&mut data).await {
+                        Ok(0) => break,
+                        Ok(n) => n,
+                        Err(e) => return report(&e.into()),
+                    };
+                    copy.push(&data[..n]);
+                    if let Some(feed) = copy.ready() {
+                        feed.send().await;
+                    }
                 }
-                copy.push(&data);
                 match session.finish_copy_in(*copy).await {
                     Ok(tag) => println!("{tag}"),
                     Err(e) => return report(&e),

@@ -176,6 +176,11 @@ impl TestServer {
         panic!("runbase did not listen on port {} within 60 s", self.port);
     }
 
+    /// The server's process id.
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().expect("server is running").id()
+    }
+
     /// The HTTP front end's address.
     pub fn http_addr(&self) -> std::net::SocketAddr {
         std::net::SocketAddr::from(([127, 0, 0, 1], self.http_port))

@@ -65,6 +65,8 @@ pub enum ErrorCode {
     NumericOverflow,
     /// A value or column of the wrong type for its use.
     DatatypeMismatch,
+    /// An object of another kind than the statement takes (`DROP VIEW` of a table).
+    WrongObjectType,
 
     // ---- refused ----
     /// The user may not do this (or the object is read-only).
@@ -146,7 +148,8 @@ impl ErrorCode {
             }
             Syntax | InvalidStatement | AmbiguousColumn | InvalidArgument | InvalidText
             | InvalidBinary | ValueTooLong | BadCopyData | NullValue | NotNullViolation
-            | DivisionByZero | NumericOverflow | DatatypeMismatch | ProtocolViolation => {
+            | DivisionByZero | NumericOverflow | DatatypeMismatch | WrongObjectType
+            | ProtocolViolation => {
                 C::InvalidInput
             }
             AuthenticationFailed => C::Unauthenticated,
@@ -188,6 +191,7 @@ impl ErrorCode {
             DivisionByZero => "division_by_zero",
             NumericOverflow => "numeric_overflow",
             DatatypeMismatch => "datatype_mismatch",
+            WrongObjectType => "wrong_object_type",
             PermissionDenied => "permission_denied",
             AuthenticationFailed => "authentication_failed",
             AuthorizationRejected => "authorization_rejected",
@@ -320,6 +324,9 @@ pub(crate) fn delta_code(e: &deltalake::DeltaTableError) -> ErrorCode {
         D::Arrow { source } => arrow_code(source),
         D::SchemaMismatch { .. } => ErrorCode::DatatypeMismatch,
         D::VersionAlreadyExists(_) => ErrorCode::Conflict,
+        // deltalake's write-time validation of the rows (MERGE's inserts, …): runbase's
+        // tables declare no CHECK constraints or invariants, so what fails is NOT NULL.
+        D::InvalidData { .. } => ErrorCode::NotNullViolation,
         // A data file that failed to upload surfaces as a Parquet error wrapping the
         // store's.
         D::Parquet { source } => storage_code_in(source).unwrap_or(ErrorCode::Internal),

@@ -1,20 +1,32 @@
-//! `ALTER TABLE t ADD [COLUMN] [IF NOT EXISTS] c type` (nullable) and `ALTER TABLE t
-//! RENAME TO u`. DataFusion plans neither, so the session runs them from the AST.
+//! `ALTER TABLE`: add, rename and drop columns, set and drop `NOT NULL` and `DEFAULT`,
+//! rename the table. DataFusion plans none of them, so the session runs them from the AST.
 //!
-//! `ADD COLUMN` is one Delta commit (a metadata action: no data file is rewritten, rows
-//! written before read the new column as NULL) plus the catalog's new schema; `RENAME TO`
-//! only changes the catalog (the Delta table stays where it is, one atomic RocksDB batch).
+//! - `ADD COLUMN c type` (nullable, no default) is one Delta commit of a metadata action: no
+//!   data file is rewritten; rows written before read the new column as NULL.
+//! - `ADD COLUMN … DEFAULT v` / `NOT NULL`, `RENAME COLUMN`, `DROP COLUMN`, `ALTER COLUMN
+//!   SET/DROP NOT NULL` rewrite the table: one overwrite commit whose files have the new
+//!   columns. No Delta column mapping is used, so every Delta reader keeps reading the
+//!   table; earlier versions keep their own columns for `table_at` until a `VACUUM`.
+//! - `ALTER COLUMN SET/DROP DEFAULT` and `RENAME TO` change only the catalog (one atomic
+//!   RocksDB batch): the data does not change, so there is no new version.
 
 use std::sync::Arc;
 
+use std::collections::BTreeMap;
+
+use datafusion::arrow::datatypes::{Field, Schema};
+use datafusion::common::{Column, ScalarValue};
+use datafusion::logical_expr::{Expr, LogicalPlan, lit};
 use datafusion::sql::sqlparser::ast::{
-    AlterTable, AlterTableOperation, ColumnOption, ObjectName, RenameTableNameKind,
+    AlterColumnOperation, AlterTable, AlterTableOperation, ColumnOption, ObjectName,
+    RenameTableNameKind,
 };
 
 use super::*;
 use crate::catalog::TableEntry;
 use crate::error::{Error, Result};
-use crate::storage::{StoredTable, storable_schema};
+use crate::storage::provider::UserTableProvider;
+use crate::storage::{Conform, StoredTable, TARGET_FILE_BYTES, storable_schema, stream_plan};
 
 fn table_name(name: &ObjectName) -> Result<String> {
     let parts: Vec<String> = name
@@ -62,52 +74,188 @@ impl Session {
                     return if *if_not_exists {
                         Ok(CommandTag::plain("ALTER TABLE"))
                     } else {
-                        Err(Error::DuplicateObject(format!(
+                        Err(Error::DuplicateColumn(format!(
                             "column \"{column}\" of relation \"{name}\" already exists"
                         )))
                     };
                 }
-                if let Some(option) = column_def
-                    .options
-                    .iter()
-                    .find(|o| matches!(o.option, ColumnOption::NotNull | ColumnOption::Default(_)))
-                {
-                    return Err(Error::NotSupported(format!(
-                        "ADD COLUMN … {} (added columns are nullable; existing rows read NULL)",
-                        option.option
+                let mut not_null = false;
+                let mut default = None;
+                for option in &column_def.options {
+                    match &option.option {
+                        ColumnOption::NotNull => not_null = true,
+                        ColumnOption::Null => not_null = false,
+                        ColumnOption::Default(value) => default = Some(value.to_string()),
+                        other => {
+                            return Err(Error::NotSupported(format!(
+                                "ADD COLUMN … {other} (supported: NULL, NOT NULL, DEFAULT)"
+                            )));
+                        }
+                    }
+                }
+                let data_type = column_def.data_type.to_string();
+                let (value, field) = self
+                    .default_of(default.as_deref().unwrap_or("NULL"), &data_type, &column)
+                    .await?;
+                let field = field.with_nullable(!not_null);
+                if value.is_none() && !not_null {
+                    // Nullable, no default: a metadata commit, no file rewritten.
+                    let (delta_schema, _) = storable_schema(&Schema::new(vec![field]))?;
+                    let new_fields: Vec<_> = delta_schema.fields().cloned().collect();
+                    let _write = table.write_lock.lock().await;
+                    let delta = table.latest().await?;
+                    let delta = delta.add_columns().with_fields(new_fields).await?;
+                    self.replace_entry(&table, delta, table.entry.column_defaults.clone())?;
+                    return Ok(CommandTag::plain("ALTER TABLE"));
+                }
+                let (_, storable) = storable_schema(&Schema::new(vec![field]))?;
+                let field = storable.field(0).clone();
+                let mut columns = current_columns(&table);
+                let fill = match &value {
+                    Some(text) => ScalarValue::try_from_string(text.clone(), field.data_type())?,
+                    None => ScalarValue::try_from(field.data_type())?,
+                };
+                columns.push(lit(fill).alias(&column));
+                let mut fields: Vec<Field> =
+                    table.schema.fields().iter().map(|f| f.as_ref().clone()).collect();
+                fields.push(field);
+                let mut defaults = table.entry.column_defaults.clone();
+                if let Some(text) = value {
+                    defaults.insert(column, text);
+                }
+                self.rewrite(&table, columns, fields, defaults).await
+            }
+            AlterTableOperation::RenameColumn {
+                old_column_name,
+                new_column_name,
+            } => {
+                let old = existing_column(&table, &old_column_name.value)?;
+                let new = new_column_name.value.to_lowercase();
+                if table.schema.field_with_name(&new).is_ok() {
+                    return Err(Error::DuplicateColumn(format!(
+                        "column \"{new}\" of relation \"{name}\" already exists"
                     )));
                 }
-                // The column's Arrow type, as CREATE TABLE would map it: plan a NULL of it.
-                let probe = format!(
-                    "SELECT CAST(NULL AS {}) AS \"{column}\"",
-                    column_def.data_type
-                );
-                let plan = self.context().state().create_logical_plan(&probe).await?;
-                let field = plan
-                    .schema()
-                    .as_arrow()
-                    .field(0)
-                    .clone()
-                    .with_nullable(true);
-                let (delta_schema, _) =
-                    storable_schema(&datafusion::arrow::datatypes::Schema::new(vec![field]))?;
-                let new_fields: Vec<_> = delta_schema.fields().cloned().collect();
-                let _write = table.write_lock.lock().await;
-                let delta = table.latest().await?;
-                let delta = delta.add_columns().with_fields(new_fields).await?;
-                let schema = delta.snapshot()?.schema();
-                let entry = TableEntry {
-                    delta_schema: serde_json::to_string(schema.as_ref())
-                        .map_err(|e| Error::corrupt("table schema being written", e))?,
-                    ..table.entry.clone()
+                let columns = table
+                    .schema
+                    .fields()
+                    .iter()
+                    .map(|f| {
+                        let c = column_expr(f.name());
+                        if *f.name() == old { c.alias(&new) } else { c }
+                    })
+                    .collect();
+                let fields = table
+                    .schema
+                    .fields()
+                    .iter()
+                    .map(|f| {
+                        let f = f.as_ref().clone();
+                        if *f.name() == old { f.with_name(&new) } else { f }
+                    })
+                    .collect();
+                let mut defaults = table.entry.column_defaults.clone();
+                if let Some(d) = defaults.remove(&old) {
+                    defaults.insert(new, d);
+                }
+                self.rewrite(&table, columns, fields, defaults).await
+            }
+            AlterTableOperation::DropColumn {
+                column_names,
+                if_exists,
+                ..
+            } => {
+                let [dropped] = column_names.as_slice() else {
+                    return Err(Error::NotSupported(
+                        "DROP COLUMN of several columns (drop one per statement)".into(),
+                    ));
                 };
-                db.catalog().replace_table(&entry, None)?;
-                db.user_schema().add(Arc::new(StoredTable::with_state(
-                    entry,
-                    table.root().clone(),
-                    delta,
-                )?));
-                Ok(CommandTag::plain("ALTER TABLE"))
+                let dropped = dropped.value.to_lowercase();
+                if table.schema.field_with_name(&dropped).is_err() {
+                    return if *if_exists {
+                        Ok(CommandTag::plain("ALTER TABLE"))
+                    } else {
+                        Err(missing_column(&table, &dropped))
+                    };
+                }
+                if table.schema.fields().len() == 1 {
+                    return Err(Error::NotSupported(format!(
+                        "dropping \"{dropped}\", the only column of \"{name}\" (drop the table)"
+                    )));
+                }
+                let keep = |f: &&Arc<Field>| *f.name() != dropped;
+                let columns = table
+                    .schema
+                    .fields()
+                    .iter()
+                    .filter(keep)
+                    .map(|f| column_expr(f.name()))
+                    .collect();
+                let fields = table
+                    .schema
+                    .fields()
+                    .iter()
+                    .filter(keep)
+                    .map(|f| f.as_ref().clone())
+                    .collect();
+                let mut defaults = table.entry.column_defaults.clone();
+                defaults.remove(&dropped);
+                self.rewrite(&table, columns, fields, defaults).await
+            }
+            AlterTableOperation::AlterColumn { column_name, op } => {
+                let column = existing_column(&table, &column_name.value)?;
+                match op {
+                    AlterColumnOperation::SetNotNull | AlterColumnOperation::DropNotNull => {
+                        let nullable = matches!(op, AlterColumnOperation::DropNotNull);
+                        let field = table.schema.field_with_name(&column).map_err(|e| Error::DataFusion(e.into()))?;
+                        if field.is_nullable() == nullable {
+                            return Ok(CommandTag::plain("ALTER TABLE"));
+                        }
+                        let fields = table
+                            .schema
+                            .fields()
+                            .iter()
+                            .map(|f| {
+                                let f = f.as_ref().clone();
+                                if *f.name() == column { f.with_nullable(nullable) } else { f }
+                            })
+                            .collect();
+                        let columns = current_columns(&table);
+                        let defaults = table.entry.column_defaults.clone();
+                        self.rewrite(&table, columns, fields, defaults).await
+                    }
+                    AlterColumnOperation::SetDefault { value } => {
+                        let field = table
+                            .schema
+                            .field_with_name(&column)
+                            .map_err(|e| Error::DataFusion(e.into()))?
+                            .clone();
+                        let state = self.context().state();
+                        let (text, _) = self
+                            .default_of(&value.to_string(), &sql_type_of(&state, &field)?, &column)
+                            .await?;
+                        let mut defaults = table.entry.column_defaults.clone();
+                        match text {
+                            Some(text) => defaults.insert(column, text),
+                            None => defaults.remove(&column),
+                        };
+                        let _write = table.write_lock.lock().await;
+                        let delta = table.latest().await?;
+                        self.replace_entry(&table, delta, defaults)?;
+                        Ok(CommandTag::plain("ALTER TABLE"))
+                    }
+                    AlterColumnOperation::DropDefault => {
+                        let mut defaults = table.entry.column_defaults.clone();
+                        defaults.remove(&column);
+                        let _write = table.write_lock.lock().await;
+                        let delta = table.latest().await?;
+                        self.replace_entry(&table, delta, defaults)?;
+                        Ok(CommandTag::plain("ALTER TABLE"))
+                    }
+                    other => Err(Error::NotSupported(format!(
+                        "ALTER COLUMN … {other} (supported: SET/DROP NOT NULL, SET/DROP DEFAULT)"
+                    ))),
+                }
             }
             AlterTableOperation::RenameTable { table_name: to } => {
                 let (RenameTableNameKind::To(to) | RenameTableNameKind::As(to)) = to;
@@ -131,8 +279,156 @@ impl Session {
                 Ok(CommandTag::plain("ALTER TABLE"))
             }
             other => Err(Error::NotSupported(format!(
-                "ALTER TABLE … {other} (supported: ADD COLUMN, RENAME TO)"
+                "ALTER TABLE … {other} (supported: ADD, RENAME and DROP COLUMN, ALTER COLUMN \
+                 SET/DROP NOT NULL and SET/DROP DEFAULT, RENAME TO)"
             ))),
         }
     }
+
+    /// The constant `default` (SQL) as a value of `data_type` for `column`: the text the
+    /// catalog keeps (`None` for NULL) and the column's field.
+    async fn default_of(
+        &self,
+        default: &str,
+        data_type: &str,
+        column: &str,
+    ) -> Result<(Option<String>, Field)> {
+        let probe = format!("SELECT CAST(({default}) AS {data_type}) AS \"{column}\"");
+        let state = self.context().state();
+        let plan = state.create_logical_plan(&probe).await?;
+        let field = plan.schema().as_arrow().field(0).clone().with_nullable(true);
+        let expr = match &plan {
+            LogicalPlan::Projection(p) => p.expr[0].clone().unalias(),
+            _ => return Err(Error::NotSupported(format!("DEFAULT {default}"))),
+        };
+        let text = super::ddl::constant_default(&state, &expr, &field)?;
+        Ok((text, field))
+    }
+
+    /// Rewrites `table` as `columns` (expressions over its latest version) with `fields`:
+    /// one overwrite commit, the new schema in Delta's metadata, then the catalog.
+    async fn rewrite(
+        &self,
+        table: &Arc<StoredTable>,
+        columns: Vec<Expr>,
+        fields: Vec<Field>,
+        defaults: BTreeMap<String, String>,
+    ) -> Result<CommandTag> {
+        use datafusion::physical_plan::stream::RecordBatchStreamAdapter;
+        use deltalake::operations::write::SchemaMode;
+        use deltalake::protocol::SaveMode;
+        let db = self.database().clone();
+        let target = Arc::new(Schema::new(fields));
+        let source = Arc::new(UserTableProvider::new(table.clone()));
+        let frame = self.context().read_table(source)?.select(columns)?;
+        let (state, plan) = frame.into_parts();
+        let plan = state.create_physical_plan(&plan).await?;
+        let rows = db.executor().execute(plan, self.context().task_ctx());
+        let mut conform = Conform::new(rows, target.clone()).await?;
+        let input = match conform.stream.take() {
+            Some(rows) => rows,
+            None => Box::pin(RecordBatchStreamAdapter::new(
+                target.clone(),
+                futures::stream::empty(),
+            )),
+        };
+        let _write = table.write_lock.lock().await;
+        let delta = table.latest().await?;
+        let written = delta
+            .write(vec![])
+            .with_input_plan(stream_plan(input)?)
+            .with_save_mode(SaveMode::Overwrite)
+            .with_schema_mode(SchemaMode::Overwrite)
+            .with_target_file_size(std::num::NonZeroU64::new(TARGET_FILE_BYTES))
+            .await;
+        let delta = match written {
+            Ok(delta) => delta,
+            Err(e) => return Err(conform.failure(e.into())),
+        };
+        self.replace_entry(table, delta, defaults)?;
+        Ok(CommandTag::plain("ALTER TABLE"))
+    }
+
+    /// Records `table`'s new state (its Delta table after a change, and `defaults`) in
+    /// the catalog and the schema. Called with the table's write lock held.
+    fn replace_entry(
+        &self,
+        table: &StoredTable,
+        delta: deltalake::DeltaTable,
+        defaults: BTreeMap<String, String>,
+    ) -> Result<()> {
+        let db = self.database();
+        let schema = delta.snapshot()?.schema();
+        let entry = TableEntry {
+            delta_schema: serde_json::to_string(schema.as_ref())
+                .map_err(|e| Error::corrupt("table schema being written", e))?,
+            column_defaults: defaults,
+            ..table.entry.clone()
+        };
+        db.catalog().replace_table(&entry, None)?;
+        db.user_schema().add(Arc::new(StoredTable::with_state(
+            entry,
+            table.root().clone(),
+            delta,
+        )?));
+        Ok(())
+    }
+}
+
+/// Every column of `table`, as expressions.
+fn current_columns(table: &StoredTable) -> Vec<Expr> {
+    table
+        .schema
+        .fields()
+        .iter()
+        .map(|f| column_expr(f.name()))
+        .collect()
+}
+
+/// The column called exactly `name`.
+fn column_expr(name: &str) -> Expr {
+    Expr::Column(Column::new_unqualified(name))
+}
+
+/// The column of `table` that `name` (as written) names.
+fn existing_column(table: &StoredTable, name: &str) -> Result<String> {
+    let name = name.to_lowercase();
+    match table.schema.field_with_name(&name) {
+        Ok(_) => Ok(name),
+        Err(_) => Err(missing_column(table, &name)),
+    }
+}
+
+fn missing_column(table: &StoredTable, name: &str) -> Error {
+    Error::ColumnNotFound(format!(
+        "column \"{name}\" of relation \"{}\" does not exist",
+        table.entry.name
+    ))
+}
+
+/// The SQL spelling of `field`'s type, for planning a value of it.
+fn sql_type_of(
+    _state: &datafusion::execution::context::SessionState,
+    field: &Field,
+) -> Result<String> {
+    use datafusion::arrow::datatypes::{DataType, TimeUnit};
+    Ok(match field.data_type() {
+        DataType::Boolean => "boolean",
+        DataType::Int16 => "smallint",
+        DataType::Int32 => "integer",
+        DataType::Int64 => "bigint",
+        DataType::Float32 => "real",
+        DataType::Float64 => "double precision",
+        DataType::Utf8 | DataType::LargeUtf8 | DataType::Utf8View => "text",
+        DataType::Date32 => "date",
+        DataType::Timestamp(TimeUnit::Microsecond, None) => "timestamp",
+        DataType::Timestamp(TimeUnit::Microsecond, Some(_)) => "timestamptz",
+        DataType::Decimal128(p, s) => return Ok(format!("decimal({p}, {s})")),
+        other => {
+            return Err(Error::NotSupported(format!(
+                "SET DEFAULT on a column of type {other}"
+            )));
+        }
+    }
+    .to_string())
 }

@@ -7,7 +7,12 @@ use futures::TryStreamExt;
 
 use super::*;
 use crate::error::{Error, Result};
-use crate::pg::copy::{CopyFormat, CopyIn};
+use crate::executor::CpuExecutor;
+use crate::pg::copy::{CopyFormat, CopyIn, CopySink, SinkMessage};
+use crate::storage::provider::UserTableProvider;
+
+/// Batches (of 8,192 rows) queued between a streamed copy's parser and its writer.
+const STREAMED_COPY_DEPTH: usize = 2;
 use crate::storage::schema::{PUBLIC_SCHEMA, SYSTEM_SCHEMA};
 
 impl Session {
@@ -97,10 +102,67 @@ impl Session {
         }
     }
 
+    /// Starts the writer of a copy into a user table, so its rows stream to Parquet files
+    /// as they arrive (see [`crate::pg::copy`]). A copy into `runbase.metrics` keeps its
+    /// rows for one RocksDB batch at the end.
+    pub(super) fn start_streamed_copy(&self, copy: &mut CopyIn) {
+        use datafusion::physical_plan::stream::RecordBatchStreamAdapter;
+        let Some(table) = (copy.provider.as_ref() as &dyn std::any::Any)
+            .downcast_ref::<UserTableProvider>()
+            .filter(|p| p.version().is_none())
+            .map(|p| p.stored().clone())
+        else {
+            return;
+        };
+        let (tx, rx) = tokio::sync::mpsc::channel::<SinkMessage>(STREAMED_COPY_DEPTH);
+        let rows = futures::stream::unfold(Some(rx), |rx| async move {
+            let mut rx = rx?;
+            match rx.recv().await {
+                Some(SinkMessage::Rows(batch)) => Some((Ok(batch), Some(rx))),
+                Some(SinkMessage::End) => None,
+                // The copy was dropped before the client ended it (CopyFail, a closed
+                // connection, a bad row): fail the write, so nothing is committed.
+                None => Some((
+                    Err(datafusion::error::DataFusionError::from(Error::Canceled(
+                        "COPY ended before the client finished sending its data".into(),
+                    ))),
+                    None,
+                )),
+            }
+        });
+        let input = Box::pin(RecordBatchStreamAdapter::new(copy.schema.clone(), rows));
+        let task = self
+            .db
+            .executor()
+            .spawn(async move { table.append_stream(input).await });
+        copy.sink = Some(CopySink { tx, task });
+    }
+
     /// Writes the rows of a finished `COPY … FROM STDIN`, all in one commit.
     pub async fn finish_copy_in(&self, mut copy: CopyIn) -> Result<CommandTag> {
         use datafusion::datasource::memory::MemorySourceConfig;
         use datafusion::logical_expr::dml::InsertOp;
+        if let Some(sink) = copy.sink.take() {
+            return match copy.finish_rows() {
+                Err(e) => {
+                    // Without `End` the writer fails; wait for it, so nothing lingers.
+                    drop(sink.tx);
+                    let _ = CpuExecutor::join(sink.task).await;
+                    Err(e)
+                }
+                Ok(batches) => {
+                    for batch in batches {
+                        if sink.tx.send(SinkMessage::Rows(batch)).await.is_err() {
+                            break;
+                        }
+                    }
+                    let _ = sink.tx.send(SinkMessage::End).await;
+                    drop(sink.tx);
+                    let rows = CpuExecutor::join(sink.task).await?;
+                    Ok(CommandTag::with_rows("COPY", rows))
+                }
+            };
+        }
         let batches = copy.finish_rows()?;
         let rows: usize = batches.iter().map(RecordBatch::num_rows).sum();
         if rows == 0 {

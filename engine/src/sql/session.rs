@@ -301,7 +301,9 @@ impl Session {
                 format,
             } => {
                 let provider = self.ctx.table_provider(table.clone()).await?;
-                let copy = CopyIn::new(table.to_string(), provider, columns, format.clone())?;
+                let mut copy =
+                    CopyIn::new(table.to_string(), provider, columns, format.clone())?;
+                self.start_streamed_copy(&mut copy);
                 Ok(QueryOutput::CopyIn(Box::new(copy)))
             }
             Prepared::CopyOut { plan, format } => {
@@ -356,9 +358,6 @@ impl Session {
                         "CREATE TEMPORARY TABLE and CREATE OR REPLACE TABLE".into(),
                     ));
                 }
-                if !create.column_defaults.is_empty() {
-                    return Err(Error::NotSupported("column DEFAULT values".into()));
-                }
                 if !create.constraints.is_empty() {
                     return Err(Error::NotSupported(
                         "PRIMARY KEY and UNIQUE constraints (declare columns NOT NULL instead)"
@@ -366,9 +365,26 @@ impl Session {
                     ));
                 }
                 let is_ctas = !matches!(create.input.as_ref(), LogicalPlan::EmptyRelation(e) if !e.produce_one_row);
+                let state = self.ctx.state();
+                let schema = create.input.schema().as_arrow();
+                let mut defaults = std::collections::BTreeMap::new();
+                for (column, expr) in &create.column_defaults {
+                    let field = schema.field_with_name(column).map_err(|_| {
+                        Error::ColumnNotFound(format!("column \"{column}\" does not exist"))
+                    })?;
+                    if let Some(text) = super::ddl::constant_default(&state, expr, field)? {
+                        defaults.insert(column.clone(), text);
+                    }
+                }
                 let rows = self
                     .db
-                    .create_table(&self.ctx, &create.name, &create.input, create.if_not_exists)
+                    .create_table(
+                        &self.ctx,
+                        &create.name,
+                        &create.input,
+                        create.if_not_exists,
+                        defaults,
+                    )
                     .await?;
                 if is_ctas {
                     CommandTag::with_rows("SELECT", rows)
@@ -379,6 +395,22 @@ impl Session {
             LogicalPlan::Ddl(DdlStatement::DropTable(drop)) => {
                 self.db.drop_table(&drop.name, drop.if_exists).await?;
                 CommandTag::plain("DROP TABLE")
+            }
+            LogicalPlan::Ddl(DdlStatement::CreateView(create)) => {
+                if create.temporary {
+                    return Err(Error::NotSupported("CREATE TEMPORARY VIEW".into()));
+                }
+                let definition = create.definition.as_deref().ok_or_else(|| {
+                    Error::InvalidArgument("CREATE VIEW without its SQL".into())
+                })?;
+                self.db
+                    .create_view(&create.name, definition, create.or_replace)
+                    .await?;
+                CommandTag::plain("CREATE VIEW")
+            }
+            LogicalPlan::Ddl(DdlStatement::DropView(drop)) => {
+                self.db.drop_view(&drop.name, drop.if_exists).await?;
+                CommandTag::plain("DROP VIEW")
             }
             LogicalPlan::Ddl(other) => {
                 return Err(Error::NotSupported(other.name().to_string()));

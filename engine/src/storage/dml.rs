@@ -10,9 +10,9 @@ use std::fmt;
 use std::sync::Arc;
 
 use async_trait::async_trait;
-use datafusion::arrow::datatypes::{Schema, SchemaRef};
+use datafusion::arrow::datatypes::{DataType, Schema, SchemaRef};
 use datafusion::common::tree_node::{Transformed, TreeNode};
-use datafusion::common::{Column, DFSchema, TableReference};
+use datafusion::common::{Column, DFSchema, ScalarValue, TableReference};
 use datafusion::datasource::sink::{DataSink, DataSinkExec};
 use datafusion::error::Result as DfResult;
 use datafusion::execution::{SendableRecordBatchStream, TaskContext};
@@ -314,6 +314,15 @@ impl StoredTable {
             .iter()
             .map(|f| f.name().clone())
             .collect();
+        // deltalake reports a NULL into a NOT NULL column of a MERGE only as text; guard
+        // the values written to such columns, so the violation is known as one (23502).
+        let violation: Arc<std::sync::Mutex<Option<Error>>> = Arc::default();
+        let guard = |column: &str, value: Expr| -> Expr {
+            match self.schema.field_with_name(column) {
+                Ok(f) if !f.is_nullable() => NotNullGuard::wrap(column, value, &violation),
+                _ => value,
+            }
+        };
         let mut op = table
             .merge(source, spec.on.clone())
             .with_source_alias(&spec.source)
@@ -328,7 +337,7 @@ impl StoredTable {
                             u = u.predicate(p);
                         }
                         for (c, e) in sets {
-                            u = u.update(c.as_str(), e.clone());
+                            u = u.update(c.as_str(), guard(c, e.clone()));
                         }
                         u
                     })?,
@@ -360,7 +369,24 @@ impl StoredTable {
                             i = i.predicate(p);
                         }
                         for (c, v) in named.iter().zip(values) {
-                            i = i.set(c.as_str(), v.clone());
+                            i = i.set(c.as_str(), guard(c, v.clone()));
+                        }
+                        // Columns the INSERT leaves out take their default, else NULL.
+                        for c in columns.iter().filter(|c| !named.contains(c)) {
+                            let value = match self.default_expr(c) {
+                                Some(d) => d.clone(),
+                                None => Expr::Literal(
+                                    ScalarValue::try_from(
+                                        self.schema
+                                            .field_with_name(c)
+                                            .map(|f| f.data_type().clone())
+                                            .unwrap_or(DataType::Null),
+                                    )
+                                    .unwrap_or(ScalarValue::Null),
+                                    None,
+                                ),
+                            };
+                            i = i.set(c.as_str(), guard(c, value));
                         }
                         i
                     })?
@@ -371,7 +397,7 @@ impl StoredTable {
                             u = u.predicate(p);
                         }
                         for (c, e) in sets {
-                            u = u.update(c.as_str(), e.clone());
+                            u = u.update(c.as_str(), guard(c, e.clone()));
                         }
                         u
                     })?,
@@ -385,11 +411,99 @@ impl StoredTable {
                 (kind, action) => return unsupported(&format!("{kind:?} THEN {action:?}")),
             };
         }
-        let (table, metrics) = op.await?;
+        let (table, metrics) = match op.await {
+            Ok(done) => done,
+            Err(e) => {
+                let kept = violation
+                    .lock()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner)
+                    .take();
+                return Err(kept.unwrap_or(e.into()));
+            }
+        };
         let count = metrics.num_target_rows_inserted
             + metrics.num_target_rows_updated
             + metrics.num_target_rows_deleted;
         Ok((table, count as u64))
+    }
+}
+
+/// `runbase_not_null(value)`: passes `value` through, or fails on a NULL, keeping the
+/// violation (for the column it guards) where the statement can find it.
+#[derive(Debug)]
+struct NotNullGuard {
+    column: String,
+    violation: Arc<std::sync::Mutex<Option<Error>>>,
+    signature: datafusion::logical_expr::Signature,
+}
+
+impl NotNullGuard {
+    fn wrap(column: &str, value: Expr, violation: &Arc<std::sync::Mutex<Option<Error>>>) -> Expr {
+        let udf = datafusion::logical_expr::ScalarUDF::new_from_impl(Self {
+            column: column.to_string(),
+            violation: violation.clone(),
+            signature: datafusion::logical_expr::Signature::any(
+                1,
+                datafusion::logical_expr::Volatility::Immutable,
+            ),
+        });
+        udf.call(vec![value])
+    }
+}
+
+impl PartialEq for NotNullGuard {
+    fn eq(&self, other: &Self) -> bool {
+        self.column == other.column && Arc::ptr_eq(&self.violation, &other.violation)
+    }
+}
+
+impl Eq for NotNullGuard {}
+
+impl std::hash::Hash for NotNullGuard {
+    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+        self.column.hash(state);
+    }
+}
+
+impl datafusion::logical_expr::ScalarUDFImpl for NotNullGuard {
+    fn name(&self) -> &str {
+        "runbase_not_null"
+    }
+
+    fn signature(&self) -> &datafusion::logical_expr::Signature {
+        &self.signature
+    }
+
+    fn return_type(&self, args: &[DataType]) -> datafusion::error::Result<DataType> {
+        Ok(args.first().cloned().unwrap_or(DataType::Null))
+    }
+
+    fn invoke_with_args(
+        &self,
+        args: datafusion::logical_expr::ScalarFunctionArgs,
+    ) -> datafusion::error::Result<datafusion::logical_expr::ColumnarValue> {
+        use datafusion::logical_expr::ColumnarValue;
+        let value = args.args.into_iter().next().ok_or_else(|| {
+            datafusion::error::DataFusionError::Internal("runbase_not_null takes 1 argument".into())
+        })?;
+        let has_null = match &value {
+            ColumnarValue::Array(a) => a.logical_null_count() > 0,
+            ColumnarValue::Scalar(v) => v.is_null() && args.number_rows > 0,
+        };
+        if has_null {
+            let error = Error::NotNullViolation(format!(
+                "null value in column \"{}\" violates not-null constraint",
+                self.column
+            ));
+            let message = error.to_string();
+            let mut slot = self
+                .violation
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            slot.get_or_insert(error);
+            return Err(datafusion::error::DataFusionError::Execution(message));
+        }
+        Ok(value)
     }
 }
 
@@ -419,11 +533,16 @@ impl StoredTable {
 
     /// `VACUUM`: deletes the files that no version within `retain_hours` (the table's
     /// retention, 7 days, by default) needs; returns how many (would be) deleted. A
-    /// version whose files are gone can no longer be read.
+    /// version whose files are gone can no longer be read. The whole table directory is
+    /// listed, so files that no version ever referenced (those of a failed or abandoned
+    /// load) go too, once older than the retention.
     pub async fn vacuum(&self, retain_hours: Option<u64>, dry_run: bool) -> Result<usize> {
         let _guard = self.write_lock.lock().await;
         let table = self.latest().await?;
-        let mut op = table.vacuum().with_dry_run(dry_run);
+        let mut op = table
+            .vacuum()
+            .with_mode(deltalake::operations::vacuum::VacuumMode::Full)
+            .with_dry_run(dry_run);
         if let Some(hours) = retain_hours {
             let hours = i64::try_from(hours).unwrap_or(i64::MAX / 3600);
             // An explicit RETAIN is what the user asked for, shorter than the table's

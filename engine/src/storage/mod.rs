@@ -17,6 +17,7 @@
 //! - `delta`: commit files and [`VersionInfo`].
 //! - `dml`: `DELETE`, `UPDATE`, `TRUNCATE` as one Delta commit each.
 //! - `schema_map`: Arrow ⇄ Delta schemas ([`storable_schema`], [`conform_batch`]).
+//! - `stream`: streamed writes (rows to Parquet as they arrive, one commit at the end).
 //! - `table`: [`StoredTable`], one table's cached Delta state and its writes.
 //! - [`schema`]: the DataFusion catalog and schemas (`public`, `runbase`) over the tables.
 //! - [`provider`]: table providers for scans, `INSERT` and `table_at(name, version)`.
@@ -28,6 +29,7 @@ pub mod provider;
 mod s3;
 pub mod schema;
 mod schema_map;
+mod stream;
 mod synced;
 mod table;
 
@@ -36,6 +38,7 @@ pub use dml::OptimizeReport;
 pub use object_store::ObjectStoreRoot;
 pub use s3::S3Options;
 pub use schema_map::{conform_batch, delta_to_arrow, nullable, storable_schema};
+pub(crate) use stream::{Conform, TARGET_FILE_BYTES, stream_plan};
 pub use synced::{SyncEvent, SyncJournal, SyncedLocalStore};
 pub use table::StoredTable;
 

@@ -219,6 +219,23 @@ impl ObjectStoreRoot {
             .await?)
     }
 
+    /// Creates a Delta table at `location` holding the rows `plan` yields, streamed into
+    /// its files and committed once (version 0).
+    pub async fn create_with_plan(
+        &self,
+        location: &str,
+        plan: datafusion::logical_expr::LogicalPlan,
+    ) -> Result<DeltaTable> {
+        let url = self.table_url(location)?;
+        let table = self.builder(&url)?.build()?;
+        Ok(table
+            .write(vec![])
+            .with_input_plan(plan)
+            .with_save_mode(SaveMode::ErrorIfExists)
+            .with_target_file_size(std::num::NonZeroU64::new(super::stream::TARGET_FILE_BYTES))
+            .await?)
+    }
+
     /// Deletes every object of the table at `location`.
     pub async fn delete_table_files(&self, location: &str) -> Result<()> {
         let prefix = self.table_path(location)?;

@@ -15,7 +15,6 @@ use datafusion::logical_expr::dml::InsertOp;
 use datafusion::logical_expr::{Expr, TableProviderFilterPushDown, TableType};
 use datafusion::physical_plan::{DisplayAs, DisplayFormatType, ExecutionPlan};
 use deltalake::DeltaTable;
-use futures::TryStreamExt;
 
 use crate::error::Error;
 use crate::storage::StoredTable;
@@ -49,12 +48,15 @@ async fn delta_scan(
 pub struct UserTableProvider {
     table: Arc<StoredTable>,
     version: Option<i64>,
+    /// The columns scans produce: the table's, or those of the past version read.
+    schema: SchemaRef,
 }
 
 impl UserTableProvider {
     /// The latest version of `table`.
     pub fn new(table: Arc<StoredTable>) -> Self {
         Self {
+            schema: table.schema.clone(),
             table,
             version: None,
         }
@@ -70,19 +72,39 @@ impl UserTableProvider {
         self.version
     }
 
-    /// `table` as of `version`.
+    /// `table` as of `version`, a version with the table's current columns.
     pub fn at_version(table: Arc<StoredTable>, version: i64) -> Self {
         Self {
+            schema: table.schema.clone(),
             table,
             version: Some(version),
         }
+    }
+
+    /// `table` as of `version`, read with the columns that version had (an `ALTER TABLE`
+    /// may have changed them since).
+    pub async fn as_of(table: Arc<StoredTable>, version: i64) -> crate::error::Result<Self> {
+        let delta = table.at_version(version).await?;
+        let schema = crate::storage::delta_to_arrow(delta.snapshot()?.schema().as_ref())?;
+        Ok(Self {
+            schema,
+            table,
+            version: Some(version),
+        })
     }
 }
 
 #[async_trait]
 impl TableProvider for UserTableProvider {
     fn schema(&self) -> SchemaRef {
-        self.table.schema.clone()
+        self.schema.clone()
+    }
+
+    fn get_column_default(&self, column: &str) -> Option<&Expr> {
+        match self.version {
+            None => self.table.default_expr(column),
+            Some(_) => None,
+        }
     }
 
     fn table_type(&self) -> TableType {
@@ -218,8 +240,7 @@ impl DataSink for AppendSink {
         data: SendableRecordBatchStream,
         _context: &Arc<TaskContext>,
     ) -> DfResult<u64> {
-        let batches: Vec<_> = data.try_collect().await?;
-        Ok(self.table.append(batches).await?)
+        Ok(self.table.append_stream(data).await?)
     }
 }
 
@@ -270,18 +291,18 @@ impl TableFunctionImpl for TableAtFunction {
             .schema
             .stored(bare)
             .ok_or_else(|| DataFusionError::from(Error::TableNotFound(name.clone())))?;
-        let version = match at {
-            At::Version(v) => v,
-            // Resolved while planning, so lineage records the version actually read. The
-            // history is cached after the first read of the table's log.
-            At::Time(us) => {
-                let history = crate::executor::blocking(|| {
-                    tokio::runtime::Handle::current().block_on(table.history())
-                })?;
-                version_at(&table.entry.name, &history, us)?
-            }
-        };
-        Ok(Arc::new(UserTableProvider::at_version(table, version)))
+        // Resolved while planning, so lineage records the version actually read. The
+        // history is cached after the first read of the table's log.
+        let provider = crate::executor::blocking(|| {
+            tokio::runtime::Handle::current().block_on(async {
+                let version = match at {
+                    At::Version(v) => v,
+                    At::Time(us) => version_at(&table.entry.name, &table.history().await?, us)?,
+                };
+                UserTableProvider::as_of(table, version).await.map_err(DataFusionError::from)
+            })
+        })?;
+        Ok(Arc::new(provider))
     }
 }
 

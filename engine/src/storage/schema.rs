@@ -2,12 +2,15 @@
 //! `runbase` (system tables).
 
 use std::collections::BTreeMap;
-use std::sync::{Arc, RwLock};
+use std::sync::{Arc, OnceLock, RwLock};
 
 use async_trait::async_trait;
 use datafusion::catalog::{CatalogProvider, MemorySchemaProvider, SchemaProvider, TableProvider};
+use datafusion::catalog::view::ViewTable;
 use datafusion::error::{DataFusionError, Result as DfResult};
 
+use crate::catalog::ViewEntry;
+use crate::database::WeakDatabase;
 use crate::error::Error;
 use crate::storage::StoredTable;
 use crate::storage::provider::UserTableProvider;
@@ -24,9 +27,86 @@ pub const SYSTEM_SCHEMA: &str = "runbase";
 #[derive(Debug, Default)]
 pub struct UserSchema {
     tables: RwLock<BTreeMap<String, Arc<StoredTable>>>,
+    /// Views, by name: planned again on every use, so they read the tables as they are.
+    views: RwLock<BTreeMap<String, ViewEntry>>,
+    /// The database views are planned in (set once it is open).
+    database: OnceLock<WeakDatabase>,
 }
 
+tokio::task_local! {
+    /// How deep in views within views the planner is (a view that refers to itself,
+    /// through others, would otherwise recurse forever).
+    static VIEW_DEPTH: usize;
+}
+
+/// How deeply views may refer to views.
+const MAX_VIEW_DEPTH: usize = 32;
+
 impl UserSchema {
+    /// The view called `name`.
+    pub fn view(&self, name: &str) -> Option<ViewEntry> {
+        self.views
+            .read()
+            .expect("view map lock poisoned")
+            .get(name)
+            .cloned()
+    }
+
+    /// All views, by name.
+    pub fn all_views(&self) -> Vec<ViewEntry> {
+        self.views
+            .read()
+            .expect("view map lock poisoned")
+            .values()
+            .cloned()
+            .collect()
+    }
+
+    pub(crate) fn add_view(&self, view: ViewEntry) {
+        self.views
+            .write()
+            .expect("view map lock poisoned")
+            .insert(view.name.clone(), view);
+    }
+
+    pub(crate) fn remove_view(&self, name: &str) -> Option<ViewEntry> {
+        self.views
+            .write()
+            .expect("view map lock poisoned")
+            .remove(name)
+    }
+
+    pub(crate) fn set_database(&self, db: WeakDatabase) {
+        let _ = self.database.set(db);
+    }
+
+    /// Plans `view`'s query as a provider DataFusion inlines into the plans that read it.
+    async fn plan_view(&self, view: &ViewEntry) -> DfResult<Arc<dyn TableProvider>> {
+        let depth = VIEW_DEPTH.try_with(|d| *d).unwrap_or(0);
+        if depth >= MAX_VIEW_DEPTH {
+            return Err(DataFusionError::from(Error::InvalidArgument(format!(
+                "view \"{}\" nests views more than {MAX_VIEW_DEPTH} deep (does it refer to itself?)",
+                view.name
+            ))));
+        }
+        let db = self
+            .database
+            .get()
+            .ok_or_else(|| DataFusionError::from(Error::Internal("views are not ready".into())))?
+            .upgrade()?;
+        let state = db.template_state();
+        let plan = VIEW_DEPTH
+            .scope(depth + 1, state.create_logical_plan(&view.sql))
+            .await
+            .map_err(|e| {
+                DataFusionError::from(Error::InvalidArgument(format!(
+                    "view \"{}\" cannot be read: {e}",
+                    view.name
+                )))
+            })?;
+        Ok(Arc::new(ViewTable::new(plan, Some(view.sql.clone()))))
+    }
+
     /// The stored table called `name`.
     pub fn stored(&self, name: &str) -> Option<Arc<StoredTable>> {
         self.tables
@@ -64,18 +144,31 @@ impl UserSchema {
 #[async_trait]
 impl SchemaProvider for UserSchema {
     fn table_names(&self) -> Vec<String> {
-        self.tables
+        let mut names: Vec<String> = self
+            .tables
             .read()
             .expect("table map lock poisoned")
             .keys()
             .cloned()
-            .collect()
+            .collect();
+        names.extend(
+            self.views
+                .read()
+                .expect("view map lock poisoned")
+                .keys()
+                .cloned(),
+        );
+        names
     }
 
     async fn table(&self, name: &str) -> DfResult<Option<Arc<dyn TableProvider>>> {
-        Ok(self
-            .stored(name)
-            .map(|t| Arc::new(UserTableProvider::new(t)) as Arc<dyn TableProvider>))
+        if let Some(t) = self.stored(name) {
+            return Ok(Some(Arc::new(UserTableProvider::new(t))));
+        }
+        match self.view(name) {
+            Some(view) => self.plan_view(&view).await.map(Some),
+            None => Ok(None),
+        }
     }
 
     fn register_table(
@@ -89,7 +182,65 @@ impl SchemaProvider for UserSchema {
     }
 
     fn table_exist(&self, name: &str) -> bool {
-        self.stored(name).is_some()
+        self.stored(name).is_some() || self.view(name).is_some()
+    }
+}
+
+/// `pg_catalog` with `pg_views` listing runbase's views (the library's is empty).
+#[derive(Debug)]
+pub(crate) struct PgCatalogWithViews {
+    inner: Arc<dyn SchemaProvider>,
+    user: Arc<UserSchema>,
+}
+
+impl PgCatalogWithViews {
+    pub(crate) fn new(inner: Arc<dyn SchemaProvider>, user: Arc<UserSchema>) -> Self {
+        Self { inner, user }
+    }
+
+    fn pg_views(&self) -> DfResult<Arc<dyn TableProvider>> {
+        use datafusion::arrow::array::{RecordBatch, StringArray};
+        use datafusion::arrow::datatypes::{DataType, Field, Schema};
+        let schema = Arc::new(Schema::new(
+            ["schemaname", "viewname", "viewowner", "definition"]
+                .map(|n| Field::new(n, DataType::Utf8, true))
+                .to_vec(),
+        ));
+        let views = self.user.all_views();
+        let column = |f: &dyn Fn(&ViewEntry) -> String| -> Arc<dyn datafusion::arrow::array::Array> {
+            Arc::new(StringArray::from(views.iter().map(f).collect::<Vec<_>>()))
+        };
+        let batch = RecordBatch::try_new(
+            schema.clone(),
+            vec![
+                column(&|v| v.schema.clone()),
+                column(&|v| v.name.clone()),
+                column(&|_| "runbase".to_string()),
+                column(&|v| v.sql.clone()),
+            ],
+        )?;
+        Ok(Arc::new(datafusion::datasource::MemTable::try_new(
+            schema,
+            vec![vec![batch]],
+        )?))
+    }
+}
+
+#[async_trait]
+impl SchemaProvider for PgCatalogWithViews {
+    fn table_names(&self) -> Vec<String> {
+        self.inner.table_names()
+    }
+
+    async fn table(&self, name: &str) -> DfResult<Option<Arc<dyn TableProvider>>> {
+        if name == "pg_views" {
+            return self.pg_views().map(Some);
+        }
+        self.inner.table(name).await
+    }
+
+    fn table_exist(&self, name: &str) -> bool {
+        self.inner.table_exist(name)
     }
 }
 

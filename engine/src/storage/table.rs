@@ -6,6 +6,9 @@ use std::sync::Mutex as StdMutex;
 
 use datafusion::arrow::array::RecordBatch;
 use datafusion::arrow::datatypes::SchemaRef;
+use datafusion::common::ScalarValue;
+use datafusion::execution::SendableRecordBatchStream;
+use datafusion::logical_expr::Expr;
 use deltalake::DeltaTable;
 use deltalake::kernel::StructType;
 use deltalake::protocol::SaveMode;
@@ -27,6 +30,8 @@ pub struct StoredTable {
     pub(crate) write_lock: Mutex<()>,
     /// Parsed commit files; they are immutable, so they are read once.
     history_cache: StdMutex<BTreeMap<i64, VersionInfo>>,
+    /// Column defaults, as the values and the expressions INSERT fills in.
+    defaults: std::collections::HashMap<String, (ScalarValue, Expr)>,
 }
 
 impl fmt::Debug for StoredTable {
@@ -43,7 +48,20 @@ impl StoredTable {
         let delta: StructType = serde_json::from_str(&entry.delta_schema)
             .map_err(|e| Error::corrupt(format!("schema of table {}", entry.name), e))?;
         let schema = delta_to_arrow(&delta)?;
+        let mut defaults = std::collections::HashMap::new();
+        for (column, text) in &entry.column_defaults {
+            let field = schema.field_with_name(column).map_err(|_| {
+                Error::corrupt(
+                    format!("defaults of table {}", entry.name),
+                    format!("no column {column}"),
+                )
+            })?;
+            let value = ScalarValue::try_from_string(text.clone(), field.data_type())
+                .map_err(|e| Error::corrupt(format!("default of {}.{column}", entry.name), e))?;
+            defaults.insert(column.clone(), (value.clone(), Expr::Literal(value, None)));
+        }
         Ok(Self {
+            defaults,
             entry,
             schema,
             root,
@@ -58,6 +76,16 @@ impl StoredTable {
         let this = Self::new(entry, root)?;
         *this.state.try_write().expect("a new table's lock is free") = Some(table);
         Ok(this)
+    }
+
+    /// The default of `column`, if it has one.
+    pub fn default_value(&self, column: &str) -> Option<&ScalarValue> {
+        self.defaults.get(column).map(|(v, _)| v)
+    }
+
+    /// The default of `column` as the expression INSERT fills in.
+    pub fn default_expr(&self, column: &str) -> Option<&Expr> {
+        self.defaults.get(column).map(|(_, e)| e)
     }
 
     /// The object store root the table lives in.
@@ -114,6 +142,35 @@ impl StoredTable {
             .await?;
         *self.state.write().await = Some(table);
         Ok(rows as u64)
+    }
+
+    /// Appends the rows of `input` as one commit, writing Parquet files as batches arrive
+    /// (memory stays bounded whatever the size); returns the number of rows written.
+    ///
+    /// An input of no rows commits nothing. If the input fails (a bad row, a client that
+    /// goes away), nothing is committed; files already written are unreferenced and
+    /// `VACUUM` removes them. Other writes to the table wait until this one commits.
+    pub async fn append_stream(&self, input: SendableRecordBatchStream) -> Result<u64> {
+        let mut conform = stream::Conform::new(input, self.schema.clone()).await?;
+        let Some(rows) = conform.stream.take() else {
+            return Ok(0);
+        };
+        let plan = stream::stream_plan(rows)?;
+        let _guard = self.write_lock.lock().await;
+        let table = self.latest().await?;
+        let written = table
+            .write(vec![])
+            .with_input_plan(plan)
+            .with_save_mode(SaveMode::Append)
+            .with_target_file_size(std::num::NonZeroU64::new(stream::TARGET_FILE_BYTES))
+            .await;
+        match written {
+            Ok(table) => {
+                *self.state.write().await = Some(table);
+                Ok(conform.rows())
+            }
+            Err(e) => Err(conform.failure(e.into())),
+        }
     }
 
     /// Every version of the table, oldest first.

@@ -227,9 +227,18 @@ impl CopyHandler for Connection {
         C::Error: Debug,
         PgWireError: From<<C as Sink<PgWireBackendMessage>>::Error>,
     {
-        // Errors are kept in the copy and reported once, at CopyDone.
-        if let Some(copy) = self.copy.lock().unwrap_or_else(|p| p.into_inner()).as_mut() {
-            copy.push(&copy_data.data);
+        // Errors are kept in the copy and reported once, at CopyDone. Into a user table the
+        // parsed batches go on to the table's writer; waiting for it holds back this
+        // connection's reads, so a fast client is slowed to the writer's pace.
+        let feed = match self.copy.lock().unwrap_or_else(|p| p.into_inner()).as_mut() {
+            Some(copy) => {
+                copy.push(&copy_data.data);
+                copy.ready()
+            }
+            None => None,
+        };
+        if let Some(feed) = feed {
+            feed.send().await;
         }
         Ok(())
     }

@@ -62,6 +62,7 @@ pub fn sqlstate(code: ErrorCode) -> &'static str {
         C::FunctionNotFound => "42883",
         C::ObjectNotFound => "42704",
         C::TableAlreadyExists => "42P07",
+        C::WrongObjectType => "42809",
         C::ObjectAlreadyExists => "42710",
         C::UniqueViolation => "23505",
         C::DuplicateColumn => "42701",

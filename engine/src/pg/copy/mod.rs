@@ -2,9 +2,12 @@
 //! CSV formats into Arrow batches.
 //!
 //! A [`CopyIn`] takes the client's bytes as they arrive, in pieces of any size, and parses
-//! each complete line straight into column builders. Nothing is written until the client
-//! ends the copy: then every row goes to the table in one write (one table version, or one
-//! RocksDB batch for `runbase.metrics`), so a failed copy stores none of its rows.
+//! each complete line straight into column builders. Into a user table the full batches
+//! stream to the table's writer as they are made ([`CopyIn::ready`], with back-pressure),
+//! which writes Parquet files as they fill and commits once, when the client ends the copy:
+//! memory stays bounded and a failed or abandoned copy commits nothing. Into
+//! `runbase.metrics` the rows are kept and written as one RocksDB batch at the end. Either
+//! way a copy is one table version (or one batch), and a failed copy stores none of its rows.
 //!
 //! Layout: `options` ([`CopyFormat`]), `values` (column builders and value spellings),
 //! `binary` (the binary format); this file the [`CopyIn`] that parses text and CSV lines.
@@ -38,6 +41,9 @@ pub struct CopyIn {
     pub(crate) schema: SchemaRef,
     /// Indices (into `schema`) of the columns the data has, in order.
     columns: Vec<usize>,
+    /// What each column of `schema` the data does not have is filled with: its default,
+    /// or NULL.
+    fill: Vec<Option<datafusion::common::ScalarValue>>,
     format: CopyFormat,
     builders: Vec<Column>,
     pub(crate) batches: Vec<RecordBatch>,
@@ -48,6 +54,42 @@ pub struct CopyIn {
     header_read: bool,
     ended: bool,
     error: Option<Error>,
+    /// The streamed write the batches go to (user tables).
+    pub(crate) sink: Option<CopySink>,
+}
+
+/// What a streamed copy's writer reads.
+pub(crate) enum SinkMessage {
+    /// The next rows.
+    Rows(RecordBatch),
+    /// The client ended the copy: commit.
+    End,
+}
+
+/// The writer of a streamed copy: batches go in through `tx`; `task` commits them once
+/// [`SinkMessage::End`] arrives and fails (committing nothing) if `tx` closes without it.
+pub(crate) struct CopySink {
+    pub(crate) tx: tokio::sync::mpsc::Sender<SinkMessage>,
+    pub(crate) task: tokio::task::JoinHandle<Result<u64>>,
+}
+
+/// Batches parsed from one piece of data, on their way to a streamed copy's writer.
+#[must_use = "the batches are only written once sent"]
+pub struct CopyFeed {
+    tx: tokio::sync::mpsc::Sender<SinkMessage>,
+    batches: Vec<RecordBatch>,
+}
+
+impl CopyFeed {
+    /// Hands the batches to the writer, waiting while it is behind (back-pressure). If the
+    /// writer has failed, the batches are dropped: the copy reports its error at the end.
+    pub async fn send(self) {
+        for batch in self.batches {
+            if self.tx.send(SinkMessage::Rows(batch)).await.is_err() {
+                return;
+            }
+        }
+    }
 }
 
 impl std::fmt::Debug for CopyIn {
@@ -89,11 +131,21 @@ impl CopyIn {
             .iter()
             .map(|i| Column::new(schema.field(*i).data_type()))
             .collect();
+        let stored = (provider.as_ref() as &dyn std::any::Any)
+            .downcast_ref::<crate::storage::provider::UserTableProvider>()
+            .filter(|p| p.version().is_none())
+            .map(|p| p.stored().clone());
+        let fill = schema
+            .fields()
+            .iter()
+            .map(|f| stored.as_ref().and_then(|t| t.default_value(f.name()).cloned()))
+            .collect();
         Ok(Self {
             table_name,
             provider,
             schema,
             columns,
+            fill,
             format,
             builders,
             batches: vec![],
@@ -103,6 +155,20 @@ impl CopyIn {
             header_read: false,
             ended: false,
             error: None,
+            sink: None,
+        })
+    }
+
+    /// The full batches parsed so far, to send to a streamed copy's writer; `None` when
+    /// the copy keeps its rows until the end (`runbase.metrics`) or has none ready.
+    pub fn ready(&mut self) -> Option<CopyFeed> {
+        let sink = self.sink.as_ref()?;
+        if self.batches.is_empty() {
+            return None;
+        }
+        Some(CopyFeed {
+            tx: sink.tx.clone(),
+            batches: std::mem::take(&mut self.batches),
         })
     }
 
@@ -125,6 +191,10 @@ impl CopyIn {
     /// data is ignored and [`crate::Session::finish_copy_in`] reports it.
     pub fn push(&mut self, data: &[u8]) {
         if self.error.is_some() || self.ended {
+            return;
+        }
+        // A streamed copy whose writer has failed: its error is reported at the end.
+        if self.sink.as_ref().is_some_and(|s| s.tx.is_closed()) {
             return;
         }
         self.pending.extend_from_slice(data);
@@ -421,8 +491,12 @@ impl CopyIn {
             .schema
             .fields()
             .iter()
-            .map(|f| new_null_array(f.data_type(), rows))
-            .collect();
+            .zip(&self.fill)
+            .map(|(f, fill)| match fill {
+                Some(value) => value.to_array_of_size(rows).map_err(Error::DataFusion),
+                None => Ok(new_null_array(f.data_type(), rows)),
+            })
+            .collect::<Result<_>>()?;
         for (b, i) in self.builders.iter_mut().zip(&self.columns) {
             arrays[*i] = b.finish(self.schema.field(*i).data_type())?;
         }
