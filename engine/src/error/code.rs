@@ -149,9 +149,7 @@ impl ErrorCode {
             Syntax | InvalidStatement | AmbiguousColumn | InvalidArgument | InvalidText
             | InvalidBinary | ValueTooLong | BadCopyData | NullValue | NotNullViolation
             | DivisionByZero | NumericOverflow | DatatypeMismatch | WrongObjectType
-            | ProtocolViolation => {
-                C::InvalidInput
-            }
+            | ProtocolViolation => C::InvalidInput,
             AuthenticationFailed => C::Unauthenticated,
             PermissionDenied | AuthorizationRejected => C::PermissionDenied,
             Unsupported => C::Unsupported,

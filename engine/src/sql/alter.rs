@@ -116,8 +116,12 @@ impl Session {
                     None => ScalarValue::try_from(field.data_type())?,
                 };
                 columns.push(lit(fill).alias(&column));
-                let mut fields: Vec<Field> =
-                    table.schema.fields().iter().map(|f| f.as_ref().clone()).collect();
+                let mut fields: Vec<Field> = table
+                    .schema
+                    .fields()
+                    .iter()
+                    .map(|f| f.as_ref().clone())
+                    .collect();
                 fields.push(field);
                 let mut defaults = table.entry.column_defaults.clone();
                 if let Some(text) = value {
@@ -151,7 +155,11 @@ impl Session {
                     .iter()
                     .map(|f| {
                         let f = f.as_ref().clone();
-                        if *f.name() == old { f.with_name(&new) } else { f }
+                        if *f.name() == old {
+                            f.with_name(&new)
+                        } else {
+                            f
+                        }
                     })
                     .collect();
                 let mut defaults = table.entry.column_defaults.clone();
@@ -207,7 +215,10 @@ impl Session {
                 match op {
                     AlterColumnOperation::SetNotNull | AlterColumnOperation::DropNotNull => {
                         let nullable = matches!(op, AlterColumnOperation::DropNotNull);
-                        let field = table.schema.field_with_name(&column).map_err(|e| Error::DataFusion(e.into()))?;
+                        let field = table
+                            .schema
+                            .field_with_name(&column)
+                            .map_err(|e| Error::DataFusion(e.into()))?;
                         if field.is_nullable() == nullable {
                             return Ok(CommandTag::plain("ALTER TABLE"));
                         }
@@ -217,7 +228,11 @@ impl Session {
                             .iter()
                             .map(|f| {
                                 let f = f.as_ref().clone();
-                                if *f.name() == column { f.with_nullable(nullable) } else { f }
+                                if *f.name() == column {
+                                    f.with_nullable(nullable)
+                                } else {
+                                    f
+                                }
                             })
                             .collect();
                         let columns = current_columns(&table);
@@ -296,7 +311,12 @@ impl Session {
         let probe = format!("SELECT CAST(({default}) AS {data_type}) AS \"{column}\"");
         let state = self.context().state();
         let plan = state.create_logical_plan(&probe).await?;
-        let field = plan.schema().as_arrow().field(0).clone().with_nullable(true);
+        let field = plan
+            .schema()
+            .as_arrow()
+            .field(0)
+            .clone()
+            .with_nullable(true);
         let expr = match &plan {
             LogicalPlan::Projection(p) => p.expr[0].clone().unalias(),
             _ => return Err(Error::NotSupported(format!("DEFAULT {default}"))),

@@ -62,14 +62,16 @@ impl Database {
             let mut conform = Conform::new(stream, arrow_schema.clone()).await?;
             match conform.stream.take() {
                 None => (root.create_empty(&location, &delta_schema).await?, 0),
-                Some(stream) => match root.create_with_plan(&location, stream_plan(stream)?).await {
-                    Ok(delta) => (delta, conform.rows()),
-                    Err(e) => {
-                        let e = conform.failure(e);
-                        discard(&root, &location, &table_name).await;
-                        return Err(e);
+                Some(stream) => {
+                    match root.create_with_plan(&location, stream_plan(stream)?).await {
+                        Ok(delta) => (delta, conform.rows()),
+                        Err(e) => {
+                            let e = conform.failure(e);
+                            discard(&root, &location, &table_name).await;
+                            return Err(e);
+                        }
                     }
-                },
+                }
             }
         };
 
@@ -156,9 +158,10 @@ impl Database {
             return Err(Error::InvalidArgument("not a CREATE VIEW statement".into()));
         };
         let (references, _) = datafusion::sql::resolve::resolve_table_references(&statement, true)?;
-        if references.iter().any(|r| {
-            r.table() == view_name && r.schema().is_none_or(|s| s == PUBLIC_SCHEMA)
-        }) {
+        if references
+            .iter()
+            .any(|r| r.table() == view_name && r.schema().is_none_or(|s| s == PUBLIC_SCHEMA))
+        {
             return Err(Error::InvalidArgument(format!(
                 "view \"{view_name}\" cannot refer to itself"
             )));

@@ -90,3 +90,46 @@ impl Session {
         Ok(PinnedQuery { plan, inputs })
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::collections::HashMap;
+
+    use datafusion::arrow::array::RecordBatch;
+    use futures::TryStreamExt;
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_query_over_a_view_pins_the_tables_under_it() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let db = crate::Database::open_dir(dir.path()).await.expect("open");
+        let session = db.session();
+        session
+            .sql(
+                "CREATE TABLE t (x bigint); INSERT INTO t VALUES (1), (2); \
+                 CREATE VIEW v AS SELECT x FROM t WHERE x > 0",
+            )
+            .await
+            .expect("setup");
+        let pinned = session
+            .plan_pinned("SELECT count(*) FROM v", &HashMap::new())
+            .await
+            .expect("pinned");
+        assert_eq!(pinned.inputs, vec![("t".to_string(), 1)]);
+        session
+            .sql("INSERT INTO t VALUES (3)")
+            .await
+            .expect("insert");
+        let batches: Vec<RecordBatch> = session
+            .run_query(pinned.plan)
+            .await
+            .expect("run")
+            .try_collect()
+            .await
+            .expect("rows");
+        let count = datafusion::arrow::array::cast::AsArray::as_primitive::<
+            datafusion::arrow::datatypes::Int64Type,
+        >(batches[0].column(0))
+        .value(0);
+        assert_eq!(count, 2, "the version pinned, not the row added since");
+    }
+}

@@ -301,8 +301,7 @@ impl Session {
                 format,
             } => {
                 let provider = self.ctx.table_provider(table.clone()).await?;
-                let mut copy =
-                    CopyIn::new(table.to_string(), provider, columns, format.clone())?;
+                let mut copy = CopyIn::new(table.to_string(), provider, columns, format.clone())?;
                 self.start_streamed_copy(&mut copy);
                 Ok(QueryOutput::CopyIn(Box::new(copy)))
             }
@@ -400,9 +399,10 @@ impl Session {
                 if create.temporary {
                     return Err(Error::NotSupported("CREATE TEMPORARY VIEW".into()));
                 }
-                let definition = create.definition.as_deref().ok_or_else(|| {
-                    Error::InvalidArgument("CREATE VIEW without its SQL".into())
-                })?;
+                let definition = create
+                    .definition
+                    .as_deref()
+                    .ok_or_else(|| Error::InvalidArgument("CREATE VIEW without its SQL".into()))?;
                 self.db
                     .create_view(&create.name, definition, create.or_replace)
                     .await?;

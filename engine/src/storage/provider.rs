@@ -299,7 +299,9 @@ impl TableFunctionImpl for TableAtFunction {
                     At::Version(v) => v,
                     At::Time(us) => version_at(&table.entry.name, &table.history().await?, us)?,
                 };
-                UserTableProvider::as_of(table, version).await.map_err(DataFusionError::from)
+                UserTableProvider::as_of(table, version)
+                    .await
+                    .map_err(DataFusionError::from)
             })
         })?;
         Ok(Arc::new(provider))

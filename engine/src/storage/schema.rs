@@ -5,8 +5,8 @@ use std::collections::BTreeMap;
 use std::sync::{Arc, OnceLock, RwLock};
 
 use async_trait::async_trait;
-use datafusion::catalog::{CatalogProvider, MemorySchemaProvider, SchemaProvider, TableProvider};
 use datafusion::catalog::view::ViewTable;
+use datafusion::catalog::{CatalogProvider, MemorySchemaProvider, SchemaProvider, TableProvider};
 use datafusion::error::{DataFusionError, Result as DfResult};
 
 use crate::catalog::ViewEntry;
@@ -207,9 +207,10 @@ impl PgCatalogWithViews {
                 .to_vec(),
         ));
         let views = self.user.all_views();
-        let column = |f: &dyn Fn(&ViewEntry) -> String| -> Arc<dyn datafusion::arrow::array::Array> {
-            Arc::new(StringArray::from(views.iter().map(f).collect::<Vec<_>>()))
-        };
+        let column =
+            |f: &dyn Fn(&ViewEntry) -> String| -> Arc<dyn datafusion::arrow::array::Array> {
+                Arc::new(StringArray::from(views.iter().map(f).collect::<Vec<_>>()))
+            };
         let batch = RecordBatch::try_new(
             schema.clone(),
             vec![

@@ -105,7 +105,10 @@ impl Conform {
                 Some(batch) => break conform_batch(&batch, &schema)?,
             }
         };
-        rows.fetch_add(first.num_rows() as u64, std::sync::atomic::Ordering::Relaxed);
+        rows.fetch_add(
+            first.num_rows() as u64,
+            std::sync::atomic::Ordering::Relaxed,
+        );
         let (counter, slot, target) = (rows.clone(), error.clone(), schema.clone());
         let rest = input.filter_map(move |batch| {
             let out = match batch {
@@ -118,8 +121,8 @@ impl Conform {
             }
             std::future::ready(out)
         });
-        let stream = stream::once(async move { Ok::<RecordBatch, DataFusionError>(first) })
-            .chain(rest);
+        let stream =
+            stream::once(async move { Ok::<RecordBatch, DataFusionError>(first) }).chain(rest);
         Ok(Self {
             stream: Some(Box::pin(RecordBatchStreamAdapter::new(schema, stream))),
             rows,

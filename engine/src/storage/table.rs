@@ -4,7 +4,6 @@ use std::collections::BTreeMap;
 use std::fmt;
 use std::sync::Mutex as StdMutex;
 
-use datafusion::arrow::array::RecordBatch;
 use datafusion::arrow::datatypes::SchemaRef;
 use datafusion::common::ScalarValue;
 use datafusion::execution::SendableRecordBatchStream;
@@ -119,29 +118,6 @@ impl StoredTable {
         self.root
             .open_table(&self.entry.location, Some(wanted))
             .await
-    }
-
-    /// Appends `batches` as one commit; returns the number of rows written.
-    ///
-    /// An append of no rows commits nothing, as no version would differ from the last.
-    pub async fn append(&self, batches: Vec<RecordBatch>) -> Result<u64> {
-        let batches = batches
-            .iter()
-            .filter(|b| b.num_rows() > 0)
-            .map(|b| conform_batch(b, &self.schema))
-            .collect::<Result<Vec<_>>>()?;
-        let rows: usize = batches.iter().map(RecordBatch::num_rows).sum();
-        if rows == 0 {
-            return Ok(0);
-        }
-        let _guard = self.write_lock.lock().await;
-        let table = self.latest().await?;
-        let table = table
-            .write(batches)
-            .with_save_mode(SaveMode::Append)
-            .await?;
-        *self.state.write().await = Some(table);
-        Ok(rows as u64)
     }
 
     /// Appends the rows of `input` as one commit, writing Parquet files as batches arrive

@@ -138,7 +138,11 @@ impl CopyIn {
         let fill = schema
             .fields()
             .iter()
-            .map(|f| stored.as_ref().and_then(|t| t.default_value(f.name()).cloned()))
+            .map(|f| {
+                stored
+                    .as_ref()
+                    .and_then(|t| t.default_value(f.name()).cloned())
+            })
             .collect();
         Ok(Self {
             table_name,
