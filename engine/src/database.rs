@@ -216,7 +216,10 @@ impl Database {
                 backups,
             }),
         };
-        db.inner.user.set_database(db.downgrade());
+        let weak = db.downgrade();
+        db.inner
+            .user
+            .set_view_planner(Box::new(move || Ok(weak.upgrade()?.template_state())));
         Ok(db)
     }
 

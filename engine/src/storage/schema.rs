@@ -10,7 +10,6 @@ use datafusion::catalog::{CatalogProvider, MemorySchemaProvider, SchemaProvider,
 use datafusion::error::{DataFusionError, Result as DfResult};
 
 use crate::catalog::ViewEntry;
-use crate::database::WeakDatabase;
 use crate::error::Error;
 use crate::storage::StoredTable;
 use crate::storage::provider::UserTableProvider;
@@ -24,13 +23,27 @@ pub const SYSTEM_SCHEMA: &str = "runbase";
 ///
 /// Registration goes through [`crate::Database`], which writes the catalog first;
 /// DataFusion's own `register_table` is refused so nothing unpersisted appears here.
-#[derive(Debug, Default)]
+#[derive(Default)]
 pub struct UserSchema {
     tables: RwLock<BTreeMap<String, Arc<StoredTable>>>,
     /// Views, by name: planned again on every use, so they read the tables as they are.
     views: RwLock<BTreeMap<String, ViewEntry>>,
-    /// The database views are planned in (set once it is open).
-    database: OnceLock<WeakDatabase>,
+    /// Makes the session state views are planned in (set once the database is open).
+    planner: OnceLock<ViewPlanner>,
+}
+
+/// Makes a session state to plan a view's query in: the database's template session.
+pub(crate) type ViewPlanner = Box<
+    dyn Fn() -> crate::error::Result<datafusion::execution::context::SessionState> + Send + Sync,
+>;
+
+impl std::fmt::Debug for UserSchema {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("UserSchema")
+            .field("tables", &self.tables)
+            .field("views", &self.views)
+            .finish_non_exhaustive()
+    }
 }
 
 tokio::task_local! {
@@ -76,8 +89,8 @@ impl UserSchema {
             .remove(name)
     }
 
-    pub(crate) fn set_database(&self, db: WeakDatabase) {
-        let _ = self.database.set(db);
+    pub(crate) fn set_view_planner(&self, planner: ViewPlanner) {
+        let _ = self.planner.set(planner);
     }
 
     /// Plans `view`'s query as a provider DataFusion inlines into the plans that read it.
@@ -89,12 +102,11 @@ impl UserSchema {
                 view.name
             ))));
         }
-        let db = self
-            .database
+        let planner = self
+            .planner
             .get()
-            .ok_or_else(|| DataFusionError::from(Error::Internal("views are not ready".into())))?
-            .upgrade()?;
-        let state = db.template_state();
+            .ok_or_else(|| DataFusionError::from(Error::Internal("views are not ready".into())))?;
+        let state = planner()?;
         let plan = VIEW_DEPTH
             .scope(depth + 1, state.create_logical_plan(&view.sql))
             .await
