@@ -231,6 +231,16 @@ impl Postgres {
         )
     }
 
+    /// The server's version number alone (`15.18`), for table headings.
+    pub async fn short_version(client: &tokio_postgres::Client) -> String {
+        Self::version(client)
+            .await
+            .split_whitespace()
+            .next()
+            .unwrap_or_default()
+            .to_string()
+    }
+
     /// `SELECT version()`.
     pub async fn version(client: &tokio_postgres::Client) -> String {
         client

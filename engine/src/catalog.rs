@@ -114,21 +114,7 @@ impl Catalog {
 
     /// All tables, in key order (schema, then name).
     pub fn tables(&self) -> Result<Vec<TableEntry>> {
-        let mut out = Vec::new();
-        for item in self.kv.db().prefix_iterator(TABLE_PREFIX.as_bytes()) {
-            let (key, value) = item?;
-            if !key.starts_with(TABLE_PREFIX.as_bytes()) {
-                break;
-            }
-            let entry: TableEntry = serde_json::from_slice(&value).map_err(|e| {
-                Error::corrupt(
-                    format!("catalog entry {}", String::from_utf8_lossy(&key)),
-                    e,
-                )
-            })?;
-            out.push(entry);
-        }
-        Ok(out)
+        self.entries(TABLE_PREFIX)
     }
 
     /// Records a new table, synced. Fails with [`Error::TableExists`] if the name is
@@ -142,10 +128,8 @@ impl Catalog {
         if self.kv.db().get(&key)?.is_some() {
             return Err(Error::TableExists(entry.name.clone()));
         }
-        let value = serde_json::to_vec(entry)
-            .map_err(|e| Error::corrupt("catalog entry being written", e))?;
         let mut batch = WriteBatch::default();
-        batch.put(key, value);
+        batch.put(key, encode(entry)?);
         self.kv.write(batch, Durability::Synced)
     }
 
@@ -153,20 +137,59 @@ impl Catalog {
     /// `renamed_from` — moves the entry from that name to `entry.name` in one atomic
     /// batch. Synchronous for the same reason as [`Catalog::insert_table`].
     pub fn replace_table(&self, entry: &TableEntry, renamed_from: Option<&str>) -> Result<()> {
-        let value = serde_json::to_vec(entry)
-            .map_err(|e| Error::corrupt("catalog entry being written", e))?;
         let mut batch = WriteBatch::default();
         if let Some(old) = renamed_from {
             batch.delete(table_key(&entry.schema, old));
         }
-        batch.put(table_key(&entry.schema, &entry.name), value);
+        batch.put(table_key(&entry.schema, &entry.name), encode(entry)?);
         self.kv.write(batch, Durability::Synced)
     }
 
     /// Removes a table's entry, synced; returns whether it existed. Synchronous for the
     /// same reason as [`Catalog::insert_table`].
     pub fn remove_table(&self, schema: &str, name: &str) -> Result<bool> {
-        let key = table_key(schema, name);
+        self.remove(table_key(schema, name))
+    }
+
+    /// All views, in key order (schema, then name).
+    pub fn views(&self) -> Result<Vec<ViewEntry>> {
+        self.entries(VIEW_PREFIX)
+    }
+
+    /// Records a view, or replaces the one of that name, synced. Callers serialize DDL
+    /// and check names against tables. Synchronous for the same reason as
+    /// [`Catalog::insert_table`].
+    pub fn put_view(&self, entry: &ViewEntry) -> Result<()> {
+        let mut batch = WriteBatch::default();
+        batch.put(view_key(&entry.schema, &entry.name), encode(entry)?);
+        self.kv.write(batch, Durability::Synced)
+    }
+
+    /// Removes a view's entry, synced; returns whether it existed.
+    pub fn remove_view(&self, schema: &str, name: &str) -> Result<bool> {
+        self.remove(view_key(schema, name))
+    }
+
+    /// Every entry under `prefix`, decoded, in key order.
+    fn entries<T: serde::de::DeserializeOwned>(&self, prefix: &str) -> Result<Vec<T>> {
+        let mut out = Vec::new();
+        for item in self.kv.db().prefix_iterator(prefix.as_bytes()) {
+            let (key, value) = item?;
+            if !key.starts_with(prefix.as_bytes()) {
+                break;
+            }
+            out.push(serde_json::from_slice(&value).map_err(|e| {
+                Error::corrupt(
+                    format!("catalog entry {}", String::from_utf8_lossy(&key)),
+                    e,
+                )
+            })?);
+        }
+        Ok(out)
+    }
+
+    /// Deletes `key`, synced; returns whether it existed.
+    fn remove(&self, key: String) -> Result<bool> {
         let existed = self.kv.db().get(&key)?.is_some();
         if existed {
             let mut batch = WriteBatch::default();
@@ -177,48 +200,9 @@ impl Catalog {
     }
 }
 
-impl Catalog {
-    /// All views, in key order (schema, then name).
-    pub fn views(&self) -> Result<Vec<ViewEntry>> {
-        let mut out = Vec::new();
-        for item in self.kv.db().prefix_iterator(VIEW_PREFIX.as_bytes()) {
-            let (key, value) = item?;
-            if !key.starts_with(VIEW_PREFIX.as_bytes()) {
-                break;
-            }
-            let entry: ViewEntry = serde_json::from_slice(&value).map_err(|e| {
-                Error::corrupt(
-                    format!("catalog entry {}", String::from_utf8_lossy(&key)),
-                    e,
-                )
-            })?;
-            out.push(entry);
-        }
-        Ok(out)
-    }
-
-    /// Records a view, or replaces the one of that name, synced. Callers serialize DDL
-    /// and check names against tables. Synchronous for the same reason as
-    /// [`Catalog::insert_table`].
-    pub fn put_view(&self, entry: &ViewEntry) -> Result<()> {
-        let value = serde_json::to_vec(entry)
-            .map_err(|e| Error::corrupt("catalog entry being written", e))?;
-        let mut batch = WriteBatch::default();
-        batch.put(view_key(&entry.schema, &entry.name), value);
-        self.kv.write(batch, Durability::Synced)
-    }
-
-    /// Removes a view's entry, synced; returns whether it existed.
-    pub fn remove_view(&self, schema: &str, name: &str) -> Result<bool> {
-        let key = view_key(schema, name);
-        let existed = self.kv.db().get(&key)?.is_some();
-        if existed {
-            let mut batch = WriteBatch::default();
-            batch.delete(key);
-            self.kv.write(batch, Durability::Synced)?;
-        }
-        Ok(existed)
-    }
+/// A catalog entry as stored: JSON.
+fn encode(entry: &impl Serialize) -> Result<Vec<u8>> {
+    serde_json::to_vec(entry).map_err(|e| Error::corrupt("catalog entry being written", e))
 }
 
 fn view_key(schema: &str, name: &str) -> String {

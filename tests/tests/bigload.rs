@@ -62,6 +62,30 @@ impl Drop for MemoryCap {
     }
 }
 
+/// The single integer `sql` answers.
+async fn scalar(client: &tokio_postgres::Client, sql: &str) -> i64 {
+    client
+        .query_one(sql, &[])
+        .await
+        .unwrap_or_else(|e| panic!("{sql}: {e}"))
+        .get(0)
+}
+
+/// A `COPY big FROM STDIN (FORMAT csv)` started on `client`.
+async fn copy_into_big(
+    client: &tokio_postgres::Client,
+) -> std::pin::Pin<Box<tokio_postgres::CopyInSink<bytes::Bytes>>> {
+    Box::pin(
+        client
+            .copy_in("COPY big FROM STDIN WITH (FORMAT csv)")
+            .await
+            .expect("copy in"),
+    )
+}
+
+const VERSIONS_OF_BIG: &str =
+    "SELECT count(*) FROM runbase.table_versions WHERE table_name = 'big'";
+
 /// One CSV line of the generated data set: an id, eight numbers and a label.
 fn line(i: u64, out: &mut Vec<u8>) {
     let x = (i.wrapping_mul(2_654_435_761) % 1_000_000) as f64 / 1_000_000.0;
@@ -166,17 +190,9 @@ async fn loads_bigger_than_memory_stream_and_failed_loads_commit_nothing() {
         "the copy raised the server's peak RSS by {} MB",
         (peak - rss_before) >> 20
     );
-    let count: i64 = client
-        .query_one("SELECT count(*) FROM big", &[])
-        .await
-        .expect("count")
-        .get(0);
+    let count = scalar(&client, "SELECT count(*) FROM big").await;
     assert_eq!(count as u64, rows);
-    let check: i64 = client
-        .query_one("SELECT sum(id) FROM big", &[])
-        .await
-        .expect("sum")
-        .get(0);
+    let check = scalar(&client, "SELECT sum(id) FROM big").await;
     assert_eq!(check as u64, rows * (rows - 1) / 2, "every row, once");
 
     // ---- CREATE TABLE AS and INSERT … SELECT stream as well ----
@@ -205,14 +221,7 @@ async fn loads_bigger_than_memory_stream_and_failed_loads_commit_nothing() {
         "CREATE TABLE AS / INSERT … SELECT raised the peak RSS by {} MB",
         (peak - rss_before) >> 20
     );
-    let versions: i64 = client
-        .query_one(
-            "SELECT count(*) FROM runbase.table_versions WHERE table_name = 'big'",
-            &[],
-        )
-        .await
-        .expect("versions")
-        .get(0);
+    let versions = scalar(&client, VERSIONS_OF_BIG).await;
     assert_eq!(
         versions, 2,
         "CREATE TABLE, then the whole copy as one version"
@@ -222,11 +231,7 @@ async fn loads_bigger_than_memory_stream_and_failed_loads_commit_nothing() {
     let objects = dir.path().join("objects");
     let files_before = parquet_files(&objects);
     {
-        let sink = client
-            .copy_in::<_, bytes::Bytes>("COPY big FROM STDIN WITH (FORMAT csv)")
-            .await
-            .expect("copy in");
-        let mut sink = Box::pin(sink);
+        let mut sink = copy_into_big(&client).await;
         let mut chunk = Vec::new();
         let mut i = 0;
         // ~100 MB: a few files are written before the client gives up.
@@ -243,21 +248,13 @@ async fn loads_bigger_than_memory_stream_and_failed_loads_commit_nothing() {
         // Dropped without `finish`: tokio-postgres sends CopyFail.
     }
     // The same connection goes on, and the table is as it was.
-    let after: i64 = client
-        .query_one("SELECT count(*) FROM big", &[])
-        .await
-        .expect("count after CopyFail")
-        .get(0);
+    let after = scalar(&client, "SELECT count(*) FROM big").await;
     assert_eq!(after as u64, rows);
 
     // ---- a copy whose connection drops half-way commits nothing ----
     {
         let other = server.connect().await;
-        let sink = other
-            .copy_in::<_, bytes::Bytes>("COPY big FROM STDIN WITH (FORMAT csv)")
-            .await
-            .expect("copy in");
-        let mut sink = Box::pin(sink);
+        let mut sink = copy_into_big(&other).await;
         let mut chunk = Vec::new();
         for k in 0..2000u64 {
             line(rows + k, &mut chunk);
@@ -276,11 +273,7 @@ async fn loads_bigger_than_memory_stream_and_failed_loads_commit_nothing() {
         line(rows + k, &mut data);
     }
     let bad = {
-        let sink = client
-            .copy_in::<_, bytes::Bytes>("COPY big FROM STDIN WITH (FORMAT csv)")
-            .await
-            .expect("copy in");
-        let mut sink = Box::pin(sink);
+        let mut sink = copy_into_big(&client).await;
         sink.send(bytes::Bytes::from(data)).await.expect("send");
         sink.as_mut().finish().await
     };
@@ -291,20 +284,9 @@ async fn loads_bigger_than_memory_stream_and_failed_loads_commit_nothing() {
         "{err:?}"
     );
     tokio::time::sleep(std::time::Duration::from_millis(500)).await;
-    let after: i64 = client
-        .query_one("SELECT count(*) FROM big", &[])
-        .await
-        .expect("count after the failures")
-        .get(0);
+    let after = scalar(&client, "SELECT count(*) FROM big").await;
     assert_eq!(after as u64, rows, "no failed copy left rows");
-    let versions_after: i64 = client
-        .query_one(
-            "SELECT count(*) FROM runbase.table_versions WHERE table_name = 'big'",
-            &[],
-        )
-        .await
-        .expect("versions")
-        .get(0);
+    let versions_after = scalar(&client, VERSIONS_OF_BIG).await;
     assert_eq!(versions_after, versions, "no failed copy made a version");
     // Files the failed copies wrote are unreferenced; VACUUM removes them.
     client

@@ -88,12 +88,7 @@ async fn main() {
     let (_synced, synced) = Runbase::start(true).await;
     let (_unsynced, unsynced) = Runbase::start(false).await;
     let (_pg, pg) = Postgres::start(true).await;
-    let pg_version = Postgres::version(&pg).await;
-    let pg_version = pg_version
-        .split_whitespace()
-        .next()
-        .unwrap_or("")
-        .to_string();
+    let pg_version = Postgres::short_version(&pg).await;
     for client in [&synced, &unsynced, &pg] {
         client.batch_execute(SCHEMA).await.expect("create table");
     }

@@ -114,12 +114,7 @@ async fn main() {
     drop(rb);
     drop(runbase);
     let (_pg, pg) = Postgres::start(true).await;
-    let pg_version = Postgres::version(&pg).await;
-    let pg_version = pg_version
-        .split_whitespace()
-        .next()
-        .unwrap_or("")
-        .to_string();
+    let pg_version = Postgres::short_version(&pg).await;
     let backend: i32 = pg
         .query_one("SELECT pg_backend_pid()", &[])
         .await

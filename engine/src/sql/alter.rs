@@ -110,24 +110,17 @@ impl Session {
                 }
                 let (_, storable) = storable_schema(&Schema::new(vec![field]))?;
                 let field = storable.field(0).clone();
-                let mut columns = current_columns(&table);
                 let fill = match &value {
                     Some(text) => ScalarValue::try_from_string(text.clone(), field.data_type())?,
                     None => ScalarValue::try_from(field.data_type())?,
                 };
-                columns.push(lit(fill).alias(&column));
-                let mut fields: Vec<Field> = table
-                    .schema
-                    .fields()
-                    .iter()
-                    .map(|f| f.as_ref().clone())
-                    .collect();
-                fields.push(field);
+                let mut columns = each_column(&table, |e, f| Some((e, f)));
+                columns.push((lit(fill).alias(&column), field));
                 let mut defaults = table.entry.column_defaults.clone();
                 if let Some(text) = value {
                     defaults.insert(column, text);
                 }
-                self.rewrite(&table, columns, fields, defaults).await
+                self.rewrite(&table, columns, defaults).await
             }
             AlterTableOperation::RenameColumn {
                 old_column_name,
@@ -140,33 +133,18 @@ impl Session {
                         "column \"{new}\" of relation \"{name}\" already exists"
                     )));
                 }
-                let columns = table
-                    .schema
-                    .fields()
-                    .iter()
-                    .map(|f| {
-                        let c = column_expr(f.name());
-                        if *f.name() == old { c.alias(&new) } else { c }
+                let columns = each_column(&table, |e, f| {
+                    Some(if *f.name() == old {
+                        (e.alias(&new), f.with_name(&new))
+                    } else {
+                        (e, f)
                     })
-                    .collect();
-                let fields = table
-                    .schema
-                    .fields()
-                    .iter()
-                    .map(|f| {
-                        let f = f.as_ref().clone();
-                        if *f.name() == old {
-                            f.with_name(&new)
-                        } else {
-                            f
-                        }
-                    })
-                    .collect();
+                });
                 let mut defaults = table.entry.column_defaults.clone();
                 if let Some(d) = defaults.remove(&old) {
                     defaults.insert(new, d);
                 }
-                self.rewrite(&table, columns, fields, defaults).await
+                self.rewrite(&table, columns, defaults).await
             }
             AlterTableOperation::DropColumn {
                 column_names,
@@ -191,24 +169,10 @@ impl Session {
                         "dropping \"{dropped}\", the only column of \"{name}\" (drop the table)"
                     )));
                 }
-                let keep = |f: &&Arc<Field>| *f.name() != dropped;
-                let columns = table
-                    .schema
-                    .fields()
-                    .iter()
-                    .filter(keep)
-                    .map(|f| column_expr(f.name()))
-                    .collect();
-                let fields = table
-                    .schema
-                    .fields()
-                    .iter()
-                    .filter(keep)
-                    .map(|f| f.as_ref().clone())
-                    .collect();
+                let columns = each_column(&table, |e, f| (*f.name() != dropped).then_some((e, f)));
                 let mut defaults = table.entry.column_defaults.clone();
                 defaults.remove(&dropped);
-                self.rewrite(&table, columns, fields, defaults).await
+                self.rewrite(&table, columns, defaults).await
             }
             AlterTableOperation::AlterColumn { column_name, op } => {
                 let column = existing_column(&table, &column_name.value)?;
@@ -222,22 +186,15 @@ impl Session {
                         if field.is_nullable() == nullable {
                             return Ok(CommandTag::plain("ALTER TABLE"));
                         }
-                        let fields = table
-                            .schema
-                            .fields()
-                            .iter()
-                            .map(|f| {
-                                let f = f.as_ref().clone();
-                                if *f.name() == column {
-                                    f.with_nullable(nullable)
-                                } else {
-                                    f
-                                }
+                        let columns = each_column(&table, |e, f| {
+                            Some(if *f.name() == column {
+                                (e, f.with_nullable(nullable))
+                            } else {
+                                (e, f)
                             })
-                            .collect();
-                        let columns = current_columns(&table);
+                        });
                         let defaults = table.entry.column_defaults.clone();
-                        self.rewrite(&table, columns, fields, defaults).await
+                        self.rewrite(&table, columns, defaults).await
                     }
                     AlterColumnOperation::SetDefault { value } => {
                         let field = table
@@ -245,27 +202,13 @@ impl Session {
                             .field_with_name(&column)
                             .map_err(|e| Error::DataFusion(e.into()))?
                             .clone();
-                        let state = self.context().state();
                         let (text, _) = self
-                            .default_of(&value.to_string(), &sql_type_of(&state, &field)?, &column)
+                            .default_of(&value.to_string(), &sql_type_of(&field)?, &column)
                             .await?;
-                        let mut defaults = table.entry.column_defaults.clone();
-                        match text {
-                            Some(text) => defaults.insert(column, text),
-                            None => defaults.remove(&column),
-                        };
-                        let _write = table.write_lock.lock().await;
-                        let delta = table.latest().await?;
-                        self.replace_entry(&table, delta, defaults)?;
-                        Ok(CommandTag::plain("ALTER TABLE"))
+                        self.set_default(&table, column, text).await
                     }
                     AlterColumnOperation::DropDefault => {
-                        let mut defaults = table.entry.column_defaults.clone();
-                        defaults.remove(&column);
-                        let _write = table.write_lock.lock().await;
-                        let delta = table.latest().await?;
-                        self.replace_entry(&table, delta, defaults)?;
-                        Ok(CommandTag::plain("ALTER TABLE"))
+                        self.set_default(&table, column, None).await
                     }
                     other => Err(Error::NotSupported(format!(
                         "ALTER COLUMN … {other} (supported: SET/DROP NOT NULL, SET/DROP DEFAULT)"
@@ -325,19 +268,38 @@ impl Session {
         Ok((text, field))
     }
 
-    /// Rewrites `table` as `columns` (expressions over its latest version) with `fields`:
-    /// one overwrite commit, the new schema in Delta's metadata, then the catalog.
+    /// Sets (`Some`) or drops (`None`) the default of `column`: the catalog only.
+    async fn set_default(
+        &self,
+        table: &StoredTable,
+        column: String,
+        text: Option<String>,
+    ) -> Result<CommandTag> {
+        let mut defaults = table.entry.column_defaults.clone();
+        match text {
+            Some(text) => defaults.insert(column, text),
+            None => defaults.remove(&column),
+        };
+        let _write = table.write_lock.lock().await;
+        let delta = table.latest().await?;
+        self.replace_entry(table, delta, defaults)?;
+        Ok(CommandTag::plain("ALTER TABLE"))
+    }
+
+    /// Rewrites `table` as `columns` (each an expression over its latest version and the
+    /// field it becomes): one overwrite commit, the new schema in Delta's metadata, then
+    /// the catalog.
     async fn rewrite(
         &self,
         table: &Arc<StoredTable>,
-        columns: Vec<Expr>,
-        fields: Vec<Field>,
+        columns: Vec<(Expr, Field)>,
         defaults: BTreeMap<String, String>,
     ) -> Result<CommandTag> {
         use datafusion::physical_plan::stream::RecordBatchStreamAdapter;
         use deltalake::operations::write::SchemaMode;
         use deltalake::protocol::SaveMode;
         let db = self.database().clone();
+        let (columns, fields): (Vec<Expr>, Vec<Field>) = columns.into_iter().unzip();
         let target = Arc::new(Schema::new(fields));
         let source = Arc::new(UserTableProvider::new(table.clone()));
         let frame = self.context().read_table(source)?.select(columns)?;
@@ -395,19 +357,23 @@ impl Session {
     }
 }
 
-/// Every column of `table`, as expressions.
-fn current_columns(table: &StoredTable) -> Vec<Expr> {
+/// The columns of a rewrite of `table`: `change` gets each column (as an expression
+/// reading it, and its field) and returns what it becomes, or `None` to drop it.
+fn each_column(
+    table: &StoredTable,
+    change: impl Fn(Expr, Field) -> Option<(Expr, Field)>,
+) -> Vec<(Expr, Field)> {
     table
         .schema
         .fields()
         .iter()
-        .map(|f| column_expr(f.name()))
+        .filter_map(|f| {
+            change(
+                Expr::Column(Column::new_unqualified(f.name())),
+                f.as_ref().clone(),
+            )
+        })
         .collect()
-}
-
-/// The column called exactly `name`.
-fn column_expr(name: &str) -> Expr {
-    Expr::Column(Column::new_unqualified(name))
 }
 
 /// The column of `table` that `name` (as written) names.
@@ -427,10 +393,7 @@ fn missing_column(table: &StoredTable, name: &str) -> Error {
 }
 
 /// The SQL spelling of `field`'s type, for planning a value of it.
-fn sql_type_of(
-    _state: &datafusion::execution::context::SessionState,
-    field: &Field,
-) -> Result<String> {
+fn sql_type_of(field: &Field) -> Result<String> {
     use datafusion::arrow::datatypes::{DataType, TimeUnit};
     Ok(match field.data_type() {
         DataType::Boolean => "boolean",

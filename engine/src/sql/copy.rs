@@ -107,11 +107,7 @@ impl Session {
     /// rows for one RocksDB batch at the end.
     pub(super) fn start_streamed_copy(&self, copy: &mut CopyIn) {
         use datafusion::physical_plan::stream::RecordBatchStreamAdapter;
-        let Some(table) = (copy.provider.as_ref() as &dyn std::any::Any)
-            .downcast_ref::<UserTableProvider>()
-            .filter(|p| p.version().is_none())
-            .map(|p| p.stored().clone())
-        else {
+        let Some(table) = UserTableProvider::writable_table(copy.provider.as_ref()) else {
             return;
         };
         let (tx, rx) = tokio::sync::mpsc::channel::<SinkMessage>(STREAMED_COPY_DEPTH);

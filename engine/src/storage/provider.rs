@@ -50,6 +50,9 @@ pub struct UserTableProvider {
     version: Option<i64>,
     /// The columns scans produce: the table's, or those of the past version read.
     schema: SchemaRef,
+    /// The past version, when it was loaded while planning (`table_at`): scans read it
+    /// rather than loading it again.
+    loaded: Option<DeltaTable>,
 }
 
 impl UserTableProvider {
@@ -59,7 +62,17 @@ impl UserTableProvider {
             schema: table.schema.clone(),
             table,
             version: None,
+            loaded: None,
         }
+    }
+
+    /// The stored table `provider` reads at its latest version, if it is such a user
+    /// table (the table a `COPY` or `INSERT` into it writes).
+    pub fn writable_table(provider: &dyn TableProvider) -> Option<Arc<StoredTable>> {
+        (provider as &dyn std::any::Any)
+            .downcast_ref::<Self>()
+            .filter(|p| p.version.is_none())
+            .map(|p| p.table.clone())
     }
 
     /// The stored table.
@@ -78,6 +91,7 @@ impl UserTableProvider {
             schema: table.schema.clone(),
             table,
             version: Some(version),
+            loaded: None,
         }
     }
 
@@ -90,6 +104,7 @@ impl UserTableProvider {
             schema,
             table,
             version: Some(version),
+            loaded: Some(delta),
         })
     }
 }
@@ -128,9 +143,10 @@ impl TableProvider for UserTableProvider {
         filters: &[Expr],
         limit: Option<usize>,
     ) -> DfResult<Arc<dyn ExecutionPlan>> {
-        let table = match self.version {
-            None => self.table.latest().await?,
-            Some(v) => self.table.at_version(v).await?,
+        let table = match (&self.loaded, self.version) {
+            (Some(loaded), _) => loaded.clone(),
+            (None, None) => self.table.latest().await?,
+            (None, Some(v)) => self.table.at_version(v).await?,
         };
         delta_scan(&table, state, projection, filters, limit).await
     }

@@ -131,10 +131,7 @@ impl CopyIn {
             .iter()
             .map(|i| Column::new(schema.field(*i).data_type()))
             .collect();
-        let stored = (provider.as_ref() as &dyn std::any::Any)
-            .downcast_ref::<crate::storage::provider::UserTableProvider>()
-            .filter(|p| p.version().is_none())
-            .map(|p| p.stored().clone());
+        let stored = crate::storage::provider::UserTableProvider::writable_table(provider.as_ref());
         let fill = schema
             .fields()
             .iter()
