@@ -2,7 +2,7 @@
 # Installs what building and testing runbase needs, once; later runs return at once.
 #   - Debian packages: libclang-dev (RocksDB's bindings), postgresql-client (psql, for tests),
 #     a JDK with libpostgresql-jdbc-java, Node.js with npm, openssl (the client matrix and
-#     TLS tests)
+#     TLS tests), prometheus (the monitoring test)
 #   - PyTorch 2.11.0 in a venv under $RUNBASE_CACHE, the libtorch that tch links against,
 #     plus the Python drivers the tests use, moto (a local S3) and the Delta readers;
 #     node-postgres under tests/clients/node
@@ -23,6 +23,8 @@ command -v javac >/dev/null 2>&1 || missing+=(default-jdk-headless)
 command -v node >/dev/null 2>&1 || missing+=(nodejs)
 command -v npm >/dev/null 2>&1 || missing+=(npm)
 command -v openssl >/dev/null 2>&1 || missing+=(openssl)
+# The monitoring test scrapes the server with a real Prometheus.
+command -v prometheus >/dev/null 2>&1 || missing+=(prometheus)
 if [ ${#missing[@]} -gt 0 ]; then
   echo "setup: installing ${missing[*]}" >&2
   sudo_if_needed apt-get update -qq

@@ -73,7 +73,9 @@ async fn wait_for(conn: &str, what: &str) -> tokio_postgres::Client {
 pub struct Runbase {
     child: Child,
     port: u16,
-    _dir: tempfile::TempDir,
+    synchronous_commit: bool,
+    env: Vec<(String, String)>,
+    dir: tempfile::TempDir,
 }
 
 /// The `runbase` binary: `$RUNBASE_BIN`, else next to this executable.
@@ -98,13 +100,30 @@ impl Runbase {
     ) -> (Self, tokio_postgres::Client) {
         let dir = tempfile::tempdir().expect("tempdir");
         let port = free_port();
-        let child = Command::new(runbase_bin())
+        let env: Vec<(String, String)> = env
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.clone()))
+            .collect();
+        let child = Self::spawn(dir.path(), port, synchronous_commit, &env);
+        let me = Self {
+            child,
+            port,
+            synchronous_commit,
+            env,
+            dir,
+        };
+        let client = wait_for(&me.conn_str(), "runbase").await;
+        (me, client)
+    }
+
+    fn spawn(dir: &Path, port: u16, synchronous_commit: bool, env: &[(String, String)]) -> Child {
+        Command::new(runbase_bin())
             .args([
                 "serve",
                 "--listen",
                 &format!("127.0.0.1:{port}"),
                 "--data-dir",
-                &dir.path().display().to_string(),
+                &dir.display().to_string(),
                 "--synchronous-commit",
                 &synchronous_commit.to_string(),
                 // The comparisons speak PostgreSQL only; no HTTP port to collide on.
@@ -115,14 +134,21 @@ impl Runbase {
             .stdout(Stdio::null())
             .stderr(Stdio::inherit())
             .spawn()
-            .unwrap_or_else(|e| panic!("start {}: {e}", runbase_bin().display()));
-        let me = Self {
-            child,
-            port,
-            _dir: dir,
-        };
-        let client = wait_for(&me.conn_str(), "runbase").await;
-        (me, client)
+            .unwrap_or_else(|e| panic!("start {}: {e}", runbase_bin().display()))
+    }
+
+    /// Kills the server (SIGKILL: no shutdown code runs) and starts it again on the same
+    /// data directory; returns a client once it accepts connections.
+    pub async fn restart(&mut self) -> tokio_postgres::Client {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        self.child = Self::spawn(
+            self.dir.path(),
+            self.port,
+            self.synchronous_commit,
+            &self.env,
+        );
+        wait_for(&self.conn_str(), "runbase").await
     }
 
     /// The server's process id.
@@ -151,7 +177,9 @@ pub struct Postgres {
     bin: PathBuf,
     data: PathBuf,
     port: u16,
-    _dir: tempfile::TempDir,
+    /// The server options `pg_ctl start` passes.
+    opts: String,
+    dir: tempfile::TempDir,
 }
 
 fn as_postgres_user(cmd: &Path) -> Command {
@@ -205,22 +233,55 @@ impl Postgres {
             dir.path().display(),
             if synchronous_commit { "on" } else { "off" }
         );
-        let status = as_postgres_user(&bin.join("pg_ctl"))
-            .args(["-D", &data.display().to_string(), "-o", &opts, "-l"])
-            .arg(dir.path().join("log"))
+        let me = Self {
+            bin,
+            data,
+            port,
+            opts,
+            dir,
+        };
+        me.pg_ctl_start();
+        let client = wait_for(&me.conn_str(), "postgres").await;
+        (me, client)
+    }
+
+    fn pg_ctl_start(&self) {
+        let status = as_postgres_user(&self.bin.join("pg_ctl"))
+            .args([
+                "-D",
+                &self.data.display().to_string(),
+                "-o",
+                &self.opts,
+                "-l",
+            ])
+            .arg(self.dir.path().join("log"))
             .args(["-w", "start"])
             .stdout(Stdio::null())
             .status()
             .expect("run pg_ctl");
         assert!(status.success(), "pg_ctl start failed");
-        let me = Self {
-            bin,
-            data,
-            port,
-            _dir: dir,
-        };
-        let client = wait_for(&me.conn_str(), "postgres").await;
-        (me, client)
+    }
+
+    fn pg_ctl_stop_immediate(&self) {
+        let _ = as_postgres_user(&self.bin.join("pg_ctl"))
+            .args([
+                "-D",
+                &self.data.display().to_string(),
+                "-m",
+                "immediate",
+                "stop",
+            ])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status();
+    }
+
+    /// Stops the server the hard way (`pg_ctl -m immediate`: no checkpoint, crash
+    /// recovery at the next start) and starts it again; returns a client.
+    pub async fn restart(&mut self) -> tokio_postgres::Client {
+        self.pg_ctl_stop_immediate();
+        self.pg_ctl_start();
+        wait_for(&self.conn_str(), "postgres").await
     }
 
     /// The connection string.
@@ -253,17 +314,7 @@ impl Postgres {
 
 impl Drop for Postgres {
     fn drop(&mut self) {
-        let _ = as_postgres_user(&self.bin.join("pg_ctl"))
-            .args([
-                "-D",
-                &self.data.display().to_string(),
-                "-m",
-                "immediate",
-                "stop",
-            ])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .status();
+        self.pg_ctl_stop_immediate();
     }
 }
 

@@ -22,13 +22,16 @@ use crate::catalog::Catalog;
 use crate::error::{Error, Result};
 use crate::executor::CpuExecutor;
 use crate::kv::Kv;
+use crate::notify::Notifications;
+use crate::stats::{Stats, StatsTable};
 use crate::storage::provider::TableAtFunction;
 use crate::storage::schema::{PUBLIC_SCHEMA, RunbaseCatalog, UserSchema};
 use crate::storage::{ObjectStoreRoot, S3Options, StoredTable};
 use crate::system::{SystemTable, SystemTableProvider, TableVersions};
-use crate::tracking::Tracking;
+use crate::tracking::alerts::tables::{AlertDeliveriesTable, AlertEventsTable, AlertsTable};
 use crate::tracking::functions::{self, Caller};
 use crate::tracking::tables::{TableKind, TrackingTable};
+use crate::tracking::{Tracking, TrackingRef};
 use crate::users::Users;
 
 /// Name of the one database (DataFusion catalog) a runbase instance serves.
@@ -104,6 +107,9 @@ struct Inner {
     /// Functions only superusers may call.
     superuser_functions: RwLock<std::collections::HashSet<String>>,
     backups: Backups,
+    stats: Arc<Stats>,
+    kv: Kv,
+    notifications: Arc<Notifications>,
 }
 
 impl Database {
@@ -147,7 +153,17 @@ impl Database {
             options.data_dir.clone(),
             options.s3.clone(),
         );
-        let tracking = Tracking::new(kv, root.clone());
+        let stats = Arc::new(Stats::new());
+        stats.watch_kv(kv.downgrade());
+        let notifications = Arc::new(Notifications::default());
+        let tracking = Tracking::new(
+            kv.clone(),
+            root.clone(),
+            stats.clone(),
+            notifications.clone(),
+        );
+        tracking.load_alerts()?;
+        spawn_alert_clock(tracking.downgrade());
         let system = Arc::new(MemorySchemaProvider::new());
         for kind in TableKind::ALL {
             system.register_table(
@@ -171,6 +187,28 @@ impl Database {
             "tables".into(),
             Arc::new(SystemTableProvider(Arc::new(crate::system::Tables::new(
                 user.clone(),
+            )))),
+        )?;
+        system.register_table(
+            "alerts".into(),
+            Arc::new(SystemTableProvider(Arc::new(AlertsTable::new(&tracking)))),
+        )?;
+        system.register_table(
+            "alert_events".into(),
+            Arc::new(SystemTableProvider(Arc::new(AlertEventsTable::new(
+                &tracking,
+            )))),
+        )?;
+        system.register_table(
+            "alert_deliveries".into(),
+            Arc::new(SystemTableProvider(Arc::new(AlertDeliveriesTable::new(
+                &tracking,
+            )))),
+        )?;
+        system.register_table(
+            "stats".into(),
+            Arc::new(SystemTableProvider(Arc::new(StatsTable::new(
+                stats.clone(),
             )))),
         )?;
         system.register_table(
@@ -214,6 +252,9 @@ impl Database {
                 }),
                 superuser_functions: RwLock::new(["backup".to_string()].into()),
                 backups,
+                stats,
+                kv,
+                notifications,
             }),
         };
         let weak = db.downgrade();
@@ -231,6 +272,23 @@ impl Database {
     /// A handle that does not keep the database open, for functions registered in it.
     pub fn downgrade(&self) -> WeakDatabase {
         WeakDatabase(Arc::downgrade(&self.inner))
+    }
+
+    /// The `LISTEN`/`NOTIFY` channels.
+    pub fn notifications(&self) -> &Arc<Notifications> {
+        &self.inner.notifications
+    }
+
+    /// The database's counters, which `GET /metrics` and `runbase.stats` report.
+    pub fn stats(&self) -> &Arc<Stats> {
+        &self.inner.stats
+    }
+
+    /// Whether the database is open and accepting writes: an error while RocksDB reports
+    /// a background error (a failed flush or compaction) or stops writes in a stall.
+    /// Takes RocksDB's mutex briefly.
+    pub fn ready(&self) -> Result<()> {
+        self.inner.kv.accepting_writes()
     }
 
     /// The data directory.
@@ -359,12 +417,13 @@ impl Database {
         &self.inner.tracking
     }
 
-    /// `start_run` for a session of `caller`, so its runs record who started them.
-    pub(crate) fn start_run_function(
+    /// `start_run` and `create_alert` for a session of `caller`, so what it creates
+    /// records who did.
+    pub(crate) fn caller_functions(
         &self,
         caller: &Caller,
-    ) -> datafusion::logical_expr::ScalarUDF {
-        functions::start_run(&self.inner.tracking, &self.inner.user, caller)
+    ) -> Vec<datafusion::logical_expr::ScalarUDF> {
+        functions::for_caller(&self.inner.tracking, &self.inner.user, caller)
     }
 
     pub(crate) fn executor(&self) -> &CpuExecutor {
@@ -400,6 +459,30 @@ impl WeakDatabase {
             .map(|inner| Database { inner })
             .ok_or_else(|| Error::InvalidState("the database has been closed".into()))
     }
+}
+
+/// Checks the alerts' clock conditions (`hung`, `budget`) every
+/// [`crate::tracking::alerts::CLOCK_TICK`], on the blocking pool, until the database closes.
+fn spawn_alert_clock(tracking: TrackingRef) {
+    let Ok(handle) = tokio::runtime::Handle::try_current() else {
+        return;
+    };
+    handle.spawn(async move {
+        let mut tick = tokio::time::interval(crate::tracking::alerts::CLOCK_TICK);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tick.tick().await;
+            let Ok(tracking) = tracking.get() else {
+                return;
+            };
+            let now = chrono::Utc::now().timestamp_micros();
+            let checked =
+                tokio::task::spawn_blocking(move || tracking.check_alert_clocks(now)).await;
+            if let Ok(Err(e)) = checked {
+                tracing::warn!(%e, "checking the alerts' clocks failed");
+            }
+        }
+    });
 }
 
 fn template_state(

@@ -4,6 +4,7 @@ mod code;
 
 use datafusion::error::DataFusionError;
 
+pub(crate) use code::datafusion_code;
 pub use code::{CodedError, ErrorClass, ErrorCode};
 
 /// Errors raised by the runbase engine.

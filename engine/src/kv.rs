@@ -48,6 +48,8 @@ pub struct Kv {
 
 struct Inner {
     db: DB,
+    /// The column families' names, for figures summed over all of them.
+    families: Vec<String>,
     synced: WriteOptions,
     commit: WriteOptions,
     /// The database's commit setting (what `commit` syncs by).
@@ -55,6 +57,23 @@ struct Inner {
     /// Held while the database is open: a second process on the same directory fails
     /// to open it with [`Error::InUse`] rather than with RocksDB's lock error.
     _lock: File,
+}
+
+/// A [`Kv`] that does not keep the store open.
+#[derive(Clone)]
+pub(crate) struct WeakKv(std::sync::Weak<Inner>);
+
+impl WeakKv {
+    /// The store, while it is open.
+    pub(crate) fn upgrade(&self) -> Option<Kv> {
+        self.0.upgrade().map(|inner| Kv { inner })
+    }
+}
+
+impl std::fmt::Debug for WeakKv {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("WeakKv").finish_non_exhaustive()
+    }
 }
 
 impl std::fmt::Debug for Kv {
@@ -93,6 +112,13 @@ impl Kv {
         opts.create_if_missing(true);
         opts.create_missing_column_families(true);
         opts.set_compression_type(rocksdb::DBCompressionType::Lz4);
+        let mut names: Vec<String> = families.iter().map(|f| f.name().to_string()).collect();
+        if !names
+            .iter()
+            .any(|n| n == rocksdb::DEFAULT_COLUMN_FAMILY_NAME)
+        {
+            names.insert(0, rocksdb::DEFAULT_COLUMN_FAMILY_NAME.to_string());
+        }
         let db = DB::open_cf_descriptors(&opts, dir, families)?;
         let mut synced = WriteOptions::default();
         synced.set_sync(true);
@@ -101,6 +127,7 @@ impl Kv {
         Ok(Self {
             inner: Arc::new(Inner {
                 db,
+                families: names,
                 synced,
                 commit,
                 synchronous,
@@ -114,6 +141,49 @@ impl Kv {
     /// the async workers.
     pub(crate) fn checkpoint(&self, dir: &Path) -> Result<()> {
         rocksdb::checkpoint::Checkpoint::new(&self.inner.db)?.create_checkpoint(dir)?;
+        Ok(())
+    }
+
+    /// A handle that does not keep the store open (for the metrics collector).
+    pub(crate) fn downgrade(&self) -> WeakKv {
+        WeakKv(Arc::downgrade(&self.inner))
+    }
+
+    /// An integer property of the whole instance (`rocksdb.is-write-stopped`, …); 0 when
+    /// RocksDB does not report it. Blocking only briefly (it takes RocksDB's mutex).
+    pub(crate) fn property(&self, name: &str) -> u64 {
+        self.inner
+            .db
+            .property_int_value(name)
+            .ok()
+            .flatten()
+            .unwrap_or(0)
+    }
+
+    /// An integer property summed over every column family (`rocksdb.estimate-num-keys`, …).
+    pub(crate) fn property_sum(&self, name: &str) -> u64 {
+        self.inner
+            .families
+            .iter()
+            .filter_map(|family| self.inner.db.cf_handle(family))
+            .filter_map(|cf| self.inner.db.property_int_value_cf(cf, name).ok().flatten())
+            .fold(0u64, u64::saturating_add)
+    }
+
+    /// Whether RocksDB takes writes: not after a background error (a failed flush or
+    /// compaction), nor while it stops writes in a stall.
+    pub(crate) fn accepting_writes(&self) -> Result<()> {
+        if self.property("rocksdb.background-errors") > 0 {
+            return Err(Error::Unavailable(
+                "the catalog store reported a background error (see the server log); restart the server"
+                    .into(),
+            ));
+        }
+        if self.property("rocksdb.is-write-stopped") > 0 {
+            return Err(Error::Unavailable(
+                "the catalog store has stopped writes until compaction catches up".into(),
+            ));
+        }
         Ok(())
     }
 

@@ -18,6 +18,8 @@
 //!   DataFusion sees of them (schema and table providers).
 //! - [`tracking`]: experiments, runs, params, metrics, tags, lineage, artifacts and models
 //!   in RocksDB, their `runbase.*` tables and the `log_metric`-style functions.
+//! - [`notify`]: `LISTEN`/`NOTIFY` channels and each session's queue.
+//! - [`stats`]: [`stats::Stats`], the counters behind `GET /metrics` and `runbase.stats`.
 //! - [`system`]: system tables ([`SystemTable`]) such as `runbase.table_versions`.
 //! - [`sql`]: [`Session`], per-client statement planning and execution, split by job.
 //! - [`pg`]: PostgreSQL dialect compatibility (rewrites, `oid[]`, catalog functions, COPY
@@ -42,9 +44,11 @@ pub mod database;
 pub mod error;
 pub mod executor;
 pub mod kv;
+pub mod notify;
 pub mod pg;
 pub mod scram;
 pub mod sql;
+pub mod stats;
 pub mod storage;
 pub mod system;
 pub mod tracking;

@@ -8,8 +8,9 @@
 //!   (SIGINT/SIGTERM) and drains them together.
 //! - [`pg`]: the PostgreSQL front end: listener, start-up and authentication, the simple
 //!   and extended query protocols, COPY, cancel and timeouts, SQLSTATE mapping.
-//! - [`http`]: the HTTP front end (axum): `GET /health`, engine errors as JSON with an
-//!   HTTP status.
+//! - [`http`]: the HTTP front end (axum): `GET /health`, `/ready`, `/metrics`, engine
+//!   errors as JSON with an HTTP status.
+//! - [`webhooks`]: alert events POSTed to the webhooks their rules name.
 //! - [`embedded`]: `runbase sql`, statements run in-process and printed as tables.
 //! - [`backup`]: `runbase backup` / `runbase restore`, and scheduled backups.
 //! - [`logging`]: the `tracing` subscriber.
@@ -35,6 +36,7 @@ pub mod http;
 pub mod logging;
 pub mod pg;
 pub mod supervisor;
+pub mod webhooks;
 
 use runbase_engine::{Database, DatabaseOptions};
 

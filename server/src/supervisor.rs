@@ -106,7 +106,11 @@ pub async fn run(args: ServeArgs) -> Result<(), BoxError> {
             shutdown.clone(),
         ))
     });
+    db.tracking()
+        .allow_webhooks(args.alert_webhook_allow.clone());
+    let webhooks = tokio::spawn(crate::webhooks::deliver(db.clone(), shutdown.clone()));
     let mut front_ends: JoinSet<(&'static str, Result<(), BoxError>)> = JoinSet::new();
+    let http_db = db.clone();
     {
         let shutdown = shutdown.clone();
         front_ends.spawn(async move {
@@ -117,7 +121,7 @@ pub async fn run(args: ServeArgs) -> Result<(), BoxError> {
     if let Some(listener) = http {
         let shutdown = shutdown.clone();
         front_ends.spawn(async move {
-            let result = crate::http::serve(listener, shutdown, grace).await;
+            let result = crate::http::serve(http_db, listener, shutdown, grace).await;
             ("HTTP", result.map_err(BoxError::from))
         });
     }
@@ -141,6 +145,9 @@ pub async fn run(args: ServeArgs) -> Result<(), BoxError> {
             failure.get_or_insert(e);
         }
     }
+    // Deliveries under way are abandoned with the process; each records its outcome
+    // when it ends.
+    webhooks.abort();
     if let Some(backups) = backups {
         // A backup under way is abandoned: it has no manifest, so it never counts.
         backups.abort();

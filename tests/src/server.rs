@@ -21,7 +21,7 @@ pub fn runbase_bin() -> PathBuf {
 
 /// `N` distinct free loopback ports (each listener is held until all are chosen, so the
 /// system cannot hand out one port twice).
-fn free_ports<const N: usize>() -> [u16; N] {
+pub fn free_ports<const N: usize>() -> [u16; N] {
     let listeners: Vec<TcpListener> = (0..N)
         .map(|_| TcpListener::bind("127.0.0.1:0").expect("a free loopback port"))
         .collect();

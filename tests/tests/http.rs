@@ -1,4 +1,5 @@
-//! The HTTP front end of the real server, over plain sockets: `GET /health`, `--no-http`,
+//! The HTTP front end of the real server, over plain sockets: `GET /health`, `/ready`
+//! and `/metrics` (read back through a real Prometheus and `runbase.stats`), `--no-http`,
 //! refusing to start when a front end cannot bind, and one SIGTERM stopping both front
 //! ends.
 
@@ -168,4 +169,179 @@ fn non_loopback_http_needs_scram() {
     assert!(!out.status.success());
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(stderr.contains("--auth scram"), "{stderr}");
+}
+
+/// The value of the sample `name{labels}` in a metrics text.
+fn sample(text: &str, name: &str, labels: &str) -> Option<f64> {
+    let series = if labels.is_empty() {
+        name.to_string()
+    } else {
+        format!("{name}{{{labels}}}")
+    };
+    text.lines()
+        .find_map(|line| line.strip_prefix(&series)?.strip_prefix(' '))
+        .and_then(|v| v.parse().ok())
+}
+
+#[test]
+fn ready_metrics_and_runbase_stats_agree_and_prometheus_scrapes_them() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let server = TestServer::start(dir.path());
+    let addr = server.http_addr();
+
+    let ready = get(addr, "/ready");
+    assert_eq!(ready.status, 200, "{}", ready.body);
+    assert_eq!(
+        serde_json::from_str::<serde_json::Value>(&ready.body).expect("JSON"),
+        serde_json::json!({"status": "ready"})
+    );
+
+    // Statements over psql: two that succeed, one refused while planning, one that
+    // does not parse.
+    let ok = server.psql(&[
+        "-c",
+        "CREATE TABLE t (x int)",
+        "-c",
+        "INSERT INTO t VALUES (1), (2)",
+        "-c",
+        "SELECT * FROM t",
+    ]);
+    assert!(ok.status.success(), "{ok:?}");
+    assert!(
+        !server
+            .psql(&["-c", "SELECT * FROM missing"])
+            .status
+            .success()
+    );
+    assert!(!server.psql(&["-c", "SELEC 1"]).status.success());
+
+    let metrics = get(addr, "/metrics");
+    assert_eq!(metrics.status, 200, "{}", metrics.body);
+    assert!(
+        metrics
+            .header("content-type")
+            .is_some_and(|t| t.starts_with("application/openmetrics-text")),
+        "{:?}",
+        metrics.headers
+    );
+    let text = &metrics.body;
+    let count = |name: &str, labels: &str| sample(text, name, labels);
+    assert_eq!(
+        count("runbase_statements_total", r#"kind="insert",result="ok""#),
+        Some(1.0),
+        "{text}"
+    );
+    assert_eq!(
+        count("runbase_statements_total", r#"kind="ddl",result="ok""#),
+        Some(1.0),
+        "{text}"
+    );
+    assert_eq!(
+        count(
+            "runbase_statements_total",
+            r#"kind="select",result="not_found""#
+        ),
+        Some(1.0),
+        "{text}"
+    );
+    assert_eq!(
+        count(
+            "runbase_statements_total",
+            r#"kind="unknown",result="invalid_input""#
+        ),
+        Some(1.0),
+        "{text}"
+    );
+    // The three psql runs, and the harness's readiness probe (a bare TCP connect).
+    assert_eq!(
+        count("runbase_connections_accepted_total", r#"front_end="pg""#),
+        Some(4.0),
+        "{text}"
+    );
+
+    assert!(
+        count("runbase_rows_returned_total", "").is_some_and(|n| n >= 2.0),
+        "{text}"
+    );
+    assert!(
+        count(
+            "runbase_statement_duration_seconds_count",
+            r#"kind="select""#
+        )
+        .is_some_and(|n| n >= 1.0),
+        "{text}"
+    );
+    assert!(
+        count("runbase_rocksdb_sst_files_size_bytes", "").is_some(),
+        "{text}"
+    );
+    assert!(
+        count("runbase_process_resident_memory_bytes", "").is_some_and(|n| n > 1e6),
+        "{text}"
+    );
+
+    // The same counter through SQL.
+    let stats = server.psql(&[
+        "-At",
+        "-c",
+        r#"SELECT value FROM runbase.stats WHERE name = 'runbase_statements_total' AND labels = 'kind="insert",result="ok"'"#,
+    ]);
+    assert!(stats.status.success(), "{stats:?}");
+    assert_eq!(String::from_utf8_lossy(&stats.stdout).trim(), "1");
+
+    // A real Prometheus scraping the server every second, asked through its query API.
+    let [prom_port] = runbase_tests::server::free_ports::<1>();
+    let prom_dir = tempfile::tempdir().expect("tempdir");
+    let config = prom_dir.path().join("prometheus.yml");
+    std::fs::write(
+        &config,
+        format!(
+            "global:\n  scrape_interval: 1s\nscrape_configs:\n  - job_name: runbase\n    static_configs:\n      - targets: ['{addr}']\n"
+        ),
+    )
+    .expect("write the scrape config");
+    let mut prometheus = std::process::Command::new("prometheus")
+        .arg(format!("--config.file={}", config.display()))
+        .arg(format!(
+            "--storage.tsdb.path={}",
+            prom_dir.path().join("data").display()
+        ))
+        .arg(format!("--web.listen-address=127.0.0.1:{prom_port}"))
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("start prometheus (scripts/setup.sh installs Debian's prometheus)");
+    let prom: SocketAddr = format!("127.0.0.1:{prom_port}").parse().expect("address");
+    let query =
+        "/api/v1/query?query=runbase_statements_total%7Bkind%3D%22insert%22%2Cresult%3D%22ok%22%7D";
+    let deadline = Instant::now() + Duration::from_secs(90);
+    let answer = loop {
+        let body = TcpStream::connect_timeout(&prom, Duration::from_secs(1))
+            .ok()
+            .map(|mut s| {
+                s.set_read_timeout(Some(Duration::from_secs(10)))
+                    .expect("read timeout");
+                get_on(&mut s, query)
+            })
+            .filter(|r| r.status == 200)
+            .and_then(|r| serde_json::from_str::<serde_json::Value>(&r.body).ok());
+        if let Some(json) = &body
+            && json["data"]["result"]
+                .as_array()
+                .is_some_and(|r| !r.is_empty())
+        {
+            break json.clone();
+        }
+        assert!(
+            Instant::now() < deadline,
+            "prometheus never scraped the metric: {body:?}"
+        );
+        std::thread::sleep(Duration::from_millis(500));
+    };
+    let _ = prometheus.kill();
+    let _ = prometheus.wait();
+    let result = &answer["data"]["result"][0];
+    assert_eq!(result["metric"]["job"], "runbase", "{answer}");
+    assert_eq!(result["metric"]["instance"], addr.to_string(), "{answer}");
+    assert_eq!(result["value"][1], "1", "{answer}");
 }

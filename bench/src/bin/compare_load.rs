@@ -8,11 +8,16 @@
 //! PostgreSQL: the backend serving the load, whose RSS also counts the shared buffers it
 //! touched).
 //!
+//! Then the cost of many versions: `--versions` single-row INSERTs into a fresh table (each
+//! its own Delta commit in runbase, its own transaction in PostgreSQL), the server killed
+//! and started again, and the first `SELECT count(*)` timed — opening a table with
+//! thousands of versions — then the same query warm.
+//!
 //! ```sh
 //! source scripts/env.sh
 //! cargo build --release --workspace --bins
 //! $CARGO_TARGET_DIR/release/compare_load              # 20M rows
-//! $CARGO_TARGET_DIR/release/compare_load --quick      # 200k rows, a smoke run
+//! $CARGO_TARGET_DIR/release/compare_load --quick      # 200k rows, 100 versions: a smoke run
 //! ```
 
 use std::time::Instant;
@@ -31,6 +36,9 @@ struct Args {
     /// Rows loaded.
     #[arg(long, default_value_t = 20_000_000)]
     rows: u64,
+    /// Single-row INSERTs (table versions) before the restart.
+    #[arg(long, default_value_t = 5_000)]
+    versions: u64,
     /// Small sizes for a quick run.
     #[arg(long)]
     quick: bool,
@@ -103,17 +111,91 @@ async fn load(client: &Client, pid: u32, rows: u64) -> Load {
     }
 }
 
+/// What the many-versions run measured.
+struct Reopen {
+    inserts_per_s: f64,
+    /// From the kill to the first accepted connection.
+    restart_ms: f64,
+    /// The first `SELECT count(*)` after the restart.
+    first_count_ms: f64,
+    /// The same query again, median of five.
+    warm_count_ms: f64,
+}
+
+/// `versions` single-row INSERTs into a new table `v`; returns INSERTs per second.
+async fn insert_versions(client: &Client, versions: u64) -> f64 {
+    client
+        .batch_execute("CREATE TABLE v (i bigint, s text)")
+        .await
+        .expect("create table");
+    let insert = client
+        .prepare("INSERT INTO v VALUES ($1, $2)")
+        .await
+        .expect("prepare insert");
+    let start = Instant::now();
+    for i in 0..versions {
+        let i = i as i64;
+        client
+            .execute(&insert, &[&i, &format!("row {i}")])
+            .await
+            .expect("insert");
+    }
+    versions as f64 / start.elapsed().as_secs_f64()
+}
+
+/// Times `SELECT count(*) FROM v` and checks it.
+async fn count_ms(client: &Client, versions: u64) -> f64 {
+    let start = Instant::now();
+    let n: i64 = client
+        .query_one("SELECT count(*) FROM v", &[])
+        .await
+        .expect("count")
+        .get(0);
+    let ms = start.elapsed().as_secs_f64() * 1000.0;
+    assert_eq!(
+        n as u64, versions,
+        "every acknowledged row survived the restart"
+    );
+    ms
+}
+
+/// Times the first and the warm counts on a server that was just restarted.
+async fn after_restart(
+    client: &Client,
+    versions: u64,
+    inserts_per_s: f64,
+    restart_ms: f64,
+) -> Reopen {
+    let first_count_ms = count_ms(client, versions).await;
+    let mut warm = Vec::new();
+    for _ in 0..5 {
+        warm.push(count_ms(client, versions).await);
+    }
+    warm.sort_by(f64::total_cmp);
+    Reopen {
+        inserts_per_s,
+        restart_ms,
+        first_count_ms,
+        warm_count_ms: warm[2],
+    }
+}
+
+fn ms_since(start: Instant) -> f64 {
+    start.elapsed().as_secs_f64() * 1000.0
+}
+
 #[tokio::main]
 async fn main() {
     let mut args = Args::parse();
     if args.quick {
         args.rows = 200_000;
+        args.versions = 100;
     }
     let (runbase, rb) = Runbase::start(true).await;
     let rb_load = load(&rb, runbase.pid(), args.rows).await;
     drop(rb);
     drop(runbase);
-    let (_pg, pg) = Postgres::start(true).await;
+    let (pg_first, pg) = Postgres::start(true).await;
     let pg_version = Postgres::short_version(&pg).await;
     let backend: i32 = pg
         .query_one("SELECT pg_backend_pid()", &[])
@@ -121,6 +203,8 @@ async fn main() {
         .expect("backend pid")
         .get(0);
     let pg_load = load(&pg, backend as u32, args.rows).await;
+    drop(pg);
+    drop(pg_first);
 
     let mb = |b: u64| b as f64 / (1024.0 * 1024.0);
     let mut table = Table::new(
@@ -152,5 +236,54 @@ async fn main() {
          fsync and synchronous_commit on). runbase streams the rows into Parquet files of \
          ~32 MB and commits once; PostgreSQL's backend RSS includes the shared buffers it \
          touched (shared_buffers = 512MB)."
+    );
+
+    let (mut runbase, rb) = Runbase::start(true).await;
+    let inserts = insert_versions(&rb, args.versions).await;
+    drop(rb);
+    let start = Instant::now();
+    let rb = runbase.restart().await;
+    let rb_reopen = after_restart(&rb, args.versions, inserts, ms_since(start)).await;
+    drop(rb);
+    drop(runbase);
+    let (mut pg_server, pg) = Postgres::start(true).await;
+    let inserts = insert_versions(&pg, args.versions).await;
+    drop(pg);
+    let start = Instant::now();
+    let pg = pg_server.restart().await;
+    let pg_reopen = after_restart(&pg, args.versions, inserts, ms_since(start)).await;
+    drop(pg);
+    drop(pg_server);
+    let mut table = Table::new(
+        &format!("PostgreSQL {pg_version}"),
+        &format!(
+            "{} single-row INSERTs (runbase: {} table versions), kill, restart, first count",
+            args.versions, args.versions
+        ),
+    );
+    table.push(Row::higher_better(
+        "single-row INSERT, synced (rows/s)",
+        rb_reopen.inserts_per_s,
+        pg_reopen.inserts_per_s,
+    ));
+    table.push(Row::lower_better(
+        "kill → accepting connections (ms)",
+        rb_reopen.restart_ms,
+        pg_reopen.restart_ms,
+    ));
+    table.push(Row::lower_better(
+        "first SELECT count(*) after the restart (ms)",
+        rb_reopen.first_count_ms,
+        pg_reopen.first_count_ms,
+    ));
+    table.push(Row::lower_better(
+        "SELECT count(*) warm, median of 5 (ms)",
+        rb_reopen.warm_count_ms,
+        pg_reopen.warm_count_ms,
+    ));
+    println!("{}", table.markdown());
+    println!(
+        "runbase reads the table's newest Delta checkpoint and the commits after it on first \
+         use; PostgreSQL replays its WAL at start (killed with pg_ctl -m immediate)."
     );
 }

@@ -134,6 +134,27 @@ pub enum ErrorClass {
     Internal,
 }
 
+impl ErrorClass {
+    /// The class's name in `snake_case` (the `result` label of the statement counters).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ErrorClass::NotFound => "not_found",
+            ErrorClass::AlreadyExists => "already_exists",
+            ErrorClass::InvalidInput => "invalid_input",
+            ErrorClass::Unauthenticated => "unauthenticated",
+            ErrorClass::PermissionDenied => "permission_denied",
+            ErrorClass::Unsupported => "unsupported",
+            ErrorClass::InvalidState => "invalid_state",
+            ErrorClass::Canceled => "canceled",
+            ErrorClass::Timeout => "timeout",
+            ErrorClass::Conflict => "conflict",
+            ErrorClass::ResourceExhausted => "resource_exhausted",
+            ErrorClass::Io => "io",
+            ErrorClass::Internal => "internal",
+        }
+    }
+}
+
 impl ErrorCode {
     /// The code's class.
     pub fn class(self) -> ErrorClass {

@@ -63,8 +63,8 @@ pub(super) fn writing_call(
 impl Session {
     /// Refuses a call of a superuser-only function ([`Database::register_superuser_function`])
     /// by anyone else, and, for a read-only session, any statement that would change something: only
-    /// queries, `EXPLAIN` of them, `SHOW`, `SET`, transaction statements and `COPY … TO`
-    /// pass, and none that calls a function registered as writing
+    /// queries, `EXPLAIN` of them, `SHOW`, `SET`, transaction statements, `COPY … TO` and
+    /// `LISTEN`/`UNLISTEN`/`NOTIFY` pass, and none that calls a function registered as writing
     /// ([`Database::register_writing_function`]).
     pub(super) fn authorize(&self, statement: &AstStatement) -> Result<()> {
         if self.role() != Role::Superuser
@@ -98,6 +98,9 @@ impl Session {
                     | AstStatement::Commit { .. }
                     | AstStatement::Rollback { .. }
                     | AstStatement::Copy { to: true, .. }
+                    | AstStatement::LISTEN { .. }
+                    | AstStatement::UNLISTEN { .. }
+                    | AstStatement::NOTIFY { .. }
             )
         };
         let ok = match statement {

@@ -135,7 +135,14 @@ impl Session {
     }
 
     /// Writes the rows of a finished `COPY … FROM STDIN`, all in one commit.
-    pub async fn finish_copy_in(&self, mut copy: CopyIn) -> Result<CommandTag> {
+    pub async fn finish_copy_in(&self, copy: CopyIn) -> Result<CommandTag> {
+        let tag = self.commit_copy_in(copy).await?;
+        self.db.stats().copy_rows_loaded(tag.rows.unwrap_or(0));
+        Ok(tag)
+    }
+
+    /// Commits what `copy` received, as one table version.
+    async fn commit_copy_in(&self, mut copy: CopyIn) -> Result<CommandTag> {
         use datafusion::datasource::memory::MemorySourceConfig;
         use datafusion::logical_expr::dml::InsertOp;
         if let Some(sink) = copy.sink.take() {

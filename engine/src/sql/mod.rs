@@ -20,6 +20,7 @@
 //! - `direct_call`: the fast path for `SELECT log_metric(…)`.
 //! - `user_commands`: running `CREATE`/`ALTER`/`DROP USER`.
 //! - `diagnose`: precise errors for statements that fail to plan.
+//! - `metered`: result streams that report rows and latency to [`crate::stats`].
 
 mod alter;
 mod authorize;
@@ -29,6 +30,7 @@ mod diagnose;
 mod direct_call;
 mod extensions;
 mod maintenance;
+mod metered;
 mod params;
 mod pinning;
 mod prepared;

@@ -133,6 +133,17 @@ pub enum Prepared {
     Maintenance(Maintenance),
     /// `ALTER TABLE`.
     Alter(Box<datafusion::sql::sqlparser::ast::AlterTable>),
+    /// `LISTEN channel`.
+    Listen(String),
+    /// `UNLISTEN channel`, or `UNLISTEN *` (`None`).
+    Unlisten(Option<String>),
+    /// `NOTIFY channel [, 'payload']`.
+    Notify {
+        /// The channel.
+        channel: String,
+        /// The payload.
+        payload: String,
+    },
     /// An empty statement.
     #[default]
     Empty,
@@ -155,7 +166,82 @@ impl From<AstStatement> for Statement {
     }
 }
 
+impl Statement {
+    /// The statement's kind, as the statement counters label it (`select`, `insert`, …).
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Statement::Sql(ast) => ast_kind(ast),
+            Statement::User(_) => "user",
+            Statement::Maintenance(_) => "maintenance",
+        }
+    }
+}
+
+/// The kind of a parsed SQL statement (see [`Statement::kind`]).
+pub(super) fn ast_kind(statement: &AstStatement) -> &'static str {
+    match statement {
+        AstStatement::Query(_) | AstStatement::Explain { .. } => "select",
+        AstStatement::Insert(_) => "insert",
+        AstStatement::Update { .. } => "update",
+        AstStatement::Delete(_) => "delete",
+        AstStatement::Merge { .. } => "merge",
+        AstStatement::Copy { .. } => "copy",
+        AstStatement::CreateTable(_)
+        | AstStatement::CreateView { .. }
+        | AstStatement::CreateSchema { .. }
+        | AstStatement::CreateIndex(_)
+        | AstStatement::AlterTable(_)
+        | AstStatement::Drop { .. }
+        | AstStatement::Truncate { .. } => "ddl",
+        AstStatement::StartTransaction { .. }
+        | AstStatement::Commit { .. }
+        | AstStatement::Rollback { .. }
+        | AstStatement::Savepoint { .. }
+        | AstStatement::ReleaseSavepoint { .. } => "transaction",
+        AstStatement::Set(_) | AstStatement::ShowVariable { .. } => "setting",
+        AstStatement::LISTEN { .. }
+        | AstStatement::UNLISTEN { .. }
+        | AstStatement::NOTIFY { .. } => "notify",
+        _ => "other",
+    }
+}
+
+/// The kind of a planned statement (see [`Statement::kind`]).
+fn plan_kind(plan: &LogicalPlan) -> &'static str {
+    use datafusion::logical_expr::WriteOp;
+    match plan {
+        LogicalPlan::Dml(dml) => match dml.op {
+            WriteOp::Insert(_) => "insert",
+            WriteOp::Update => "update",
+            WriteOp::Delete => "delete",
+            // CREATE TABLE AS, TRUNCATE.
+            _ => "ddl",
+        },
+        LogicalPlan::Ddl(_) => "ddl",
+        LogicalPlan::Statement(datafusion::logical_expr::Statement::SetVariable(_)) => "setting",
+        LogicalPlan::Statement(_) => "transaction",
+        LogicalPlan::Copy(_) => "copy",
+        _ => "select",
+    }
+}
+
 impl Prepared {
+    /// The statement's kind, as the statement counters label it (`select`, `insert`, …).
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Prepared::Plan(plan) => plan_kind(plan),
+            Prepared::Show(_) => "setting",
+            Prepared::Transaction(_) => "transaction",
+            Prepared::CopyIn { .. } | Prepared::CopyOut { .. } => "copy",
+            Prepared::Deferred { statement, .. } => ast_kind(statement),
+            Prepared::User(_) => "user",
+            Prepared::Maintenance(_) => "maintenance",
+            Prepared::Alter(_) => "ddl",
+            Prepared::Listen(_) | Prepared::Unlisten(_) | Prepared::Notify { .. } => "notify",
+            Prepared::Empty => "empty",
+        }
+    }
+
     /// Whether executing the statement returns rows (a query, `SHOW`, a deferred query).
     pub fn returns_rows(&self) -> bool {
         match self {
@@ -177,6 +263,9 @@ impl Prepared {
             | Prepared::User(_)
             | Prepared::Maintenance(_)
             | Prepared::Alter(_)
+            | Prepared::Listen(_)
+            | Prepared::Unlisten(_)
+            | Prepared::Notify { .. }
             | Prepared::CopyIn { .. }
             | Prepared::CopyOut { .. } => Arc::new(Schema::empty()),
             Prepared::Show(name) => show_schema(name),

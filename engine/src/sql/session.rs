@@ -23,6 +23,7 @@ use datafusion::sql::sqlparser::ast::Statement as AstStatement;
 use datafusion_pg_catalog::sql::PostgresCompatibilityParser;
 use futures::TryStreamExt;
 
+use super::metered::metered;
 use super::*;
 use crate::database::Database;
 use crate::error::{Error, Result};
@@ -43,6 +44,10 @@ pub struct Session {
     role: Mutex<Role>,
     /// The user the session is authorized as.
     user_name: Mutex<String>,
+    /// The channels it `LISTEN`s on and the notifications waiting for it.
+    listener: Arc<crate::notify::Listener>,
+    /// The process id the front end gave the client (what `NOTIFY` reports as sender).
+    backend_pid: std::sync::atomic::AtomicI32,
 }
 
 impl fmt::Debug for Session {
@@ -92,6 +97,8 @@ impl Session {
             client: std::sync::Once::new(),
             role: Mutex::new(Role::Superuser),
             user_name: Mutex::new(String::new()),
+            listener: Arc::default(),
+            backend_pid: std::sync::atomic::AtomicI32::new(0),
         }
     }
 
@@ -108,7 +115,9 @@ impl Session {
                     application: application.clone(),
                 }));
             let caller = crate::tracking::functions::Caller { user, application };
-            self.ctx.register_udf(self.db.start_run_function(&caller));
+            for f in self.db.caller_functions(&caller) {
+                self.ctx.register_udf(f);
+            }
         });
     }
 
@@ -118,6 +127,22 @@ impl Session {
     pub fn set_identity(&self, identity: &Identity) {
         self.set_role(&identity.user, identity.role);
         self.set_client(Some(identity.user.clone()), identity.application.clone());
+    }
+
+    /// The channels this session listens on and the notifications waiting for it: the
+    /// front end drains them when it may send.
+    pub fn listener(&self) -> &Arc<crate::notify::Listener> {
+        &self.listener
+    }
+
+    /// Records the process id the front end gave the client.
+    pub fn set_backend_pid(&self, pid: i32) {
+        self.backend_pid
+            .store(pid, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    fn backend_pid(&self) -> i32 {
+        self.backend_pid.load(std::sync::atomic::Ordering::Relaxed)
     }
 
     /// The messages statements of this session queue for the client.
@@ -138,6 +163,15 @@ impl Session {
     /// Parses `sql` into statements: SQL, or the user-management statements runbase
     /// parses itself (`CREATE`/`ALTER`/`DROP USER`, see [`crate::users`]).
     pub fn parse(&self, sql: &str) -> Result<Vec<Statement>> {
+        self.parse_unmetered(sql).inspect_err(|e| {
+            // Nothing parsed, so nothing says what kind the statement was.
+            self.db
+                .stats()
+                .statement_refused("unknown", e.code().class());
+        })
+    }
+
+    fn parse_unmetered(&self, sql: &str) -> Result<Vec<Statement>> {
         if let Some(maintenance) = super::maintenance::parse(sql) {
             return Ok(vec![Statement::Maintenance(maintenance?)]);
         }
@@ -191,6 +225,13 @@ impl Session {
 
     /// Plans one parsed statement.
     pub async fn prepare(&self, statement: Statement) -> Result<Prepared> {
+        let kind = statement.kind();
+        self.prepare_unmetered(statement).await.inspect_err(|e| {
+            self.db.stats().statement_refused(kind, e.code().class());
+        })
+    }
+
+    async fn prepare_unmetered(&self, statement: Statement) -> Result<Prepared> {
         match statement {
             Statement::Sql(ast) => self.prepare_ast(*ast).await,
             Statement::User(cmd) => {
@@ -234,6 +275,29 @@ impl Session {
         }
         if let AstStatement::AlterTable(alter) = statement {
             return Ok(Prepared::Alter(Box::new(alter)));
+        }
+        match &statement {
+            AstStatement::LISTEN { channel } => return Ok(Prepared::Listen(channel.value.clone())),
+            AstStatement::UNLISTEN { channel } => {
+                return Ok(Prepared::Unlisten(
+                    (channel.value != "*").then(|| channel.value.clone()),
+                ));
+            }
+            AstStatement::NOTIFY { channel, payload } => {
+                let payload = payload.clone().unwrap_or_default();
+                if payload.len() > crate::notify::MAX_PAYLOAD {
+                    return Err(Error::InvalidArgument(format!(
+                        "payload string too long ({} bytes; the limit is {})",
+                        payload.len(),
+                        crate::notify::MAX_PAYLOAD
+                    )));
+                }
+                return Ok(Prepared::Notify {
+                    channel: channel.value.clone(),
+                    payload,
+                });
+            }
+            _ => {}
         }
         if let AstStatement::ShowVariable { variable } = &statement {
             let name = variable
@@ -283,7 +347,32 @@ impl Session {
     }
 
     /// Executes a prepared statement with `params` bound to its `$n` placeholders.
+    ///
+    /// Every execution is counted in [`Database::stats`] by kind and result; a result
+    /// set is timed until its last row is read (or the stream is dropped).
     pub async fn execute(
+        &self,
+        prepared: &Prepared,
+        params: Option<ParamValues>,
+    ) -> Result<QueryOutput> {
+        let mut timer = self.db.stats().statement_started(prepared.kind());
+        match self.execute_unmetered(prepared, params).await {
+            Ok(QueryOutput::Rows(stream)) => Ok(QueryOutput::Rows(metered(stream, timer))),
+            Ok(QueryOutput::CopyOut(stream, format)) => {
+                Ok(QueryOutput::CopyOut(metered(stream, timer), format))
+            }
+            Ok(output) => {
+                timer.finish();
+                Ok(output)
+            }
+            Err(e) => {
+                timer.failed(e.code().class());
+                Err(e)
+            }
+        }
+    }
+
+    async fn execute_unmetered(
         &self,
         prepared: &Prepared,
         params: Option<ParamValues>,
@@ -295,6 +384,22 @@ impl Session {
             Prepared::Maintenance(m) => self.run_maintenance(m).await.map(QueryOutput::Command),
             Prepared::Alter(alter) => self.alter_table(alter).await.map(QueryOutput::Command),
             Prepared::Transaction(tag) => Ok(QueryOutput::Command(CommandTag::plain(tag))),
+            Prepared::Listen(channel) => {
+                self.db.notifications().listen(&self.listener, channel);
+                Ok(QueryOutput::Command(CommandTag::plain("LISTEN")))
+            }
+            Prepared::Unlisten(channel) => {
+                self.db
+                    .notifications()
+                    .unlisten(&self.listener, channel.as_deref());
+                Ok(QueryOutput::Command(CommandTag::plain("UNLISTEN")))
+            }
+            Prepared::Notify { channel, payload } => {
+                self.db
+                    .notifications()
+                    .publish(channel, payload, self.backend_pid());
+                Ok(QueryOutput::Command(CommandTag::plain("NOTIFY")))
+            }
             Prepared::CopyIn {
                 table,
                 columns,
@@ -312,7 +417,7 @@ impl Session {
             Prepared::Deferred { .. } => {
                 let params = params.unwrap_or(ParamValues::List(vec![]));
                 let prepared = self.bind_deferred(prepared, params).await?;
-                Box::pin(self.execute(&prepared, None)).await
+                Box::pin(self.execute_unmetered(&prepared, None)).await
             }
             Prepared::Plan(plan) => {
                 let plan = match params {

@@ -1,6 +1,7 @@
 //! The tracking functions: `create_experiment`, `start_run`, `log_param`, `log_params`,
-//! `log_metric`, `set_tag`, `log_input`, `end_run`, `log_artifact` and `artifact`; and the
-//! model registry's `set_model_alias` and `drop_model_alias`.
+//! `log_metric`, `set_tag`, `log_input`, `end_run`, `log_artifact` and `artifact`; the
+//! model registry's `set_model_alias` and `drop_model_alias`; and the alerts'
+//! `create_alert`, `drop_alert` and `should_stop`.
 //!
 //! They are volatile scalar functions, so they run once per row and work over many rows
 //! (`SELECT log_metric(run, 'loss', v, step) FROM t` logs every row in one write batch).
@@ -41,10 +42,13 @@ enum Kind {
     Artifact,
     SetModelAlias,
     DropModelAlias,
+    CreateAlert,
+    DropAlert,
+    ShouldStop,
 }
 
 impl Kind {
-    const ALL: [Kind; 12] = [
+    const ALL: [Kind; 15] = [
         Kind::CreateExperiment,
         Kind::StartRun,
         Kind::LogParam,
@@ -57,6 +61,9 @@ impl Kind {
         Kind::Artifact,
         Kind::SetModelAlias,
         Kind::DropModelAlias,
+        Kind::CreateAlert,
+        Kind::DropAlert,
+        Kind::ShouldStop,
     ];
 
     fn name(self) -> &'static str {
@@ -73,6 +80,9 @@ impl Kind {
             Kind::Artifact => "artifact",
             Kind::SetModelAlias => "set_model_alias",
             Kind::DropModelAlias => "drop_model_alias",
+            Kind::CreateAlert => "create_alert",
+            Kind::DropAlert => "drop_alert",
+            Kind::ShouldStop => "should_stop",
         }
     }
 
@@ -108,6 +118,9 @@ impl Kind {
                 3,
             ),
             Kind::DropModelAlias => (&["model_name", "alias"], vec![Utf8, Utf8], 2),
+            Kind::CreateAlert => (&["name", "rule_json"], vec![Utf8, Utf8], 2),
+            Kind::DropAlert => (&["name"], vec![Utf8], 1),
+            Kind::ShouldStop => (&["run_id"], vec![Utf8], 1),
         }
     }
 
@@ -119,7 +132,12 @@ impl Kind {
             | Kind::LogInput
             | Kind::SetModelAlias => DataType::Int64,
             Kind::StartRun | Kind::EndRun | Kind::LogArtifact => DataType::Utf8,
-            Kind::LogParam | Kind::SetTag | Kind::DropModelAlias => DataType::Boolean,
+            Kind::LogParam
+            | Kind::SetTag
+            | Kind::DropModelAlias
+            | Kind::CreateAlert
+            | Kind::DropAlert
+            | Kind::ShouldStop => DataType::Boolean,
             Kind::Artifact => DataType::Binary,
         }
     }
@@ -194,22 +212,26 @@ pub(crate) fn all(
         .collect()
 }
 
-/// The names of the functions that write (every one but `artifact`).
+/// The names of the functions that write (every one but `artifact` and `should_stop`).
 pub(crate) fn writing_names() -> std::collections::HashSet<String> {
     Kind::ALL
         .iter()
-        .filter(|k| !matches!(k, Kind::Artifact))
+        .filter(|k| !matches!(k, Kind::Artifact | Kind::ShouldStop))
         .map(|k| k.name().to_string())
         .collect()
 }
 
-/// `start_run` for a session whose caller is `caller`.
-pub(crate) fn start_run(
+/// The functions that record who called them (`start_run`, `create_alert`), for a
+/// session whose caller is `caller`.
+pub(crate) fn for_caller(
     tracking: &Tracking,
     tables: &Arc<UserSchema>,
     caller: &Caller,
-) -> ScalarUDF {
-    function(Kind::StartRun, tracking, tables, caller)
+) -> Vec<ScalarUDF> {
+    [Kind::StartRun, Kind::CreateAlert]
+        .into_iter()
+        .map(|k| function(k, tracking, tables, caller))
+        .collect()
 }
 
 fn function(
@@ -461,6 +483,38 @@ impl TrackingFunction {
                     let alias = required(kind, "alias", text(&args[1], i))?;
                     tracking.drop_model_alias(name, alias)?;
                     out.append_value(true);
+                }
+                Ok(Arc::new(out.finish()))
+            }
+            Kind::CreateAlert => {
+                let mut out = BooleanBuilder::with_capacity(rows);
+                for i in 0..rows {
+                    let name = required(kind, "name", text(&args[0], i))?;
+                    let rule = required(kind, "rule_json", text(&args[1], i))?;
+                    tracking.create_alert(name, rule, self.caller.user.as_deref())?;
+                    out.append_value(true);
+                }
+                Ok(Arc::new(out.finish()))
+            }
+            Kind::DropAlert => {
+                let mut out = BooleanBuilder::with_capacity(rows);
+                for i in 0..rows {
+                    let name = required(kind, "name", text(&args[0], i))?;
+                    if !tracking.drop_alert(name)? {
+                        return Err(Error::ObjectNotFound(format!(
+                            "alert \"{name}\" does not exist"
+                        )));
+                    }
+                    out.append_value(true);
+                }
+                Ok(Arc::new(out.finish()))
+            }
+            Kind::ShouldStop => {
+                let mut out = BooleanBuilder::with_capacity(rows);
+                for i in 0..rows {
+                    let run = run_arg(kind, &args[0], i)?;
+                    tracking.existing_run(&run)?;
+                    out.append_value(tracking.should_stop(&run)?);
                 }
                 Ok(Arc::new(out.finish()))
             }

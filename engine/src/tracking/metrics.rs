@@ -15,6 +15,10 @@ impl Tracking {
         let mut batch = WriteBatch::default();
         let steps = self.stage_metrics(points, &mut batch)?;
         self.commit(batch)?;
+        self.inner
+            .stats
+            .tracking_points_written(u64::try_from(points.len()).unwrap_or(u64::MAX));
+        self.alerts_after_points(points);
         Ok(steps)
     }
 

@@ -11,10 +11,12 @@
 //! - `experiments`, `runs`, `params` (params, tags, lineage), `metrics`, `artifacts`:
 //!   the store's operations, one file per kind of record;
 //! - [`models`]: the model registry;
+//! - [`alerts`]: alert rules, evaluated as records are written, and their events;
 //! - [`keys`]: key encodings.
 //! - `tables`: the `runbase.*` tracking tables, with filter push-down into range scans.
 //! - `functions`: `start_run`, `log_metric`, … as SQL functions.
 
+pub mod alerts;
 mod artifacts;
 use artifacts::hex;
 mod experiments;
@@ -38,6 +40,7 @@ use uuid::Uuid;
 
 use crate::error::{Error, Result};
 use crate::kv::{Durability, Kv};
+use crate::stats::Stats;
 use crate::storage::ObjectStoreRoot;
 
 /// Longest key (param, metric or tag name), in bytes — as in MLflow.
@@ -58,6 +61,7 @@ pub(crate) const CF_INPUTS: &str = "run_inputs";
 pub(crate) const CF_ARTIFACTS: &str = "artifacts";
 pub(crate) const CF_MODELS: &str = "models";
 pub(crate) const CF_MODEL_ALIASES: &str = "model_aliases";
+pub(crate) const CF_ALERTS: &str = "alerts";
 
 const NEXT_EXPERIMENT_ID: &[u8] = b"meta/next_experiment_id";
 
@@ -85,6 +89,7 @@ pub(crate) fn column_families() -> Vec<ColumnFamilyDescriptor> {
         plain(CF_ARTIFACTS),
         plain(CF_MODELS),
         plain(CF_MODEL_ALIASES),
+        plain(CF_ALERTS),
     ]
 }
 
@@ -100,6 +105,12 @@ const RUN_LOCK_STRIPES: usize = 64;
 struct Inner {
     kv: Kv,
     root: ObjectStoreRoot,
+    /// Counts the points committed.
+    stats: Arc<Stats>,
+    /// Alert rules and what they remember per run.
+    alerts: alerts::Alerts,
+    /// Where alert events are announced (`LISTEN runbase_alerts`).
+    notifications: Arc<crate::notify::Notifications>,
     /// Makes metric keys unique when two points share run, key, step and time.
     seq: AtomicU64,
     /// Serializes creating experiments (names are unique, ids come from one counter).
@@ -146,13 +157,21 @@ pub(crate) fn now_us() -> i64 {
 }
 
 impl Tracking {
-    pub(crate) fn new(kv: Kv, root: ObjectStoreRoot) -> Self {
+    pub(crate) fn new(
+        kv: Kv,
+        root: ObjectStoreRoot,
+        stats: Arc<Stats>,
+        notifications: Arc<crate::notify::Notifications>,
+    ) -> Self {
         let start =
             u64::try_from(chrono::Utc::now().timestamp_nanos_opt().unwrap_or(0)).unwrap_or(0);
         Self {
             inner: Arc::new(Inner {
                 kv,
                 root,
+                stats,
+                alerts: alerts::Alerts::default(),
+                notifications,
                 seq: AtomicU64::new(start),
                 experiments_lock: std::sync::Mutex::new(()),
                 run_locks: (0..RUN_LOCK_STRIPES)

@@ -124,6 +124,7 @@ impl Tracking {
             batch.put_cf(params, keys::run_key(&run_id, k), v.as_bytes());
         }
         self.commit(batch)?;
+        self.alerts_after_start(&run);
         Ok(run)
     }
 
@@ -145,6 +146,8 @@ impl Tracking {
         let mut batch = WriteBatch::default();
         batch.put_cf(self.cf(CF_RUNS)?, run.as_bytes(), self.encode_run(&r)?);
         self.commit(batch)?;
+        drop(_guard);
+        self.alerts_after_end(&r);
         Ok(r)
     }
 }

@@ -130,6 +130,12 @@ pub struct ServeArgs {
     #[arg(long, env = "RUNBASE_BACKUP_INTERVAL_SECS", default_value_t = 3600)]
     pub backup_interval_secs: u64,
 
+    /// URL prefixes alert webhooks may POST to, comma-separated
+    /// (`https://hooks.slack.com/,http://alerts.internal:8080/`). A rule whose webhook
+    /// starts with none of them is refused; none are allowed by default.
+    #[arg(long, env = "RUNBASE_ALERT_WEBHOOK_ALLOW", value_delimiter = ',')]
+    pub alert_webhook_allow: Vec<String>,
+
     /// Seconds to let open connections (of every front end) finish after SIGINT/SIGTERM
     /// before closing them.
     #[arg(long, env = "RUNBASE_SHUTDOWN_GRACE_SECS", default_value_t = 10)]

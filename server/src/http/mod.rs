@@ -1,8 +1,8 @@
 //! The HTTP front end (axum over HTTP/1.1), JSON in and out.
 //!
 //! # Layout
-//! - this module: the [`router`] (`GET /health`; anything else is a 404 with a JSON
-//!   body) and [`serve`], the listener with graceful shutdown.
+//! - this module: the [`router`] (`GET /health`, `GET /ready`, `GET /metrics`; anything
+//!   else is a 404 with a JSON body) and [`serve`], the listener with graceful shutdown.
 //! - [`error`]: engine errors → HTTP statuses and JSON error bodies.
 
 pub mod error;
@@ -11,8 +11,11 @@ use std::time::Duration;
 
 use axum::Json;
 use axum::Router;
-use axum::http::{Method, Uri};
+use axum::extract::State;
+use axum::http::{HeaderValue, Method, StatusCode, Uri, header};
+use axum::response::{IntoResponse, Response};
 use axum::routing::get;
+use runbase_engine::Database;
 use runbase_engine::error::ErrorCode;
 use serde_json::{Value, json};
 use tokio::net::TcpListener;
@@ -22,17 +25,60 @@ use crate::supervisor::Shutdown;
 
 pub use error::ApiError;
 
-/// The routes of the HTTP front end.
-pub fn router() -> Router {
+/// What every handler reaches.
+#[derive(Clone)]
+struct AppState {
+    db: Database,
+    shutdown: Shutdown,
+}
+
+/// The routes of the HTTP front end over `db`; `/ready` fails once `shutdown` is signaled.
+pub fn router(db: Database, shutdown: Shutdown) -> Router {
     Router::new()
         .route("/health", get(health))
+        .route("/ready", get(ready))
+        .route("/metrics", get(metrics))
         .fallback(no_route)
         .method_not_allowed_fallback(method_not_allowed)
+        .with_state(AppState { db, shutdown })
 }
 
 /// `GET /health`: the server is up and serving.
 async fn health() -> Json<Value> {
     Json(json!({ "status": "ok" }))
+}
+
+/// `GET /ready`: the database is open and accepting writes (200), or why not (503): the
+/// server is shutting down, or RocksDB reports a background error or a write stop.
+async fn ready(State(state): State<AppState>) -> Result<Json<Value>, ApiError> {
+    if state.shutdown.is_triggered() {
+        return Err(ApiError::new(
+            ErrorCode::Io,
+            "the server is shutting down".to_string(),
+        ));
+    }
+    let db = state.db.clone();
+    tokio::task::spawn_blocking(move || db.ready())
+        .await
+        .map_err(|e| ApiError::new(ErrorCode::Internal, format!("readiness check: {e}")))??;
+    Ok(Json(json!({ "status": "ready" })))
+}
+
+/// The content type of the OpenMetrics text format, which Prometheus asks for.
+const OPENMETRICS: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
+
+/// `GET /metrics`: every counter in the OpenMetrics text format, for Prometheus.
+async fn metrics(State(state): State<AppState>) -> Result<Response, ApiError> {
+    let stats = state.db.stats().clone();
+    // The collectors read RocksDB's properties and /proc: blocking work.
+    let text = tokio::task::spawn_blocking(move || stats.encode())
+        .await
+        .map_err(|e| ApiError::new(ErrorCode::Internal, format!("encoding metrics: {e}")))??;
+    let mut response = (StatusCode::OK, text).into_response();
+    response
+        .headers_mut()
+        .insert(header::CONTENT_TYPE, HeaderValue::from_static(OPENMETRICS));
+    Ok(response)
 }
 
 /// Any path the router does not know: 404, with the usual JSON error body.
@@ -58,11 +104,13 @@ async fn method_not_allowed(method: Method, uri: Uri) -> (axum::http::StatusCode
 /// (closing the listener), closes idle connections, lets requests in flight finish for up
 /// to `grace`, and returns.
 pub async fn serve(
+    db: Database,
     listener: TcpListener,
     shutdown: Shutdown,
     grace: Duration,
 ) -> std::io::Result<()> {
-    let server = axum::serve(listener, router()).with_graceful_shutdown(shutdown.signaled());
+    let app = router(db, shutdown.clone());
+    let server = axum::serve(listener, app).with_graceful_shutdown(shutdown.signaled());
     let server = std::future::IntoFuture::into_future(server);
     tokio::pin!(server);
     tokio::select! {
@@ -95,11 +143,18 @@ mod tests {
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    async fn health_unknown_routes_and_shutdown() {
+    async fn health_ready_metrics_unknown_routes_and_shutdown() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let db = Database::open_dir(dir.path()).await.expect("open");
         let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
         let addr = listener.local_addr().expect("address");
         let (stop, shutdown) = crate::supervisor::shutdown_channel();
-        let server = tokio::spawn(serve(listener, shutdown, Duration::from_secs(5)));
+        let server = tokio::spawn(serve(
+            db.clone(),
+            listener,
+            shutdown,
+            Duration::from_secs(5),
+        ));
 
         let ok = tokio::task::spawn_blocking(move || {
             exchange(
@@ -134,6 +189,42 @@ mod tests {
         .expect("request");
         assert!(wrong.starts_with("HTTP/1.1 405"), "{wrong}");
         assert!(wrong.contains(r#""error_code":"unsupported""#), "{wrong}");
+
+        let ready = tokio::task::spawn_blocking(move || {
+            exchange(
+                addr,
+                "GET /ready HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
+            )
+        })
+        .await
+        .expect("request");
+        assert!(ready.starts_with("HTTP/1.1 200"), "{ready}");
+        assert!(ready.ends_with(r#"{"status":"ready"}"#), "{ready}");
+
+        // A statement run through the engine shows in the metrics text.
+        db.session().sql("SELECT 1").await.expect("query");
+        let metrics = tokio::task::spawn_blocking(move || {
+            exchange(
+                addr,
+                "GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
+            )
+        })
+        .await
+        .expect("request");
+        assert!(metrics.starts_with("HTTP/1.1 200"), "{metrics}");
+        assert!(
+            metrics.contains("content-type: application/openmetrics-text"),
+            "{metrics}"
+        );
+        assert!(
+            metrics.contains(r#"runbase_statements_total{kind="select",result="ok"} 1"#),
+            "{metrics}"
+        );
+        assert!(
+            metrics.contains("runbase_rocksdb_sst_files_size_bytes"),
+            "{metrics}"
+        );
+        assert!(metrics.ends_with("# EOF\n"), "{metrics}");
 
         stop.trigger();
         tokio::time::timeout(Duration::from_secs(5), server)

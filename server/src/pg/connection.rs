@@ -119,6 +119,22 @@ impl ConnectionHandlers {
     }
 }
 
+impl ConnectionHandlers {
+    /// The connection's engine session.
+    pub fn session(&self) -> &Arc<Session> {
+        &self.connection.session
+    }
+
+    /// The handlers by their concrete types, for [`super::socket::process_socket`]'s loop.
+    pub(super) fn parts(&self) -> (Arc<Startup>, Arc<Connection>, Arc<DefaultCancelHandler>) {
+        (
+            self.startup.clone(),
+            self.connection.clone(),
+            Arc::new(DefaultCancelHandler::new(self.cancels.clone())),
+        )
+    }
+}
+
 impl PgWireServerHandlers for ConnectionHandlers {
     fn simple_query_handler(&self) -> Arc<impl SimpleQueryHandler> {
         self.connection.clone()

@@ -169,6 +169,31 @@ impl ExtendedQueryHandler for Connection {
         Ok(DescribePortalResponse::new(fields))
     }
 
+    /// Ends an extended-query batch: forgets the unnamed portal, sends the notifications
+    /// waiting for the session (as PostgreSQL does, before ReadyForQuery), then
+    /// ReadyForQuery.
+    async fn on_sync<C>(
+        &self,
+        client: &mut C,
+        _message: pgwire::messages::extendedquery::Sync,
+    ) -> PgWireResult<()>
+    where
+        C: ClientInfo + ClientPortalStore + Sink<PgWireBackendMessage> + Unpin + Send + Sync,
+        C::PortalStore: PortalStore<Statement = Prepared>,
+        C::Error: Debug,
+        PgWireError: From<<C as Sink<PgWireBackendMessage>>::Error>,
+    {
+        client.portal_store().rm_portal(pgwire::api::DEFAULT_NAME);
+        super::notices::feed_notifications(client, &self.session).await?;
+        client
+            .send(PgWireBackendMessage::ReadyForQuery(
+                pgwire::messages::response::ReadyForQuery::new(client.transaction_status()),
+            ))
+            .await?;
+        client.flush().await?;
+        Ok(())
+    }
+
     /// Executes a portal. A row-returning portal executed for all its rows (`max_rows`
     /// 0, what drivers send unless they page with a fetch size) streams its rows to the
     /// socket as they are produced, and a cancel request stops it at any point; pgwire's

@@ -115,6 +115,7 @@ pub async fn serve(
                     next_id += 1;
                     let Ok(slot) = slots.clone().try_acquire_owned() else {
                         warn!(%peer, max = options.max_connections, "connection refused: too many clients");
+                        db.stats().connection_refused("pg", "too_many_connections");
                         tokio::spawn(refuse_too_many(socket, options.max_connections));
                         continue;
                     };
@@ -126,10 +127,12 @@ pub async fn serve(
                     );
                     let tls = options.tls.clone();
                     let span = info_span!("connection", id = next_id, %peer);
+                    let counted = db.stats().connection_opened("pg");
                     connections.spawn(async move {
                         let _slot = slot;
+                        let _counted = counted;
                         info!("connected");
-                        if let Err(err) = pgwire::tokio::process_socket(socket, tls, handlers).await {
+                        if let Err(err) = super::socket::process_socket(socket, tls, handlers).await {
                             warn!(%err, "connection ended with an error");
                         }
                         info!("disconnected");

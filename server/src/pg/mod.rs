@@ -3,6 +3,8 @@
 //! # Layout
 //! - [`listener`]: the pg listener, per-connection tasks, the connection limit, draining
 //!   on shutdown; TLS loading and the start-up policy checks.
+//! - [`socket`]: the per-connection message loop (pgwire's, plus notifications pushed
+//!   to idle clients).
 //! - [`startup`]: connection start-up: TLS policy, trust or SCRAM-SHA-256, the session's
 //!   role.
 //! - [`connection`]: one connection's state (its engine session, the COPY in progress) and
@@ -25,5 +27,6 @@ pub mod listener;
 pub mod notices;
 pub mod response;
 pub mod simple;
+pub mod socket;
 pub mod startup;
 pub mod text;

@@ -1,5 +1,6 @@
 //! NOTICE and WARNING messages: the NOTICEs a statement queues while it runs (TRAIN's
-//! progress) forwarded to the client, and the WARNING for a `ROLLBACK` that undid nothing.
+//! progress) forwarded to the client, and the WARNING for a `ROLLBACK` that undid nothing;
+//! and the asynchronous notifications of `LISTEN` (`feed_notifications`).
 
 use futures::{Sink, SinkExt, StreamExt, stream};
 use pgwire::error::{ErrorInfo, PgWireError, PgWireResult};
@@ -7,6 +8,30 @@ use pgwire::messages::PgWireBackendMessage;
 use runbase_engine::QueryOutput;
 
 use super::error::{SQLSTATE_NOTICE, SQLSTATE_WARNING};
+
+/// Queues the notifications waiting for `session` (its `LISTEN` channels) on `client`:
+/// what goes out before each ReadyForQuery, and whenever the connection is idle.
+pub(super) async fn feed_notifications<C>(
+    client: &mut C,
+    session: &runbase_engine::Session,
+) -> PgWireResult<()>
+where
+    C: Sink<PgWireBackendMessage> + Unpin + Send,
+    PgWireError: From<<C as Sink<PgWireBackendMessage>>::Error>,
+{
+    for n in session.listener().drain() {
+        client
+            .feed(PgWireBackendMessage::NotificationResponse(
+                pgwire::messages::response::NotificationResponse::new(
+                    n.sender_pid,
+                    n.channel,
+                    n.payload,
+                ),
+            ))
+            .await?;
+    }
+    Ok(())
+}
 
 /// A NOTICE with `message`.
 fn notice(message: String) -> PgWireBackendMessage {

@@ -175,6 +175,7 @@ impl SimpleQueryHandler for Connection {
             // During `COPY … FROM STDIN` the copy handler answers once the data is in.
             client.set_state(PgWireConnectionState::ReadyForQuery);
             client.set_transaction_status(status);
+            super::notices::feed_notifications(client, &self.session).await?;
             send_ready_for_query(client, status).await?;
         }
         Ok(())

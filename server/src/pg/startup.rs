@@ -150,6 +150,7 @@ impl Startup {
         self.session.set_role(user, role);
         let (pid, secret_key) = self.policy.keys.generate(client);
         client.set_pid_and_secret_key(pid, secret_key.clone());
+        self.session.set_backend_pid(pid);
         let (handle, guard) = self.cancels.register(pid, secret_key);
         client.session_extensions().insert(handle);
         client.session_extensions().insert(guard);
@@ -281,6 +282,7 @@ impl StartupHandler for Startup {
                 let user = Self::user_name(client)?;
                 if self.policy.require_tls && !client.is_secure() {
                     warn!(user, peer = %client.socket_addr(), "refused: no TLS");
+                    self.db.stats().connection_refused("pg", "tls_required");
                     return Err(fatal(
                         ErrorCode::AuthorizationRejected,
                         format!(
@@ -357,6 +359,9 @@ impl StartupHandler for Startup {
                         let signature = checked.filter(|_| *known && *first_user == user);
                         let Some(signature) = signature else {
                             warn!(user, peer = %client.socket_addr(), "password authentication failed");
+                            self.db
+                                .stats()
+                                .connection_refused("pg", "authentication_failed");
                             return Err(auth_failed(&user));
                         };
                         // The role is read again: the user may have changed meanwhile.

@@ -196,6 +196,8 @@ impl Trainer {
             },
         )?;
         let run_id = run.run_id;
+        // A stopping alert on the run cancels the training at its next batch.
+        tracking.watch_stop(&run_id, cancel.clone());
         let mut guard = RunGuard {
             tracking: tracking.clone(),
             run: run_id,
@@ -330,6 +332,7 @@ impl Trainer {
                 })
             }
             Err(e) => {
+                let e = stopped_by_alert(&tracking, run_id, e);
                 end_with_error(&tracking, run_id, &e);
                 guard.done = true;
                 Err(e)
@@ -357,6 +360,19 @@ impl Drop for RunGuard {
                 )),
             );
         }
+    }
+}
+
+/// `e`, or — when it is the cancel a stopping alert on `run` caused — an error that names
+/// the alert (still a cancel: the run ends KILLED).
+fn stopped_by_alert(tracking: &Tracking, run: Uuid, e: Error) -> Error {
+    match (&e, tracking.stopped_by(&run)) {
+        (Error::Engine(runbase_engine::Error::Canceled(_)), Some(alert)) => {
+            Error::Engine(runbase_engine::Error::Canceled(format!(
+                "training stopped by alert \"{alert}\" (run {run} ended KILLED; no model stored)"
+            )))
+        }
+        _ => e,
     }
 }
 
@@ -631,6 +647,7 @@ fn train_blocking(
                 params,
             },
         )?;
+        ctx.tracking.watch_stop(&child.run_id, ctx.cancel.clone());
         ctx.job.start_trial(n, count, settings.epochs);
         let sink = RunSink {
             ctx,
@@ -641,6 +658,7 @@ fn train_blocking(
         let outcome = match trainer::train(&ds, &settings, device, &sink, &ctx.cancel) {
             Ok(o) => o,
             Err(e) => {
+                let e = stopped_by_alert(&ctx.tracking, child.run_id, e);
                 end_with_error(&ctx.tracking, child.run_id, &e);
                 return Err(e);
             }

@@ -1,0 +1,764 @@
+//! Alerts: rules stored in the catalog, evaluated as tracking records are written.
+//!
+//! A rule ([`Rule`]) watches the runs of one experiment (or all). Metric conditions
+//! (`threshold`, `not_finite`, `plateau`) are checked on each point as it is committed,
+//! against a few numbers kept per rule and run, so a point costs O(rules on its metric),
+//! never a scan; `run_failed` is checked when a run ends; the clock conditions (`hung`,
+//! `budget`) by a once-a-second check over the RUNNING runs kept in memory. Each rule
+//! fires at most once per run.
+//!
+//! A firing is an [`AlertEvent`]: a row of `runbase.alert_events` (in RocksDB, written
+//! with the commit durability), announced to subscribers ([`Tracking::subscribe_alerts`]:
+//! the PostgreSQL front end's `LISTEN runbase_alerts`, the webhook sender). A rule with
+//! the action `stop` also stops the run: it raises the flag [`Tracking::should_stop`]
+//! returns and sets the cancel flag of a TRAIN training it ([`Tracking::watch_stop`]).
+//!
+//! Layout: this file (state, evaluation, storage), `rule` (the rule JSON), `tables`
+//! (`runbase.alerts`, `runbase.alert_events`).
+
+mod rule;
+pub(crate) mod tables;
+
+pub use rule::{Action, Condition, Rule, RuleSpec};
+
+use std::collections::{HashMap, HashSet};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, RwLock};
+
+use rocksdb::WriteBatch;
+use serde::{Deserialize, Serialize};
+use tracing::{info, warn};
+use uuid::Uuid;
+
+use super::*;
+use crate::error::{Error, Result};
+
+/// The channel `LISTEN` subscribes to for alert events.
+pub const ALERT_CHANNEL: &str = "runbase_alerts";
+
+/// How often the clock conditions (`hung`, `budget`) are checked.
+pub const CLOCK_TICK: std::time::Duration = std::time::Duration::from_secs(1);
+
+const RULE_PREFIX: &[u8] = b"r\0";
+const EVENT_PREFIX: &[u8] = b"e\0";
+const FIRED_PREFIX: &[u8] = b"f\0";
+const STOP_PREFIX: &[u8] = b"s\0";
+const DELIVERY_PREFIX: &[u8] = b"w\0";
+
+/// The tag a stopping alert sets on the run it stopped.
+pub const STOPPED_BY_TAG: &str = "stopped_by";
+/// The tag a `hung` rule sets when it marks a silent run FAILED.
+pub const FAILURE_REASON_TAG: &str = "runbase.failure_reason";
+
+/// One firing of a rule.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct AlertEvent {
+    /// The alert's name.
+    pub alert: String,
+    /// The run it fired for.
+    pub run_id: Uuid,
+    /// The run's experiment.
+    pub experiment: String,
+    /// When, in microseconds since the epoch.
+    pub fired_at_us: i64,
+    /// The condition (`threshold`, `plateau`, …).
+    pub kind: String,
+    /// What happened, for people.
+    pub message: String,
+    /// The metric value (or seconds, for the clock conditions) that fired it.
+    pub value: Option<f64>,
+    /// `notify` or `stop`.
+    pub action: String,
+    /// The rule's webhook, if it has one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub webhook: Option<String>,
+}
+
+impl AlertEvent {
+    /// The event as the JSON a `LISTEN runbase_alerts` client or a webhook receives.
+    /// `text` is a one-line summary (what Slack's incoming webhooks show).
+    pub fn payload(&self) -> String {
+        serde_json::json!({
+            "text": format!("runbase alert {}: {}", self.alert, self.message),
+            "alert": self.alert,
+            "run_id": self.run_id.to_string(),
+            "experiment": self.experiment,
+            "kind": self.kind,
+            "message": self.message,
+            "value": self.value.filter(|v| v.is_finite()),
+            "action": self.action,
+            "fired_at": chrono::DateTime::from_timestamp_micros(self.fired_at_us)
+                .map(|t| t.to_rfc3339()),
+        })
+        .to_string()
+    }
+}
+
+/// One webhook delivery of an event: what `runbase.alert_deliveries` shows.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct WebhookDelivery {
+    /// The alert.
+    pub alert: String,
+    /// The run the event was about.
+    pub run_id: Uuid,
+    /// Where it was POSTed.
+    pub url: String,
+    /// When the last attempt ended, in microseconds since the epoch.
+    pub at_us: i64,
+    /// Attempts made.
+    pub attempts: u32,
+    /// Whether the receiver took it (a 2xx answer).
+    pub delivered: bool,
+    /// Why the last attempt failed, when it did.
+    pub error: Option<String>,
+}
+
+/// A rule as stored.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct StoredRule {
+    spec: RuleSpec,
+    created_at_us: i64,
+    created_by: Option<String>,
+}
+
+/// A rule with when and by whom it was made, for `runbase.alerts`.
+#[derive(Debug, Clone)]
+pub struct AlertInfo {
+    /// The checked rule.
+    pub rule: Arc<Rule>,
+    /// When it was created.
+    pub created_at_us: i64,
+    /// Who created it.
+    pub created_by: Option<String>,
+}
+
+/// What a plateau rule remembers of one run.
+#[derive(Debug, Clone, Copy)]
+struct Plateau {
+    best: f64,
+    since_best: u64,
+}
+
+/// What the clock conditions know of one RUNNING run.
+#[derive(Debug, Clone)]
+struct Clock {
+    experiment: Arc<str>,
+    started_at_us: i64,
+    last_point_us: i64,
+}
+
+/// The alerts' in-memory state; one per tracking store.
+pub(crate) struct Alerts {
+    rules: RwLock<Arc<Vec<AlertInfo>>>,
+    /// Whether any rule is a clock condition (so writes keep the clocks).
+    timed: AtomicBool,
+    /// Whether the clocks were filled from the RUNNING runs on disk.
+    seeded: AtomicBool,
+    clocks: Mutex<HashMap<Uuid, Clock>>,
+    plateaus: Mutex<HashMap<(String, Uuid), Plateau>>,
+    /// (alert, run) pairs that fired.
+    fired: Mutex<HashSet<(String, Uuid)>>,
+    /// Runs asked to stop, and by which alert.
+    stops: Mutex<HashMap<Uuid, String>>,
+    /// Cancel flags of the TRAIN trainings of runs.
+    stop_flags: Mutex<HashMap<Uuid, Arc<AtomicBool>>>,
+    events: tokio::sync::broadcast::Sender<Arc<AlertEvent>>,
+    seq: AtomicU64,
+    loaded: AtomicBool,
+    /// URL prefixes webhooks may target (the server's `--alert-webhook-allow`).
+    webhook_allow: RwLock<Vec<String>>,
+}
+
+impl std::fmt::Debug for Alerts {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Alerts").finish_non_exhaustive()
+    }
+}
+
+impl Default for Alerts {
+    fn default() -> Self {
+        Self {
+            rules: RwLock::default(),
+            timed: AtomicBool::new(false),
+            seeded: AtomicBool::new(false),
+            clocks: Mutex::default(),
+            plateaus: Mutex::default(),
+            fired: Mutex::default(),
+            stops: Mutex::default(),
+            stop_flags: Mutex::default(),
+            events: tokio::sync::broadcast::channel(1024).0,
+            seq: AtomicU64::new(0),
+            loaded: AtomicBool::new(false),
+            webhook_allow: RwLock::default(),
+        }
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+fn key(prefix: &[u8], rest: &[u8]) -> Vec<u8> {
+    let mut k = Vec::with_capacity(prefix.len() + rest.len());
+    k.extend_from_slice(prefix);
+    k.extend_from_slice(rest);
+    k
+}
+
+fn fired_key(alert: &str, run: &Uuid) -> Vec<u8> {
+    let mut k = key(FIRED_PREFIX, alert.as_bytes());
+    k.push(0);
+    k.extend_from_slice(run.as_bytes());
+    k
+}
+
+impl Tracking {
+    fn alerts(&self) -> &Alerts {
+        &self.inner.alerts
+    }
+
+    /// Reads the rules, the fired pairs and the stop requests (once, when the store opens).
+    pub(crate) fn load_alerts(&self) -> Result<()> {
+        let alerts = self.alerts();
+        if alerts.loaded.swap(true, Ordering::SeqCst) {
+            return Ok(());
+        }
+        let cf = self.cf(CF_ALERTS)?;
+        let mut rules = Vec::new();
+        let mut fired = HashSet::new();
+        let mut stops = HashMap::new();
+        let mut it = self.db().raw_iterator_cf(cf);
+        it.seek_to_first();
+        while let (Some(k), Some(v)) = (it.key(), it.value()) {
+            if let Some(name) = k.strip_prefix(RULE_PREFIX) {
+                let name = String::from_utf8_lossy(name).into_owned();
+                let stored: StoredRule = serde_json::from_slice(v)
+                    .map_err(|e| Error::corrupt(format!("alert {name}"), e))?;
+                let rule = Rule::from_spec(&name, stored.spec)?;
+                rules.push(AlertInfo {
+                    rule: Arc::new(rule),
+                    created_at_us: stored.created_at_us,
+                    created_by: stored.created_by,
+                });
+            } else if let Some(rest) = k.strip_prefix(FIRED_PREFIX) {
+                if rest.len() > 17 {
+                    let (name, run) = rest.split_at(rest.len() - 17);
+                    if let Ok(run) = Uuid::from_slice(&run[1..]) {
+                        fired.insert((String::from_utf8_lossy(name).into_owned(), run));
+                    }
+                }
+            } else if let Some(run) = k.strip_prefix(STOP_PREFIX)
+                && let Ok(run) = Uuid::from_slice(run)
+            {
+                stops.insert(run, String::from_utf8_lossy(v).into_owned());
+            }
+            it.next();
+        }
+        it.status()?;
+        *lock(&alerts.fired) = fired;
+        *lock(&alerts.stops) = stops;
+        self.set_rules(rules);
+        Ok(())
+    }
+
+    fn set_rules(&self, rules: Vec<AlertInfo>) {
+        let alerts = self.alerts();
+        let timed = rules.iter().any(|r| r.rule.condition.timed());
+        *alerts.rules.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(rules);
+        if timed && !alerts.timed.swap(true, Ordering::SeqCst) {
+            // Clocks were not kept while no rule needed them: fill them at the next check.
+            alerts.seeded.store(false, Ordering::SeqCst);
+        }
+        alerts.timed.store(timed, Ordering::SeqCst);
+    }
+
+    fn rules(&self) -> Arc<Vec<AlertInfo>> {
+        self.alerts()
+            .rules
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
+    /// The alert rules, by name.
+    pub fn alert_rules(&self) -> Vec<AlertInfo> {
+        let mut rules: Vec<AlertInfo> = self.rules().iter().cloned().collect();
+        rules.sort_by(|a, b| a.rule.name.cmp(&b.rule.name));
+        rules
+    }
+
+    /// Sets the URL prefixes alert webhooks may target; none (the default) refuses every
+    /// rule with a webhook.
+    pub fn allow_webhooks(&self, prefixes: Vec<String>) {
+        *self
+            .alerts()
+            .webhook_allow
+            .write()
+            .unwrap_or_else(|p| p.into_inner()) = prefixes;
+    }
+
+    /// Whether a webhook may POST to `url`.
+    pub fn webhook_allowed(&self, url: &str) -> bool {
+        self.alerts()
+            .webhook_allow
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .iter()
+            .any(|prefix| !prefix.is_empty() && url.starts_with(prefix.as_str()))
+    }
+
+    /// Creates the alert `name` from the rule `json`; `created_by` is the session's user.
+    pub fn create_alert(&self, name: &str, json: &str, created_by: Option<&str>) -> Result<()> {
+        let rule = Rule::parse(name, json)?;
+        if let Some(hook) = &rule.webhook
+            && !self.webhook_allowed(hook)
+        {
+            return Err(Error::PermissionDenied(format!(
+                "alert \"{name}\": the server does not allow webhooks to {hook} (its --alert-webhook-allow lists the URL prefixes it allows)"
+            )));
+        }
+        if let Some(experiment) = &rule.experiment
+            && self.experiment(experiment)?.is_none()
+        {
+            return Err(Error::ObjectNotFound(format!(
+                "alert \"{name}\": experiment \"{experiment}\" does not exist"
+            )));
+        }
+        let _guard = self.lock_experiments();
+        let mut rules: Vec<AlertInfo> = self.rules().iter().cloned().collect();
+        if rules.iter().any(|r| r.rule.name == name) {
+            return Err(Error::DuplicateObject(format!(
+                "alert \"{name}\" already exists"
+            )));
+        }
+        let stored = StoredRule {
+            spec: rule.spec.clone(),
+            created_at_us: now_us(),
+            created_by: created_by.map(str::to_string),
+        };
+        let mut batch = WriteBatch::default();
+        batch.put_cf(
+            self.cf(CF_ALERTS)?,
+            key(RULE_PREFIX, name.as_bytes()),
+            serde_json::to_vec(&stored).map_err(|e| Error::corrupt("alert", e))?,
+        );
+        self.commit(batch)?;
+        info!(alert = name, kind = rule.condition.kind(), "alert created");
+        rules.push(AlertInfo {
+            rule: Arc::new(rule),
+            created_at_us: stored.created_at_us,
+            created_by: stored.created_by,
+        });
+        self.set_rules(rules);
+        Ok(())
+    }
+
+    /// Drops the alert `name` (its events stay); false when there is none.
+    pub fn drop_alert(&self, name: &str) -> Result<bool> {
+        let _guard = self.lock_experiments();
+        let mut rules: Vec<AlertInfo> = self.rules().iter().cloned().collect();
+        let before = rules.len();
+        rules.retain(|r| r.rule.name != name);
+        if rules.len() == before {
+            return Ok(false);
+        }
+        let mut batch = WriteBatch::default();
+        batch.delete_cf(self.cf(CF_ALERTS)?, key(RULE_PREFIX, name.as_bytes()));
+        self.commit(batch)?;
+        lock(&self.alerts().plateaus).retain(|(alert, _), _| alert != name);
+        self.set_rules(rules);
+        Ok(true)
+    }
+
+    /// Every alert event, oldest first.
+    pub fn alert_events(&self) -> Result<Vec<AlertEvent>> {
+        let cf = self.cf(CF_ALERTS)?;
+        let mut out = Vec::new();
+        let mut it = self.db().raw_iterator_cf(cf);
+        it.seek(EVENT_PREFIX);
+        while let (Some(k), Some(v)) = (it.key(), it.value()) {
+            if !k.starts_with(EVENT_PREFIX) {
+                break;
+            }
+            out.push(serde_json::from_slice(v).map_err(|e| Error::corrupt("alert event", e))?);
+            it.next();
+        }
+        it.status()?;
+        Ok(out)
+    }
+
+    /// A receiver of every alert event from now on (for `LISTEN` and webhooks). A
+    /// receiver that falls more than 1,024 events behind loses the oldest.
+    pub fn subscribe_alerts(&self) -> tokio::sync::broadcast::Receiver<Arc<AlertEvent>> {
+        self.alerts().events.subscribe()
+    }
+
+    /// Whether an alert asked `run` to stop: what `should_stop(run_id)` answers.
+    pub fn should_stop(&self, run: &Uuid) -> Result<bool> {
+        Ok(self.stopped_by(run).is_some())
+    }
+
+    /// The alert that asked `run` to stop, if one did.
+    pub fn stopped_by(&self, run: &Uuid) -> Option<String> {
+        lock(&self.alerts().stops).get(run).cloned()
+    }
+
+    /// Registers the cancel flag of a training of `run`: a stopping alert sets it, so
+    /// the training ends at its next batch. Set at once if the run was already stopped.
+    /// The registration ends when the run ends.
+    pub fn watch_stop(&self, run: &Uuid, flag: Arc<AtomicBool>) {
+        if self.stopped_by(run).is_some() {
+            flag.store(true, Ordering::SeqCst);
+        }
+        lock(&self.alerts().stop_flags).insert(*run, flag);
+    }
+
+    /// After `points` were committed: keeps the clocks, checks the metric conditions.
+    pub(crate) fn alerts_after_points(&self, points: &[MetricPoint]) {
+        let alerts = self.alerts();
+        if alerts.timed.load(Ordering::Relaxed) {
+            let now = now_us();
+            let mut clocks = lock(&alerts.clocks);
+            for p in points {
+                if let Some(clock) = clocks.get_mut(&p.run) {
+                    clock.last_point_us = now;
+                }
+            }
+        }
+        let rules = self.rules();
+        if !rules.iter().any(|r| r.rule.condition.metric().is_some()) {
+            return;
+        }
+        let mut experiments: HashMap<Uuid, Option<Arc<str>>> = HashMap::new();
+        for p in points {
+            let experiment = experiments
+                .entry(p.run)
+                .or_insert_with(|| self.experiment_of_run(&p.run).ok().flatten());
+            let Some(experiment) = experiment.clone() else {
+                continue;
+            };
+            for info in rules.iter() {
+                let rule = &info.rule;
+                if rule.condition.metric() != Some(p.key.as_str()) || !rule.watches(&experiment) {
+                    continue;
+                }
+                if let Some(message) = self.metric_condition(rule, &p.run, p.value) {
+                    self.fire(rule, &p.run, &experiment, message, Some(p.value));
+                }
+            }
+        }
+    }
+
+    /// Whether `value` of a point makes `rule` fire for `run`: the message if so.
+    fn metric_condition(&self, rule: &Rule, run: &Uuid, value: f64) -> Option<String> {
+        match &rule.condition {
+            Condition::Threshold {
+                metric,
+                above,
+                below,
+            } => {
+                if let Some(a) = above
+                    && value > *a
+                {
+                    return Some(format!("{metric} = {value} is above {a}"));
+                }
+                if let Some(b) = below
+                    && value < *b
+                {
+                    return Some(format!("{metric} = {value} is below {b}"));
+                }
+                None
+            }
+            Condition::NotFinite { metric } => {
+                (!value.is_finite()).then(|| format!("{metric} became {value}"))
+            }
+            Condition::Plateau {
+                metric,
+                steps,
+                maximize,
+                min_delta,
+            } => {
+                if !value.is_finite() {
+                    return None;
+                }
+                let mut plateaus = lock(&self.alerts().plateaus);
+                let state = match plateaus.entry((rule.name.clone(), *run)) {
+                    std::collections::hash_map::Entry::Vacant(first) => {
+                        first.insert(Plateau {
+                            best: value,
+                            since_best: 0,
+                        });
+                        return None;
+                    }
+                    std::collections::hash_map::Entry::Occupied(seen) => seen.into_mut(),
+                };
+                let improved = if *maximize {
+                    value > state.best + min_delta
+                } else {
+                    value < state.best - min_delta
+                };
+                if improved {
+                    *state = Plateau {
+                        best: value,
+                        since_best: 0,
+                    };
+                    return None;
+                }
+                state.since_best += 1;
+                (state.since_best >= *steps).then(|| {
+                    format!(
+                        "{metric} has not improved on {} for {steps} points",
+                        state.best
+                    )
+                })
+            }
+            _ => None,
+        }
+    }
+
+    /// After `run` started: its clock, for the clock conditions.
+    pub(crate) fn alerts_after_start(&self, run: &Run) {
+        if self.alerts().timed.load(Ordering::Relaxed) {
+            lock(&self.alerts().clocks).insert(
+                run.run_id,
+                Clock {
+                    experiment: run.experiment.as_str().into(),
+                    started_at_us: run.started_at_us,
+                    last_point_us: run.started_at_us,
+                },
+            );
+        }
+    }
+
+    /// After `run` ended: `run_failed` rules, and forgetting its per-run state.
+    pub(crate) fn alerts_after_end(&self, run: &Run) {
+        let alerts = self.alerts();
+        lock(&alerts.clocks).remove(&run.run_id);
+        lock(&alerts.stop_flags).remove(&run.run_id);
+        lock(&alerts.plateaus).retain(|(_, r), _| *r != run.run_id);
+        if !matches!(run.status, RunStatus::Failed | RunStatus::Killed) {
+            return;
+        }
+        for info in self.rules().iter() {
+            let rule = &info.rule;
+            if rule.condition == Condition::RunFailed && rule.watches(&run.experiment) {
+                let message = format!(
+                    "run {} ({}) ended {}",
+                    run.name,
+                    run.run_id,
+                    run.status.as_str()
+                );
+                self.fire(rule, &run.run_id, &run.experiment, message, None);
+            }
+        }
+    }
+
+    /// Fills the clocks from the RUNNING runs on disk (their last point from the latest
+    /// values), the first time a clock condition is checked.
+    fn seed_clocks(&self) -> Result<()> {
+        let mut seeded = HashMap::new();
+        let latest = self.cf(CF_LATEST)?;
+        let mut it = self.db().raw_iterator_cf(self.cf(CF_RUNS)?);
+        it.seek_to_first();
+        while let Some(v) = it.value() {
+            if let Ok(run) = serde_json::from_slice::<Run>(v)
+                && run.status == RunStatus::Running
+            {
+                let mut last = run.started_at_us;
+                let prefix = run.run_id.as_bytes().to_vec();
+                let mut points = self.db().raw_iterator_cf(latest);
+                points.seek(&prefix);
+                while let (Some(k), Some(v)) = (points.key(), points.value()) {
+                    if !k.starts_with(&prefix) {
+                        break;
+                    }
+                    if let Some((_, ts, _)) = keys::decode_latest(v) {
+                        last = last.max(ts);
+                    }
+                    points.next();
+                }
+                seeded.insert(
+                    run.run_id,
+                    Clock {
+                        experiment: run.experiment.as_str().into(),
+                        started_at_us: run.started_at_us,
+                        last_point_us: last,
+                    },
+                );
+            }
+            it.next();
+        }
+        it.status()?;
+        let mut clocks = lock(&self.alerts().clocks);
+        for (run, clock) in seeded {
+            clocks.entry(run).or_insert(clock);
+        }
+        Ok(())
+    }
+
+    /// Checks the clock conditions at `now_us`: what the database's ticker calls every
+    /// [`CLOCK_TICK`] (blocking: RocksDB reads and writes).
+    pub fn check_alert_clocks(&self, now_us: i64) -> Result<()> {
+        let alerts = self.alerts();
+        if !alerts.timed.load(Ordering::Relaxed) {
+            return Ok(());
+        }
+        if !alerts.seeded.swap(true, Ordering::SeqCst)
+            && let Err(e) = self.seed_clocks()
+        {
+            alerts.seeded.store(false, Ordering::SeqCst);
+            return Err(e);
+        }
+        let rules = self.rules();
+        let clocks: Vec<(Uuid, Clock)> = lock(&alerts.clocks)
+            .iter()
+            .map(|(r, c)| (*r, c.clone()))
+            .collect();
+        for (run, clock) in clocks {
+            let silent = (now_us - clock.last_point_us) as f64 / 1e6;
+            let running = (now_us - clock.started_at_us) as f64 / 1e6;
+            for info in rules.iter() {
+                let rule = &info.rule;
+                if !rule.watches(&clock.experiment) {
+                    continue;
+                }
+                match rule.condition {
+                    Condition::Hung {
+                        seconds,
+                        mark_failed_after,
+                    } if silent > seconds => {
+                        let message = format!("no new metric for {silent:.0} s while RUNNING");
+                        self.fire(rule, &run, &clock.experiment, message, Some(silent));
+                        if let Some(grace) = mark_failed_after
+                            && silent > seconds + grace
+                        {
+                            self.fail_silent_run(&run, &rule.name, silent);
+                        }
+                    }
+                    Condition::Budget { seconds } if running > seconds => {
+                        let message =
+                            format!("RUNNING for {running:.0} s, past its budget of {seconds} s");
+                        self.fire(rule, &run, &clock.experiment, message, Some(running));
+                    }
+                    _ => {}
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Marks a run that stayed silent FAILED, with the reason as a tag.
+    fn fail_silent_run(&self, run: &Uuid, alert: &str, silent: f64) {
+        let reason = format!("no metric for {silent:.0} s (alert {alert})");
+        let result = self
+            .set_tags(&[(*run, FAILURE_REASON_TAG.to_string(), reason)])
+            .and_then(|()| self.end_run(run, RunStatus::Failed));
+        match result {
+            Ok(_) => warn!(%run, alert, "run marked FAILED: no metric"),
+            // Ended meanwhile: nothing to do.
+            Err(Error::InvalidState(_)) => {}
+            Err(e) => warn!(%run, alert, %e, "could not mark a silent run FAILED"),
+        }
+    }
+
+    /// Fires `rule` for `run` unless it already fired for it: records the event, stops
+    /// the run if the rule says so, announces the event. Failures are logged, never
+    /// returned: an alert must not fail the write that tripped it.
+    fn fire(&self, rule: &Rule, run: &Uuid, experiment: &str, message: String, value: Option<f64>) {
+        let alerts = self.alerts();
+        if !lock(&alerts.fired).insert((rule.name.clone(), *run)) {
+            return;
+        }
+        let event = AlertEvent {
+            alert: rule.name.clone(),
+            run_id: *run,
+            experiment: experiment.to_string(),
+            fired_at_us: now_us(),
+            kind: rule.condition.kind().to_string(),
+            message,
+            value,
+            action: match rule.action {
+                Action::Notify => "notify",
+                Action::Stop => "stop",
+            }
+            .to_string(),
+            webhook: rule.webhook.clone(),
+        };
+        if let Err(e) = self.record_event(rule, &event) {
+            warn!(alert = rule.name, %run, %e, "could not record an alert event");
+            lock(&alerts.fired).remove(&(rule.name.clone(), *run));
+            return;
+        }
+        info!(alert = rule.name, %run, kind = event.kind, message = event.message, "alert fired");
+        if rule.action == Action::Stop {
+            lock(&alerts.stops).insert(*run, rule.name.clone());
+            if let Some(flag) = lock(&alerts.stop_flags).get(run) {
+                flag.store(true, Ordering::SeqCst);
+            }
+            if let Err(e) = self.set_tags(&[(*run, STOPPED_BY_TAG.to_string(), rule.name.clone())])
+            {
+                warn!(alert = rule.name, %run, %e, "could not tag a stopped run");
+            }
+        }
+        self.inner
+            .notifications
+            .publish(ALERT_CHANNEL, &event.payload(), 0);
+        // No receivers is fine.
+        let _ = alerts.events.send(Arc::new(event));
+    }
+
+    /// Records how a webhook delivery ended.
+    pub fn record_webhook_delivery(&self, delivery: &WebhookDelivery) -> Result<()> {
+        let seq = self.alerts().seq.fetch_add(1, Ordering::Relaxed);
+        let mut k = key(DELIVERY_PREFIX, &keys::enc_i64(delivery.at_us));
+        k.extend_from_slice(&seq.to_be_bytes());
+        let mut batch = WriteBatch::default();
+        batch.put_cf(
+            self.cf(CF_ALERTS)?,
+            k,
+            serde_json::to_vec(delivery).map_err(|e| Error::corrupt("webhook delivery", e))?,
+        );
+        self.commit(batch)
+    }
+
+    /// Every webhook delivery, oldest first.
+    pub fn webhook_deliveries(&self) -> Result<Vec<WebhookDelivery>> {
+        let cf = self.cf(CF_ALERTS)?;
+        let mut out = Vec::new();
+        let mut it = self.db().raw_iterator_cf(cf);
+        it.seek(DELIVERY_PREFIX);
+        while let (Some(k), Some(v)) = (it.key(), it.value()) {
+            if !k.starts_with(DELIVERY_PREFIX) {
+                break;
+            }
+            out.push(serde_json::from_slice(v).map_err(|e| Error::corrupt("webhook delivery", e))?);
+            it.next();
+        }
+        it.status()?;
+        Ok(out)
+    }
+
+    /// Writes the event, the fired marker and (for `stop`) the stop request in one batch.
+    fn record_event(&self, rule: &Rule, event: &AlertEvent) -> Result<()> {
+        let cf = self.cf(CF_ALERTS)?;
+        let seq = self.alerts().seq.fetch_add(1, Ordering::Relaxed);
+        let mut event_key = key(EVENT_PREFIX, &keys::enc_i64(event.fired_at_us));
+        event_key.extend_from_slice(&seq.to_be_bytes());
+        event_key.extend_from_slice(event.run_id.as_bytes());
+        let mut batch = WriteBatch::default();
+        batch.put_cf(
+            cf,
+            event_key,
+            serde_json::to_vec(event).map_err(|e| Error::corrupt("alert event", e))?,
+        );
+        batch.put_cf(cf, fired_key(&rule.name, &event.run_id), []);
+        if rule.action == Action::Stop {
+            batch.put_cf(
+                cf,
+                key(STOP_PREFIX, event.run_id.as_bytes()),
+                rule.name.as_bytes(),
+            );
+        }
+        self.commit(batch)
+    }
+}
