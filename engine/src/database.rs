@@ -136,6 +136,9 @@ impl Database {
                 None,
             )?,
         };
+        // Counted from the first request on; registered with the other figures below.
+        let store_requests = crate::storage::RequestCounts::default();
+        let root = root.metered(store_requests.clone());
         root.check_reachable().await?;
         catalog.check_object_store(&root.identity())?;
         let user = Arc::new(UserSchema::default());
@@ -154,6 +157,11 @@ impl Database {
             options.s3.clone(),
         );
         let stats = Arc::new(Stats::new());
+        stats.register(
+            "object_store_requests",
+            "Object store requests, by operation and result (a missing object is ok)",
+            store_requests,
+        );
         stats.watch_kv(kv.downgrade());
         let notifications = Arc::new(Notifications::default());
         let tracking = Tracking::new(

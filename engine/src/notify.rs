@@ -1,8 +1,8 @@
 //! `LISTEN` / `NOTIFY`: channels, and each session's queue of notifications.
 //!
 //! [`Notifications`] (one per database) maps channel names to the [`Listener`]s of the
-//! sessions that ran `LISTEN`. [`Notifications::publish`] (what `NOTIFY`, `pg_notify` and
-//! the alerts call) appends to each listener's queue and wakes it; the front end drains
+//! sessions that ran `LISTEN`. [`Notifications::publish`] (what `NOTIFY` and the alerts
+//! call) appends to each listener's queue and wakes it; the front end drains
 //! the queue when it may send — the PostgreSQL front end before each ReadyForQuery and
 //! whenever the connection is idle. Nothing here knows the wire protocol.
 //!
@@ -92,10 +92,11 @@ impl Notifications {
         if !lock(&listener.channels).insert(channel.to_string()) {
             return;
         }
-        lock(&self.channels)
-            .entry(channel.to_string())
-            .or_default()
-            .push(Arc::downgrade(listener));
+        let mut channels = lock(&self.channels);
+        let list = channels.entry(channel.to_string()).or_default();
+        // Sessions that closed are forgotten here too, not only when something is sent.
+        list.retain(|w| w.strong_count() > 0);
+        list.push(Arc::downgrade(listener));
     }
 
     /// `UNLISTEN channel`, or `UNLISTEN *` when `channel` is `None`.

@@ -291,7 +291,8 @@ impl Drop for ConnectionGuard {
     }
 }
 
-/// Times one statement; records it once, when finished or dropped.
+/// Times one statement; records it once: when finished, or — as failed or cancelled —
+/// when dropped.
 #[derive(Debug)]
 pub struct StatementTimer {
     stats: Arc<Stats>,
@@ -315,14 +316,20 @@ impl StatementTimer {
 
     /// Records the statement now.
     pub fn finish(mut self) {
-        self.record();
+        self.record(true);
     }
 
-    fn record(&mut self) {
+    fn record(&mut self, finished: bool) {
         if std::mem::replace(&mut self.recorded, true) {
             return;
         }
-        let result = self.failed.map_or("ok", ErrorClass::as_str);
+        // Dropped before it finished, without an error: cancelled (a timeout, a cancel
+        // request, a closed connection, rows the client stopped reading).
+        let result = match (self.failed, finished) {
+            (Some(class), _) => class.as_str(),
+            (None, true) => "ok",
+            (None, false) => ErrorClass::Canceled.as_str(),
+        };
         self.stats.statement_finished(
             self.kind,
             result,
@@ -334,7 +341,7 @@ impl StatementTimer {
 
 impl Drop for StatementTimer {
     fn drop(&mut self) {
-        self.record();
+        self.record(false);
     }
 }
 
@@ -534,6 +541,7 @@ mod tests {
         failed.failed(ErrorClass::NotFound);
         failed.failed(ErrorClass::Internal);
         drop(failed);
+        drop(stats.statement_started("select"));
         stats.statement_refused("unknown", ErrorClass::InvalidInput);
 
         assert_eq!(
@@ -560,6 +568,15 @@ mod tests {
             ),
             Some(1.0)
         );
+        assert_eq!(
+            value(
+                &stats,
+                "runbase_statements_total",
+                r#"kind="select",result="canceled""#
+            ),
+            Some(1.0),
+            "dropped before it finished"
+        );
         assert_eq!(value(&stats, "runbase_rows_returned_total", ""), Some(5.0));
         assert_eq!(
             value(
@@ -567,7 +584,7 @@ mod tests {
                 "runbase_statement_duration_seconds_count",
                 r#"kind="select""#
             ),
-            Some(2.0)
+            Some(3.0)
         );
     }
 

@@ -108,7 +108,11 @@ pub async fn run(args: ServeArgs) -> Result<(), BoxError> {
     });
     db.tracking()
         .allow_webhooks(args.alert_webhook_allow.clone());
-    let webhooks = tokio::spawn(crate::webhooks::deliver(db.clone(), shutdown.clone()));
+    let webhooks = tokio::spawn(crate::webhooks::deliver(
+        db.downgrade(),
+        db.tracking().subscribe_alerts(),
+        shutdown.clone(),
+    ));
     let mut front_ends: JoinSet<(&'static str, Result<(), BoxError>)> = JoinSet::new();
     let http_db = db.clone();
     {
@@ -148,9 +152,12 @@ pub async fn run(args: ServeArgs) -> Result<(), BoxError> {
     // Deliveries under way are abandoned with the process; each records its outcome
     // when it ends.
     webhooks.abort();
+    let _ = webhooks.await;
     if let Some(backups) = backups {
-        // A backup under way is abandoned: it has no manifest, so it never counts.
+        // A backup under way is abandoned: it has no manifest, so it never counts. Waited
+        // for, so its database handle is gone before the process exits.
         backups.abort();
+        let _ = backups.await;
     }
     match failure {
         Some(e) => Err(e),

@@ -10,7 +10,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use runbase_engine::Database;
+use runbase_engine::WeakDatabase;
 use runbase_engine::tracking::alerts::{AlertEvent, WebhookDelivery};
 use tokio::sync::broadcast::error::RecvError;
 use tracing::{info, warn};
@@ -24,9 +24,13 @@ const ATTEMPTS: u32 = 4;
 /// The wait before the second attempt; doubled before each later one.
 const FIRST_BACKOFF: Duration = Duration::from_millis(500);
 
-/// Delivers alert events to their webhooks until `shutdown`.
-pub async fn deliver(db: Database, shutdown: Shutdown) {
-    let mut events = db.tracking().subscribe_alerts();
+/// Delivers the alert events of `events` (subscribed before the task starts, so none
+/// fired meanwhile is missed) to their webhooks until `shutdown`.
+pub async fn deliver(
+    db: WeakDatabase,
+    mut events: tokio::sync::broadcast::Receiver<Arc<AlertEvent>>,
+    shutdown: Shutdown,
+) {
     let client = match reqwest::Client::builder()
         .timeout(ATTEMPT_TIMEOUT)
         .redirect(reqwest::redirect::Policy::none())
@@ -61,14 +65,18 @@ pub async fn deliver(db: Database, shutdown: Shutdown) {
     }
 }
 
-/// POSTs one event, retrying with backoff, and records how it ended.
-async fn send(client: reqwest::Client, db: Database, event: Arc<AlertEvent>) {
+/// POSTs one event, retrying with backoff, and records how it ended. Holds the database
+/// only while it reads or records (a delivery in flight never keeps it open at shutdown).
+async fn send(client: reqwest::Client, db: WeakDatabase, event: Arc<AlertEvent>) {
     let Some(url) = event.webhook.clone() else {
         return;
     };
     let mut attempts = 0;
     let mut error = None;
-    if !db.tracking().webhook_allowed(&url) {
+    let allowed = db
+        .upgrade()
+        .is_ok_and(|db| db.tracking().webhook_allowed(&url));
+    if !allowed {
         error = Some("the server no longer allows this webhook (--alert-webhook-allow)".into());
     } else {
         let body = event.payload();
@@ -112,9 +120,11 @@ async fn send(client: reqwest::Client, db: Database, event: Arc<AlertEvent>) {
         delivered,
         error,
     };
-    let tracking = db.tracking().clone();
+    let Ok(db) = db.upgrade() else {
+        return;
+    };
     let recorded =
-        tokio::task::spawn_blocking(move || tracking.record_webhook_delivery(&record)).await;
+        tokio::task::spawn_blocking(move || db.tracking().record_webhook_delivery(&record)).await;
     if let Ok(Err(e)) = recorded {
         warn!(%e, "could not record a webhook delivery");
     }

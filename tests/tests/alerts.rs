@@ -310,7 +310,7 @@ async fn webhooks_post_and_a_dead_receiver_does_not_slow_logging() {
     // A port nothing listens on.
     let dead = runbase_tests::server::free_ports::<1>()[0];
     let server =
-        TestServer::start_with(dir.path(), &["--alert-webhook-allow", "http://127.0.0.1:"]);
+        TestServer::start_with(dir.path(), &["--alert-webhook-allow", "http://127.0.0.1/"]);
     let c = server.connect().await;
     c.batch_execute("SELECT create_experiment('e')")
         .await
@@ -470,6 +470,22 @@ async fn stop_rules_stop_external_runs_and_train() {
     )
     .await;
     assert_eq!(models, 0, "no model stored");
+    // The metrics saw a KILLED training and its epochs.
+    let killed: f64 = scalar(
+        &c,
+        "SELECT value FROM runbase.stats WHERE name = 'runbase_train_runs_finished_total' \
+         AND labels = 'status=\"KILLED\"'",
+        &[],
+    )
+    .await;
+    assert_eq!(killed, 1.0);
+    let trained: f64 = scalar(
+        &c,
+        "SELECT value FROM runbase.stats WHERE name = 'runbase_train_epochs_total'",
+        &[],
+    )
+    .await;
+    assert_eq!(trained, epochs as f64);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -279,6 +279,28 @@ fn ready_metrics_and_runbase_stats_agree_and_prometheus_scrapes_them() {
         count("runbase_process_resident_memory_bytes", "").is_some_and(|n| n > 1e6),
         "{text}"
     );
+    // CREATE TABLE and INSERT wrote the table's files through the object store.
+    assert!(
+        count(
+            "runbase_object_store_requests_total",
+            r#"op="put",result="ok""#
+        )
+        .is_some_and(|n| n >= 2.0),
+        "{text}"
+    );
+    assert!(
+        count(
+            "runbase_device_memory_bytes",
+            r#"device="cpu",kind="total""#
+        )
+        .is_some_and(|n| n > 1e8),
+        "{text}"
+    );
+    assert_eq!(
+        count("runbase_train_jobs", r#"state="queued""#),
+        Some(0.0),
+        "{text}"
+    );
 
     // The same counter through SQL.
     let stats = server.psql(&[

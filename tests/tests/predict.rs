@@ -68,6 +68,24 @@ async fn predict_scores_held_out_rows_and_evaluate_agrees() {
         .await
         .expect("predict");
     assert_eq!(rows.len(), 37);
+    // Counted in the metrics: the 37 rows, in at least one forward pass; the model was
+    // loaded once into the cache.
+    let stat = |name: &'static str| {
+        let client = &client;
+        async move {
+            let v: f64 = scalar(
+                client,
+                "SELECT value FROM runbase.stats WHERE name = $1",
+                &[&name],
+            )
+            .await;
+            v
+        }
+    };
+    assert_eq!(stat("runbase_inference_rows_total").await, 37.0);
+    assert!(stat("runbase_inference_batches_total").await >= 1.0);
+    assert_eq!(stat("runbase_model_cache_models").await, 1.0);
+    assert!(stat("runbase_model_cache_bytes").await > 0.0);
     let columns: Vec<&str> = rows[0].columns().iter().map(|c| c.name()).collect();
     assert_eq!(
         columns,

@@ -72,6 +72,70 @@ fn host_memory_bytes() -> Option<i64> {
 }
 
 /// `(name, total bytes)` per GPU index, from `nvidia-smi`; empty if it is not installed.
+/// One device's memory, for the metrics.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DeviceMemory {
+    /// `cpu`, `cuda:0`, …
+    pub device: String,
+    /// Total bytes.
+    pub total: Option<i64>,
+    /// Bytes in use (the host's: total less available; a GPU's: as the driver reports).
+    pub used: Option<i64>,
+}
+
+/// The memory of the host and of each CUDA device libtorch sees (`nvidia-smi`, asked
+/// only when there is a device).
+pub fn memory() -> Vec<DeviceMemory> {
+    let meminfo = std::fs::read_to_string("/proc/meminfo").unwrap_or_default();
+    let kb = |field: &str| -> Option<i64> {
+        meminfo
+            .lines()
+            .find(|l| l.starts_with(field))?
+            .split_whitespace()
+            .nth(1)?
+            .parse::<i64>()
+            .ok()?
+            .checked_mul(1024)
+    };
+    let total = kb("MemTotal:");
+    let used = total.zip(kb("MemAvailable:")).map(|(t, a)| t - a);
+    let mut out = vec![DeviceMemory {
+        device: "cpu".into(),
+        total,
+        used,
+    }];
+    if tch::Cuda::device_count() > 0 {
+        let Ok(smi) = Command::new("nvidia-smi")
+            .args([
+                "--query-gpu=memory.total,memory.used",
+                "--format=csv,noheader,nounits",
+            ])
+            .output()
+        else {
+            return out;
+        };
+        let mib = |v: &str| {
+            v.trim()
+                .parse::<i64>()
+                .ok()
+                .and_then(|m| m.checked_mul(1024 * 1024))
+        };
+        for (i, line) in String::from_utf8_lossy(&smi.stdout)
+            .lines()
+            .filter(|l| !l.trim().is_empty())
+            .enumerate()
+        {
+            let (total, used) = line.split_once(',').unwrap_or((line, ""));
+            out.push(DeviceMemory {
+                device: format!("cuda:{i}"),
+                total: mib(total),
+                used: mib(used),
+            });
+        }
+    }
+    out
+}
+
 fn nvidia_smi() -> Vec<(String, Option<i64>)> {
     let Ok(out) = Command::new("nvidia-smi")
         .args([

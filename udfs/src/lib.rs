@@ -7,6 +7,7 @@
 //! - [`devices`]: the `runbase.devices` system table — the CPU and every CUDA device
 //!   libtorch sees, i.e. where training can run.
 //! - [`train`]: the `train` and `reproduce` table functions and `runbase.jobs`.
+//! - [`stats`]: TRAIN, inference, model-cache and device-memory figures in the metrics.
 //! - [`inference`]: `predict` (table and scalar), `evaluate`, `import_model`,
 //!   `export_model`, the shared cache of loaded models and `runbase.loaded_models`.
 //!
@@ -23,6 +24,7 @@
 
 pub mod devices;
 pub mod inference;
+pub mod stats;
 pub mod train;
 
 use std::sync::Arc;
@@ -113,6 +115,7 @@ pub fn register(db: &runbase_engine::Database, options: UdfsOptions) -> Result<S
         "loaded_models",
         Arc::new(inference::cache::LoadedModelsTable::new(&inference)),
     )?;
+    stats::register(db, trainer.counters(), &inference, trainer.jobs());
     for writes in ["train", "reproduce", "import_model"] {
         db.register_writing_function(writes);
     }

@@ -277,13 +277,19 @@ impl Session {
             return Ok(Prepared::Alter(Box::new(alter)));
         }
         match &statement {
-            AstStatement::LISTEN { channel } => return Ok(Prepared::Listen(channel.value.clone())),
+            AstStatement::LISTEN { channel } => return Ok(Prepared::Listen(channel_name(channel))),
             AstStatement::UNLISTEN { channel } => {
                 return Ok(Prepared::Unlisten(
-                    (channel.value != "*").then(|| channel.value.clone()),
+                    (channel.value != "*").then(|| channel_name(channel)),
                 ));
             }
             AstStatement::NOTIFY { channel, payload } => {
+                let channel_folded = channel_name(channel);
+                if channel_folded == crate::tracking::alerts::ALERT_CHANNEL {
+                    return Err(Error::PermissionDenied(format!(
+                        "permission denied: only the server notifies {channel_folded} (its alert events)"
+                    )));
+                }
                 let payload = payload.clone().unwrap_or_default();
                 if payload.len() > crate::notify::MAX_PAYLOAD {
                     return Err(Error::InvalidArgument(format!(
@@ -293,7 +299,7 @@ impl Session {
                     )));
                 }
                 return Ok(Prepared::Notify {
-                    channel: channel.value.clone(),
+                    channel: channel_folded,
                     payload,
                 });
             }
@@ -604,5 +610,13 @@ impl Session {
             .map(|a| a.value(0))
             .unwrap_or(0);
         Ok(count)
+    }
+}
+
+/// A channel name as PostgreSQL folds it: lower case unless quoted.
+fn channel_name(channel: &datafusion::sql::sqlparser::ast::Ident) -> String {
+    match channel.quote_style {
+        Some(_) => channel.value.clone(),
+        None => channel.value.to_lowercase(),
     }
 }

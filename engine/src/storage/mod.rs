@@ -14,6 +14,7 @@
 //!   (where S3 joins the local directory).
 //! - `s3`: the S3 client ([`S3Options`]) and the log store deltalake needs for `s3://`.
 //! - `synced`: [`SyncedLocalStore`], the local directory with every write fsynced.
+//! - `metered`: [`MeteredStore`], request and error counts by operation.
 //! - `delta`: commit files and [`VersionInfo`].
 //! - `dml`: `DELETE`, `UPDATE`, `TRUNCATE` as one Delta commit each.
 //! - `schema_map`: Arrow ⇄ Delta schemas ([`storable_schema`], [`conform_batch`]).
@@ -24,6 +25,7 @@
 
 mod delta;
 mod dml;
+mod metered;
 mod object_store;
 pub mod provider;
 mod s3;
@@ -35,6 +37,7 @@ mod table;
 
 pub use delta::VersionInfo;
 pub use dml::OptimizeReport;
+pub use metered::{MeteredStore, RequestCounts, RequestLabels};
 pub use object_store::ObjectStoreRoot;
 pub use s3::S3Options;
 pub use schema_map::{conform_batch, delta_to_arrow, nullable, storable_schema};

@@ -122,6 +122,14 @@ impl ObjectStoreRoot {
         Self::local_with(&path, synced, None)
     }
 
+    /// The same root with every request counted into `counts` ([`super::MeteredStore`]).
+    pub fn metered(self, counts: super::RequestCounts) -> Self {
+        Self {
+            store: Arc::new(super::MeteredStore::new(self.store, counts)),
+            ..self
+        }
+    }
+
     /// The local directory of a store on the local file system.
     pub fn local_dir(&self) -> Option<&std::path::Path> {
         self.local_dir.as_deref()

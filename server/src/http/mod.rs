@@ -202,7 +202,7 @@ mod tests {
         assert!(ready.ends_with(r#"{"status":"ready"}"#), "{ready}");
 
         // A statement run through the engine shows in the metrics text.
-        db.session().sql("SELECT 1").await.expect("query");
+        db.session().query("SELECT 1").await.expect("query");
         let metrics = tokio::task::spawn_blocking(move || {
             exchange(
                 addr,

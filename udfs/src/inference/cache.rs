@@ -90,6 +90,7 @@ pub struct ModelCache {
     capacity: u64,
     entries: Mutex<Entries>,
     loads: AtomicU64,
+    hits: AtomicU64,
 }
 
 impl ModelCache {
@@ -99,6 +100,7 @@ impl ModelCache {
             capacity,
             entries: Mutex::default(),
             loads: AtomicU64::new(0),
+            hits: AtomicU64::new(0),
         }
     }
 
@@ -110,6 +112,7 @@ impl ModelCache {
         let (model, used) = entries.models.get_mut(&key(version, device))?;
         *used = tick;
         model.hits.fetch_add(1, Ordering::Relaxed);
+        self.hits.fetch_add(1, Ordering::Relaxed);
         Some(model.clone())
     }
 
@@ -138,6 +141,32 @@ impl ModelCache {
                 entries.bytes -= u64::try_from(gone.version.size_bytes).unwrap_or(0);
             }
         }
+    }
+
+    /// How many lookups found their model loaded, since start.
+    pub fn hits(&self) -> u64 {
+        self.hits.load(Ordering::Relaxed)
+    }
+
+    /// Bytes of model blobs cached now.
+    pub fn bytes(&self) -> u64 {
+        self.entries.lock().unwrap_or_else(|p| p.into_inner()).bytes
+    }
+
+    /// Models cached now.
+    pub fn len(&self) -> u64 {
+        let n = self
+            .entries
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .models
+            .len();
+        u64::try_from(n).unwrap_or(u64::MAX)
+    }
+
+    /// Whether no model is cached.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
     }
 
     /// How many models were loaded from the object store since start.

@@ -55,6 +55,7 @@ pub struct Inference {
     db: WeakDatabase,
     cache: ModelCache,
     permits: Arc<Semaphore>,
+    counters: crate::stats::InferenceCounters,
 }
 
 impl Inference {
@@ -65,7 +66,13 @@ impl Inference {
             db,
             cache: ModelCache::new(cache_bytes),
             permits: Arc::new(Semaphore::new(concurrency.max(1))),
+            counters: Default::default(),
         }
+    }
+
+    /// Rows and batches scored, for the metrics.
+    pub fn counters(&self) -> &crate::stats::InferenceCounters {
+        &self.counters
     }
 
     /// The cache of loaded models.
@@ -137,7 +144,13 @@ impl Inference {
                 "inference pool closed".into(),
             ))
         })?;
-        run_blocking(move || model.forward(&columns)).await
+        let rows = columns.first().map_or(0, |c| c.len());
+        let out = run_blocking(move || model.forward(&columns)).await?;
+        self.counters.batches.inc();
+        self.counters
+            .rows
+            .inc_by(u64::try_from(rows).unwrap_or(u64::MAX));
+        Ok(out)
     }
 
     /// `forward`, then the output as `prediction` (and, when `probabilities` is set,

@@ -121,6 +121,14 @@ impl Jobs {
         }
     }
 
+    /// The state of every job now.
+    pub fn states(&self) -> Vec<&'static str> {
+        self.snapshot()
+            .iter()
+            .map(|j| *j.state.lock().unwrap_or_else(|p| p.into_inner()))
+            .collect()
+    }
+
     fn snapshot(&self) -> Vec<Arc<Job>> {
         self.running
             .lock()

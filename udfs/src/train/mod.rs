@@ -97,6 +97,7 @@ pub struct Trainer {
     db: WeakDatabase,
     jobs: Arc<Jobs>,
     permits: Arc<tokio::sync::Semaphore>,
+    counters: crate::stats::TrainCounters,
 }
 
 impl Trainer {
@@ -106,7 +107,13 @@ impl Trainer {
             db,
             jobs: Arc::new(Jobs::default()),
             permits: Arc::new(tokio::sync::Semaphore::new(concurrency.max(1))),
+            counters: Default::default(),
         }
+    }
+
+    /// Trainings ended and epochs trained, for the metrics.
+    pub fn counters(&self) -> &crate::stats::TrainCounters {
+        &self.counters
     }
 
     /// The registry behind `runbase.jobs`.
@@ -147,6 +154,15 @@ impl Trainer {
             identity,
             notices,
         })
+    }
+
+    fn count_finished(&self, status: RunStatus) {
+        self.counters
+            .finished
+            .get_or_create(&crate::stats::StatusLabels {
+                status: status.as_str(),
+            })
+            .inc();
     }
 
     /// Runs one training to the end; see the module docs.
@@ -252,6 +268,7 @@ impl Trainer {
             job.job.set_state("training");
             let ctx = BlockingCtx {
                 tracking: tracking.clone(),
+                epochs: self.counters.epochs.clone(),
                 run: run_id,
                 experiment: experiment.clone(),
                 job: job.job.clone(),
@@ -312,6 +329,7 @@ impl Trainer {
                 ])?;
                 tracking.end_run(&run_id, RunStatus::Finished)?;
                 guard.done = true;
+                self.count_finished(RunStatus::Finished);
                 notify(format!(
                     "TRAIN {}: stored version {} (best epoch {} of {})",
                     req.model,
@@ -333,7 +351,7 @@ impl Trainer {
             }
             Err(e) => {
                 let e = stopped_by_alert(&tracking, run_id, e);
-                end_with_error(&tracking, run_id, &e);
+                self.count_finished(end_with_error(&tracking, run_id, &e));
                 guard.done = true;
                 Err(e)
             }
@@ -376,9 +394,9 @@ fn stopped_by_alert(tracking: &Tracking, run: Uuid, e: Error) -> Error {
     }
 }
 
-/// Ends `run` after `e`: KILLED if it was cancelled, else FAILED; the message goes in the
-/// run's `error` tag.
-fn end_with_error(tracking: &Tracking, run: Uuid, e: &Error) {
+/// Ends `run` after `e`: KILLED if it was cancelled, else FAILED (returned); the message
+/// goes in the run's `error` tag.
+fn end_with_error(tracking: &Tracking, run: Uuid, e: &Error) -> RunStatus {
     let status = if matches!(e, Error::Engine(runbase_engine::Error::Canceled(_))) {
         RunStatus::Killed
     } else {
@@ -386,6 +404,7 @@ fn end_with_error(tracking: &Tracking, run: Uuid, e: &Error) {
     };
     let _ = tracking.set_tags(&[(run, "error".into(), truncate(&e.to_string()))]);
     let _ = tracking.end_run(&run, status);
+    status
 }
 
 /// The first line of a training thread's panic (libtorch errors carry a C++ backtrace).
@@ -436,6 +455,8 @@ fn metrics_json(m: &Metrics) -> Value {
 /// What the blocking part needs.
 struct BlockingCtx {
     tracking: Tracking,
+    /// Counts every epoch trained.
+    epochs: prometheus_client::metrics::counter::Counter,
     run: Uuid,
     experiment: String,
     job: Arc<Job>,
@@ -523,6 +544,7 @@ impl EpochSink for RunSink<'_> {
             })
             .collect();
         self.ctx.tracking.log_metrics(&points)?;
+        self.ctx.epochs.inc();
         let val_loss = metrics
             .iter()
             .find(|(k, _)| k == "val_loss")

@@ -167,6 +167,10 @@ pub(crate) struct Alerts {
     loaded: AtomicBool,
     /// URL prefixes webhooks may target (the server's `--alert-webhook-allow`).
     webhook_allow: RwLock<Vec<String>>,
+    /// When the store opened: no run counts as silent since before.
+    opened_at_us: i64,
+    /// When each `hung` rule fired for a run, for its `mark_failed_after` grace.
+    hung_since: Mutex<HashMap<(String, Uuid), i64>>,
 }
 
 impl std::fmt::Debug for Alerts {
@@ -190,6 +194,8 @@ impl Default for Alerts {
             seq: AtomicU64::new(0),
             loaded: AtomicBool::new(false),
             webhook_allow: RwLock::default(),
+            opened_at_us: now_us(),
+            hung_since: Mutex::default(),
         }
     }
 }
@@ -234,12 +240,16 @@ impl Tracking {
                 let name = String::from_utf8_lossy(name).into_owned();
                 let stored: StoredRule = serde_json::from_slice(v)
                     .map_err(|e| Error::corrupt(format!("alert {name}"), e))?;
-                let rule = Rule::from_spec(&name, stored.spec)?;
-                rules.push(AlertInfo {
-                    rule: Arc::new(rule),
-                    created_at_us: stored.created_at_us,
-                    created_by: stored.created_by,
-                });
+                match Rule::from_spec(&name, stored.spec) {
+                    Ok(rule) => rules.push(AlertInfo {
+                        rule: Arc::new(rule),
+                        created_at_us: stored.created_at_us,
+                        created_by: stored.created_by,
+                    }),
+                    // A rule this version no longer accepts must not keep the database
+                    // from opening: it is skipped (drop and create it again).
+                    Err(e) => warn!(alert = name, %e, "stored alert rule skipped"),
+                }
             } else if let Some(rest) = k.strip_prefix(FIRED_PREFIX) {
                 if rest.len() > 17 {
                     let (name, run) = rest.split_at(rest.len() - 17);
@@ -265,10 +275,6 @@ impl Tracking {
         let alerts = self.alerts();
         let timed = rules.iter().any(|r| r.rule.condition.timed());
         *alerts.rules.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(rules);
-        if timed && !alerts.timed.swap(true, Ordering::SeqCst) {
-            // Clocks were not kept while no rule needed them: fill them at the next check.
-            alerts.seeded.store(false, Ordering::SeqCst);
-        }
         alerts.timed.store(timed, Ordering::SeqCst);
     }
 
@@ -297,14 +303,23 @@ impl Tracking {
             .unwrap_or_else(|p| p.into_inner()) = prefixes;
     }
 
-    /// Whether a webhook may POST to `url`.
+    /// Whether a webhook may POST to `url`: an allowed entry's scheme and host match
+    /// exactly, its port if it names one (any port if not), and its path is a prefix of
+    /// the URL's on a `/` boundary; a URL with a user name or password never matches.
     pub fn webhook_allowed(&self, url: &str) -> bool {
+        let Ok(target) = url::Url::parse(url) else {
+            return false;
+        };
+        if !target.username().is_empty() || target.password().is_some() {
+            return false;
+        }
         self.alerts()
             .webhook_allow
             .read()
             .unwrap_or_else(|p| p.into_inner())
             .iter()
-            .any(|prefix| !prefix.is_empty() && url.starts_with(prefix.as_str()))
+            .filter_map(|entry| url::Url::parse(entry).ok())
+            .any(|allowed| webhook_matches(&allowed, &target))
     }
 
     /// Creates the alert `name` from the rule `json`; `created_by` is the session's user.
@@ -362,10 +377,21 @@ impl Tracking {
         if rules.len() == before {
             return Ok(false);
         }
+        let cf = self.cf(CF_ALERTS)?;
         let mut batch = WriteBatch::default();
-        batch.delete_cf(self.cf(CF_ALERTS)?, key(RULE_PREFIX, name.as_bytes()));
+        batch.delete_cf(cf, key(RULE_PREFIX, name.as_bytes()));
+        // Which runs it fired for goes with it: a rule made again under the name starts
+        // afresh.
+        let mut from = key(FIRED_PREFIX, name.as_bytes());
+        from.push(0);
+        let mut to = key(FIRED_PREFIX, name.as_bytes());
+        to.push(1);
+        batch.delete_range_cf(cf, from, to);
         self.commit(batch)?;
-        lock(&self.alerts().plateaus).retain(|(alert, _), _| alert != name);
+        let alerts = self.alerts();
+        lock(&alerts.plateaus).retain(|(alert, _), _| alert != name);
+        lock(&alerts.hung_since).retain(|(alert, _), _| alert != name);
+        lock(&alerts.fired).retain(|(alert, _)| alert != name);
         self.set_rules(rules);
         Ok(true)
     }
@@ -407,16 +433,19 @@ impl Tracking {
     /// the training ends at its next batch. Set at once if the run was already stopped.
     /// The registration ends when the run ends.
     pub fn watch_stop(&self, run: &Uuid, flag: Arc<AtomicBool>) {
+        // Registered before the check, so a stop that lands in between sets it either way.
+        lock(&self.alerts().stop_flags).insert(*run, flag.clone());
         if self.stopped_by(run).is_some() {
             flag.store(true, Ordering::SeqCst);
         }
-        lock(&self.alerts().stop_flags).insert(*run, flag);
     }
 
     /// After `points` were committed: keeps the clocks, checks the metric conditions.
     pub(crate) fn alerts_after_points(&self, points: &[MetricPoint]) {
         let alerts = self.alerts();
-        if alerts.timed.load(Ordering::Relaxed) {
+        {
+            // Kept whether or not a clock rule exists now, so one created later starts
+            // from the truth.
             let now = now_us();
             let mut clocks = lock(&alerts.clocks);
             for p in points {
@@ -518,16 +547,14 @@ impl Tracking {
 
     /// After `run` started: its clock, for the clock conditions.
     pub(crate) fn alerts_after_start(&self, run: &Run) {
-        if self.alerts().timed.load(Ordering::Relaxed) {
-            lock(&self.alerts().clocks).insert(
-                run.run_id,
-                Clock {
-                    experiment: run.experiment.as_str().into(),
-                    started_at_us: run.started_at_us,
-                    last_point_us: run.started_at_us,
-                },
-            );
-        }
+        lock(&self.alerts().clocks).insert(
+            run.run_id,
+            Clock {
+                experiment: run.experiment.as_str().into(),
+                started_at_us: run.started_at_us,
+                last_point_us: run.started_at_us,
+            },
+        );
     }
 
     /// After `run` ended: `run_failed` rules, and forgetting its per-run state.
@@ -536,6 +563,7 @@ impl Tracking {
         lock(&alerts.clocks).remove(&run.run_id);
         lock(&alerts.stop_flags).remove(&run.run_id);
         lock(&alerts.plateaus).retain(|(_, r), _| *r != run.run_id);
+        lock(&alerts.hung_since).retain(|(_, r), _| *r != run.run_id);
         if !matches!(run.status, RunStatus::Failed | RunStatus::Killed) {
             return;
         }
@@ -556,6 +584,9 @@ impl Tracking {
     /// Fills the clocks from the RUNNING runs on disk (their last point from the latest
     /// values), the first time a clock condition is checked.
     fn seed_clocks(&self) -> Result<()> {
+        // Time the server was down is not silence: a run's last point counts as no earlier
+        // than the store's opening.
+        let opened = self.alerts().opened_at_us;
         let mut seeded = HashMap::new();
         let latest = self.cf(CF_LATEST)?;
         let mut it = self.db().raw_iterator_cf(self.cf(CF_RUNS)?);
@@ -582,7 +613,7 @@ impl Tracking {
                     Clock {
                         experiment: run.experiment.as_str().into(),
                         started_at_us: run.started_at_us,
-                        last_point_us: last,
+                        last_point_us: last.clamp(opened, now_us()),
                     },
                 );
             }
@@ -591,7 +622,8 @@ impl Tracking {
         it.status()?;
         let mut clocks = lock(&self.alerts().clocks);
         for (run, clock) in seeded {
-            clocks.entry(run).or_insert(clock);
+            let kept = clocks.entry(run).or_insert_with(|| clock.clone());
+            kept.last_point_us = kept.last_point_us.max(clock.last_point_us);
         }
         Ok(())
     }
@@ -615,27 +647,49 @@ impl Tracking {
             .map(|(r, c)| (*r, c.clone()))
             .collect();
         for (run, clock) in clocks {
-            let silent = (now_us - clock.last_point_us) as f64 / 1e6;
-            let running = (now_us - clock.started_at_us) as f64 / 1e6;
-            for info in rules.iter() {
+            let silent = now_us.saturating_sub(clock.last_point_us).max(0) as f64 / 1e6;
+            let running = now_us.saturating_sub(clock.started_at_us).max(0) as f64 / 1e6;
+            let due: Vec<&AlertInfo> = rules
+                .iter()
+                .filter(|info| info.rule.watches(&clock.experiment))
+                .filter(|info| match info.rule.condition {
+                    Condition::Hung { seconds, .. } => silent > seconds,
+                    Condition::Budget { seconds } => running > seconds,
+                    _ => false,
+                })
+                .collect();
+            if due.is_empty() {
+                continue;
+            }
+            // The clock may outlive its run (ended while the clocks were seeded).
+            if !self
+                .run(&run)?
+                .is_some_and(|r| r.status == RunStatus::Running)
+            {
+                lock(&alerts.clocks).remove(&run);
+                continue;
+            }
+            for info in due {
                 let rule = &info.rule;
-                if !rule.watches(&clock.experiment) {
-                    continue;
-                }
                 match rule.condition {
                     Condition::Hung {
-                        seconds,
-                        mark_failed_after,
-                    } if silent > seconds => {
+                        mark_failed_after, ..
+                    } => {
                         let message = format!("no new metric for {silent:.0} s while RUNNING");
                         self.fire(rule, &run, &clock.experiment, message, Some(silent));
-                        if let Some(grace) = mark_failed_after
-                            && silent > seconds + grace
-                        {
+                        let Some(grace) = mark_failed_after else {
+                            continue;
+                        };
+                        // The grace counts from when the alert fired (or, for one that
+                        // fired before a restart, from the first check after it).
+                        let since = *lock(&alerts.hung_since)
+                            .entry((rule.name.clone(), run))
+                            .or_insert(now_us);
+                        if now_us.saturating_sub(since) as f64 / 1e6 >= grace {
                             self.fail_silent_run(&run, &rule.name, silent);
                         }
                     }
-                    Condition::Budget { seconds } if running > seconds => {
+                    Condition::Budget { seconds } => {
                         let message =
                             format!("RUNNING for {running:.0} s, past its budget of {seconds} s");
                         self.fire(rule, &run, &clock.experiment, message, Some(running));
@@ -650,13 +704,22 @@ impl Tracking {
     /// Marks a run that stayed silent FAILED, with the reason as a tag.
     fn fail_silent_run(&self, run: &Uuid, alert: &str, silent: f64) {
         let reason = format!("no metric for {silent:.0} s (alert {alert})");
-        let result = self
-            .set_tags(&[(*run, FAILURE_REASON_TAG.to_string(), reason)])
-            .and_then(|()| self.end_run(run, RunStatus::Failed));
-        match result {
-            Ok(_) => warn!(%run, alert, "run marked FAILED: no metric"),
-            // Ended meanwhile: nothing to do.
-            Err(Error::InvalidState(_)) => {}
+        // A TRAIN of the run stops too.
+        if let Some(flag) = lock(&self.alerts().stop_flags).get(run) {
+            flag.store(true, Ordering::SeqCst);
+        }
+        // Ended first (it checks the run is still RUNNING under the run's lock), so a run
+        // that ended meanwhile is left as it is, untagged.
+        match self.end_run(run, RunStatus::Failed) {
+            Ok(_) => {
+                warn!(%run, alert, "run marked FAILED: no metric");
+                if let Err(e) = self.set_tags(&[(*run, FAILURE_REASON_TAG.to_string(), reason)]) {
+                    warn!(%run, alert, %e, "could not tag a run marked FAILED");
+                }
+            }
+            Err(Error::InvalidState(_)) => {
+                lock(&self.alerts().clocks).remove(run);
+            }
             Err(e) => warn!(%run, alert, %e, "could not mark a silent run FAILED"),
         }
     }
@@ -760,5 +823,54 @@ impl Tracking {
             );
         }
         self.commit(batch)
+    }
+}
+
+/// Whether `target` is under the allowed URL `allowed` (see [`Tracking::webhook_allowed`]).
+fn webhook_matches(allowed: &url::Url, target: &url::Url) -> bool {
+    if allowed.scheme() != target.scheme() || allowed.host_str() != target.host_str() {
+        return false;
+    }
+    if allowed.port().is_some() && allowed.port_or_known_default() != target.port_or_known_default()
+    {
+        return false;
+    }
+    let prefix = allowed.path();
+    let path = target.path();
+    prefix == "/"
+        || path == prefix
+        || (path.starts_with(prefix)
+            && (prefix.ends_with('/') || path[prefix.len()..].starts_with('/')))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn webhook_allowlist_matches_whole_hosts_and_path_segments() {
+        let ok = |allowed: &str, target: &str| {
+            webhook_matches(
+                &url::Url::parse(allowed).expect("allowed"),
+                &url::Url::parse(target).expect("target"),
+            )
+        };
+        assert!(ok(
+            "https://hooks.slack.com/",
+            "https://hooks.slack.com/services/x"
+        ));
+        assert!(ok(
+            "https://hooks.slack.com",
+            "https://hooks.slack.com/services/x"
+        ));
+        assert!(!ok(
+            "https://hooks.slack.com",
+            "https://hooks.slack.com.evil.net/x"
+        ));
+        assert!(!ok("https://hooks.slack.com/", "http://hooks.slack.com/x"));
+        assert!(ok("http://127.0.0.1/", "http://127.0.0.1:8080/x"));
+        assert!(!ok("http://127.0.0.1:9000/", "http://127.0.0.1:8080/x"));
+        assert!(ok("http://a/hooks", "http://a/hooks/1"));
+        assert!(!ok("http://a/hooks", "http://a/hooksmith"));
     }
 }
