@@ -60,15 +60,19 @@ fn cpu_name() -> Option<String> {
 }
 
 fn host_memory_bytes() -> Option<i64> {
-    let info = std::fs::read_to_string("/proc/meminfo").ok()?;
-    let kb: i64 = info
+    meminfo_bytes(&std::fs::read_to_string("/proc/meminfo").ok()?, "MemTotal:")
+}
+
+/// A `Field:   123 kB` line of `/proc/meminfo`, in bytes.
+fn meminfo_bytes(meminfo: &str, field: &str) -> Option<i64> {
+    meminfo
         .lines()
-        .find(|l| l.starts_with("MemTotal:"))?
+        .find(|l| l.starts_with(field))?
         .split_whitespace()
         .nth(1)?
-        .parse()
-        .ok()?;
-    kb.checked_mul(1024)
+        .parse::<i64>()
+        .ok()?
+        .checked_mul(1024)
 }
 
 /// `(name, total bytes)` per GPU index, from `nvidia-smi`; empty if it is not installed.
@@ -87,18 +91,10 @@ pub struct DeviceMemory {
 /// only when there is a device).
 pub fn memory() -> Vec<DeviceMemory> {
     let meminfo = std::fs::read_to_string("/proc/meminfo").unwrap_or_default();
-    let kb = |field: &str| -> Option<i64> {
-        meminfo
-            .lines()
-            .find(|l| l.starts_with(field))?
-            .split_whitespace()
-            .nth(1)?
-            .parse::<i64>()
-            .ok()?
-            .checked_mul(1024)
-    };
-    let total = kb("MemTotal:");
-    let used = total.zip(kb("MemAvailable:")).map(|(t, a)| t - a);
+    let total = meminfo_bytes(&meminfo, "MemTotal:");
+    let used = total
+        .zip(meminfo_bytes(&meminfo, "MemAvailable:"))
+        .map(|(t, a)| t - a);
     let mut out = vec![DeviceMemory {
         device: "cpu".into(),
         total,

@@ -142,6 +142,14 @@ mod tests {
         response
     }
 
+    /// `exchange` off the async workers: `GET path`, connection closed after.
+    async fn get(addr: std::net::SocketAddr, path: &str) -> String {
+        let request = format!("GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
+        tokio::task::spawn_blocking(move || exchange(addr, &request))
+            .await
+            .expect("request")
+    }
+
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn health_ready_metrics_unknown_routes_and_shutdown() {
         let dir = tempfile::tempdir().expect("temp dir");
@@ -156,26 +164,12 @@ mod tests {
             Duration::from_secs(5),
         ));
 
-        let ok = tokio::task::spawn_blocking(move || {
-            exchange(
-                addr,
-                "GET /health HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
-            )
-        })
-        .await
-        .expect("request");
+        let ok = get(addr, "/health").await;
         assert!(ok.starts_with("HTTP/1.1 200"), "{ok}");
         assert!(ok.contains("application/json"), "{ok}");
         assert!(ok.ends_with(r#"{"status":"ok"}"#), "{ok}");
 
-        let missing = tokio::task::spawn_blocking(move || {
-            exchange(
-                addr,
-                "GET /nope HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
-            )
-        })
-        .await
-        .expect("request");
+        let missing = get(addr, "/nope").await;
         assert!(missing.starts_with("HTTP/1.1 404"), "{missing}");
         assert!(
             missing.contains(r#""error_code":"object_not_found""#),
@@ -190,27 +184,13 @@ mod tests {
         assert!(wrong.starts_with("HTTP/1.1 405"), "{wrong}");
         assert!(wrong.contains(r#""error_code":"unsupported""#), "{wrong}");
 
-        let ready = tokio::task::spawn_blocking(move || {
-            exchange(
-                addr,
-                "GET /ready HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
-            )
-        })
-        .await
-        .expect("request");
+        let ready = get(addr, "/ready").await;
         assert!(ready.starts_with("HTTP/1.1 200"), "{ready}");
         assert!(ready.ends_with(r#"{"status":"ready"}"#), "{ready}");
 
         // A statement run through the engine shows in the metrics text.
         db.session().query("SELECT 1").await.expect("query");
-        let metrics = tokio::task::spawn_blocking(move || {
-            exchange(
-                addr,
-                "GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
-            )
-        })
-        .await
-        .expect("request");
+        let metrics = get(addr, "/metrics").await;
         assert!(metrics.starts_with("HTTP/1.1 200"), "{metrics}");
         assert!(
             metrics.contains("content-type: application/openmetrics-text"),

@@ -13,13 +13,17 @@
 //! the action `stop` also stops the run: it raises the flag [`Tracking::should_stop`]
 //! returns and sets the cancel flag of a TRAIN training it ([`Tracking::watch_stop`]).
 //!
-//! Layout: this file (state, evaluation, storage), `rule` (the rule JSON), `tables`
-//! (`runbase.alerts`, `runbase.alert_events`).
+//! Layout: this file (state, evaluation, firing, storage), `rule` (the rule JSON),
+//! `clock` (`hung` and `budget`), `webhooks` (allowed targets, delivery records),
+//! `tables` (`runbase.alerts`, `runbase.alert_events`, `runbase.alert_deliveries`).
 
+mod clock;
 mod rule;
 pub(crate) mod tables;
+mod webhooks;
 
 pub use rule::{Action, Condition, Rule, RuleSpec};
+pub use webhooks::WebhookDelivery;
 
 use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -92,25 +96,6 @@ impl AlertEvent {
         })
         .to_string()
     }
-}
-
-/// One webhook delivery of an event: what `runbase.alert_deliveries` shows.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct WebhookDelivery {
-    /// The alert.
-    pub alert: String,
-    /// The run the event was about.
-    pub run_id: Uuid,
-    /// Where it was POSTed.
-    pub url: String,
-    /// When the last attempt ended, in microseconds since the epoch.
-    pub at_us: i64,
-    /// Attempts made.
-    pub attempts: u32,
-    /// Whether the receiver took it (a 2xx answer).
-    pub delivered: bool,
-    /// Why the last attempt failed, when it did.
-    pub error: Option<String>,
 }
 
 /// A rule as stored.
@@ -293,35 +278,6 @@ impl Tracking {
         rules
     }
 
-    /// Sets the URL prefixes alert webhooks may target; none (the default) refuses every
-    /// rule with a webhook.
-    pub fn allow_webhooks(&self, prefixes: Vec<String>) {
-        *self
-            .alerts()
-            .webhook_allow
-            .write()
-            .unwrap_or_else(|p| p.into_inner()) = prefixes;
-    }
-
-    /// Whether a webhook may POST to `url`: an allowed entry's scheme and host match
-    /// exactly, its port if it names one (any port if not), and its path is a prefix of
-    /// the URL's on a `/` boundary; a URL with a user name or password never matches.
-    pub fn webhook_allowed(&self, url: &str) -> bool {
-        let Ok(target) = url::Url::parse(url) else {
-            return false;
-        };
-        if !target.username().is_empty() || target.password().is_some() {
-            return false;
-        }
-        self.alerts()
-            .webhook_allow
-            .read()
-            .unwrap_or_else(|p| p.into_inner())
-            .iter()
-            .filter_map(|entry| url::Url::parse(entry).ok())
-            .any(|allowed| webhook_matches(&allowed, &target))
-    }
-
     /// Creates the alert `name` from the rule `json`; `created_by` is the session's user.
     pub fn create_alert(&self, name: &str, json: &str, created_by: Option<&str>) -> Result<()> {
         let rule = Rule::parse(name, json)?;
@@ -398,19 +354,35 @@ impl Tracking {
 
     /// Every alert event, oldest first.
     pub fn alert_events(&self) -> Result<Vec<AlertEvent>> {
-        let cf = self.cf(CF_ALERTS)?;
+        self.scan_alert_records(EVENT_PREFIX, "alert event")
+    }
+
+    /// The JSON records under `prefix` of the alerts' column family, in key order.
+    fn scan_alert_records<T: serde::de::DeserializeOwned>(
+        &self,
+        prefix: &[u8],
+        what: &str,
+    ) -> Result<Vec<T>> {
         let mut out = Vec::new();
-        let mut it = self.db().raw_iterator_cf(cf);
-        it.seek(EVENT_PREFIX);
+        let mut it = self.db().raw_iterator_cf(self.cf(CF_ALERTS)?);
+        it.seek(prefix);
         while let (Some(k), Some(v)) = (it.key(), it.value()) {
-            if !k.starts_with(EVENT_PREFIX) {
+            if !k.starts_with(prefix) {
                 break;
             }
-            out.push(serde_json::from_slice(v).map_err(|e| Error::corrupt("alert event", e))?);
+            out.push(serde_json::from_slice(v).map_err(|e| Error::corrupt(what, e))?);
             it.next();
         }
         it.status()?;
         Ok(out)
+    }
+
+    /// A key under `prefix` that sorts by `at_us`, unique within the process.
+    fn timed_key(&self, prefix: &[u8], at_us: i64) -> Vec<u8> {
+        let seq = self.alerts().seq.fetch_add(1, Ordering::Relaxed);
+        let mut k = key(prefix, &keys::enc_i64(at_us));
+        k.extend_from_slice(&seq.to_be_bytes());
+        k
     }
 
     /// A receiver of every alert event from now on (for `LISTEN` and webhooks). A
@@ -581,149 +553,6 @@ impl Tracking {
         }
     }
 
-    /// Fills the clocks from the RUNNING runs on disk (their last point from the latest
-    /// values), the first time a clock condition is checked.
-    fn seed_clocks(&self) -> Result<()> {
-        // Time the server was down is not silence: a run's last point counts as no earlier
-        // than the store's opening.
-        let opened = self.alerts().opened_at_us;
-        let mut seeded = HashMap::new();
-        let latest = self.cf(CF_LATEST)?;
-        let mut it = self.db().raw_iterator_cf(self.cf(CF_RUNS)?);
-        it.seek_to_first();
-        while let Some(v) = it.value() {
-            if let Ok(run) = serde_json::from_slice::<Run>(v)
-                && run.status == RunStatus::Running
-            {
-                let mut last = run.started_at_us;
-                let prefix = run.run_id.as_bytes().to_vec();
-                let mut points = self.db().raw_iterator_cf(latest);
-                points.seek(&prefix);
-                while let (Some(k), Some(v)) = (points.key(), points.value()) {
-                    if !k.starts_with(&prefix) {
-                        break;
-                    }
-                    if let Some((_, ts, _)) = keys::decode_latest(v) {
-                        last = last.max(ts);
-                    }
-                    points.next();
-                }
-                seeded.insert(
-                    run.run_id,
-                    Clock {
-                        experiment: run.experiment.as_str().into(),
-                        started_at_us: run.started_at_us,
-                        last_point_us: last.clamp(opened, now_us()),
-                    },
-                );
-            }
-            it.next();
-        }
-        it.status()?;
-        let mut clocks = lock(&self.alerts().clocks);
-        for (run, clock) in seeded {
-            let kept = clocks.entry(run).or_insert_with(|| clock.clone());
-            kept.last_point_us = kept.last_point_us.max(clock.last_point_us);
-        }
-        Ok(())
-    }
-
-    /// Checks the clock conditions at `now_us`: what the database's ticker calls every
-    /// [`CLOCK_TICK`] (blocking: RocksDB reads and writes).
-    pub fn check_alert_clocks(&self, now_us: i64) -> Result<()> {
-        let alerts = self.alerts();
-        if !alerts.timed.load(Ordering::Relaxed) {
-            return Ok(());
-        }
-        if !alerts.seeded.swap(true, Ordering::SeqCst)
-            && let Err(e) = self.seed_clocks()
-        {
-            alerts.seeded.store(false, Ordering::SeqCst);
-            return Err(e);
-        }
-        let rules = self.rules();
-        let clocks: Vec<(Uuid, Clock)> = lock(&alerts.clocks)
-            .iter()
-            .map(|(r, c)| (*r, c.clone()))
-            .collect();
-        for (run, clock) in clocks {
-            let silent = now_us.saturating_sub(clock.last_point_us).max(0) as f64 / 1e6;
-            let running = now_us.saturating_sub(clock.started_at_us).max(0) as f64 / 1e6;
-            let due: Vec<&AlertInfo> = rules
-                .iter()
-                .filter(|info| info.rule.watches(&clock.experiment))
-                .filter(|info| match info.rule.condition {
-                    Condition::Hung { seconds, .. } => silent > seconds,
-                    Condition::Budget { seconds } => running > seconds,
-                    _ => false,
-                })
-                .collect();
-            if due.is_empty() {
-                continue;
-            }
-            // The clock may outlive its run (ended while the clocks were seeded).
-            if !self
-                .run(&run)?
-                .is_some_and(|r| r.status == RunStatus::Running)
-            {
-                lock(&alerts.clocks).remove(&run);
-                continue;
-            }
-            for info in due {
-                let rule = &info.rule;
-                match rule.condition {
-                    Condition::Hung {
-                        mark_failed_after, ..
-                    } => {
-                        let message = format!("no new metric for {silent:.0} s while RUNNING");
-                        self.fire(rule, &run, &clock.experiment, message, Some(silent));
-                        let Some(grace) = mark_failed_after else {
-                            continue;
-                        };
-                        // The grace counts from when the alert fired (or, for one that
-                        // fired before a restart, from the first check after it).
-                        let since = *lock(&alerts.hung_since)
-                            .entry((rule.name.clone(), run))
-                            .or_insert(now_us);
-                        if now_us.saturating_sub(since) as f64 / 1e6 >= grace {
-                            self.fail_silent_run(&run, &rule.name, silent);
-                        }
-                    }
-                    Condition::Budget { seconds } => {
-                        let message =
-                            format!("RUNNING for {running:.0} s, past its budget of {seconds} s");
-                        self.fire(rule, &run, &clock.experiment, message, Some(running));
-                    }
-                    _ => {}
-                }
-            }
-        }
-        Ok(())
-    }
-
-    /// Marks a run that stayed silent FAILED, with the reason as a tag.
-    fn fail_silent_run(&self, run: &Uuid, alert: &str, silent: f64) {
-        let reason = format!("no metric for {silent:.0} s (alert {alert})");
-        // A TRAIN of the run stops too.
-        if let Some(flag) = lock(&self.alerts().stop_flags).get(run) {
-            flag.store(true, Ordering::SeqCst);
-        }
-        // Ended first (it checks the run is still RUNNING under the run's lock), so a run
-        // that ended meanwhile is left as it is, untagged.
-        match self.end_run(run, RunStatus::Failed) {
-            Ok(_) => {
-                warn!(%run, alert, "run marked FAILED: no metric");
-                if let Err(e) = self.set_tags(&[(*run, FAILURE_REASON_TAG.to_string(), reason)]) {
-                    warn!(%run, alert, %e, "could not tag a run marked FAILED");
-                }
-            }
-            Err(Error::InvalidState(_)) => {
-                lock(&self.alerts().clocks).remove(run);
-            }
-            Err(e) => warn!(%run, alert, %e, "could not mark a silent run FAILED"),
-        }
-    }
-
     /// Fires `rule` for `run` unless it already fired for it: records the event, stops
     /// the run if the rule says so, announces the event. Failures are logged, never
     /// returned: an alert must not fail the write that tripped it.
@@ -770,43 +599,10 @@ impl Tracking {
         let _ = alerts.events.send(Arc::new(event));
     }
 
-    /// Records how a webhook delivery ended.
-    pub fn record_webhook_delivery(&self, delivery: &WebhookDelivery) -> Result<()> {
-        let seq = self.alerts().seq.fetch_add(1, Ordering::Relaxed);
-        let mut k = key(DELIVERY_PREFIX, &keys::enc_i64(delivery.at_us));
-        k.extend_from_slice(&seq.to_be_bytes());
-        let mut batch = WriteBatch::default();
-        batch.put_cf(
-            self.cf(CF_ALERTS)?,
-            k,
-            serde_json::to_vec(delivery).map_err(|e| Error::corrupt("webhook delivery", e))?,
-        );
-        self.commit(batch)
-    }
-
-    /// Every webhook delivery, oldest first.
-    pub fn webhook_deliveries(&self) -> Result<Vec<WebhookDelivery>> {
-        let cf = self.cf(CF_ALERTS)?;
-        let mut out = Vec::new();
-        let mut it = self.db().raw_iterator_cf(cf);
-        it.seek(DELIVERY_PREFIX);
-        while let (Some(k), Some(v)) = (it.key(), it.value()) {
-            if !k.starts_with(DELIVERY_PREFIX) {
-                break;
-            }
-            out.push(serde_json::from_slice(v).map_err(|e| Error::corrupt("webhook delivery", e))?);
-            it.next();
-        }
-        it.status()?;
-        Ok(out)
-    }
-
     /// Writes the event, the fired marker and (for `stop`) the stop request in one batch.
     fn record_event(&self, rule: &Rule, event: &AlertEvent) -> Result<()> {
         let cf = self.cf(CF_ALERTS)?;
-        let seq = self.alerts().seq.fetch_add(1, Ordering::Relaxed);
-        let mut event_key = key(EVENT_PREFIX, &keys::enc_i64(event.fired_at_us));
-        event_key.extend_from_slice(&seq.to_be_bytes());
+        let mut event_key = self.timed_key(EVENT_PREFIX, event.fired_at_us);
         event_key.extend_from_slice(event.run_id.as_bytes());
         let mut batch = WriteBatch::default();
         batch.put_cf(
@@ -823,54 +619,5 @@ impl Tracking {
             );
         }
         self.commit(batch)
-    }
-}
-
-/// Whether `target` is under the allowed URL `allowed` (see [`Tracking::webhook_allowed`]).
-fn webhook_matches(allowed: &url::Url, target: &url::Url) -> bool {
-    if allowed.scheme() != target.scheme() || allowed.host_str() != target.host_str() {
-        return false;
-    }
-    if allowed.port().is_some() && allowed.port_or_known_default() != target.port_or_known_default()
-    {
-        return false;
-    }
-    let prefix = allowed.path();
-    let path = target.path();
-    prefix == "/"
-        || path == prefix
-        || (path.starts_with(prefix)
-            && (prefix.ends_with('/') || path[prefix.len()..].starts_with('/')))
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn webhook_allowlist_matches_whole_hosts_and_path_segments() {
-        let ok = |allowed: &str, target: &str| {
-            webhook_matches(
-                &url::Url::parse(allowed).expect("allowed"),
-                &url::Url::parse(target).expect("target"),
-            )
-        };
-        assert!(ok(
-            "https://hooks.slack.com/",
-            "https://hooks.slack.com/services/x"
-        ));
-        assert!(ok(
-            "https://hooks.slack.com",
-            "https://hooks.slack.com/services/x"
-        ));
-        assert!(!ok(
-            "https://hooks.slack.com",
-            "https://hooks.slack.com.evil.net/x"
-        ));
-        assert!(!ok("https://hooks.slack.com/", "http://hooks.slack.com/x"));
-        assert!(ok("http://127.0.0.1/", "http://127.0.0.1:8080/x"));
-        assert!(!ok("http://127.0.0.1:9000/", "http://127.0.0.1:8080/x"));
-        assert!(ok("http://a/hooks", "http://a/hooks/1"));
-        assert!(!ok("http://a/hooks", "http://a/hooksmith"));
     }
 }
