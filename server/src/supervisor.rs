@@ -16,7 +16,7 @@ use tokio::sync::watch;
 use tokio::task::JoinSet;
 use tracing::{error, info, warn};
 
-use crate::config::ServeArgs;
+use crate::config::{AuthMethod, ServeArgs};
 
 type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
@@ -124,8 +124,13 @@ pub async fn run(args: ServeArgs) -> Result<(), BoxError> {
     }
     if let Some(listener) = http {
         let shutdown = shutdown.clone();
+        let api = if args.pg.auth == AuthMethod::Trust {
+            crate::http::ApiAccess::Open
+        } else {
+            crate::http::ApiAccess::Closed
+        };
         front_ends.spawn(async move {
-            let result = crate::http::serve(http_db, listener, shutdown, grace).await;
+            let result = crate::http::serve(http_db, listener, shutdown, grace, api).await;
             ("HTTP", result.map_err(BoxError::from))
         });
     }

@@ -13,6 +13,7 @@
 //! - [`models`]: the model registry;
 //! - [`alerts`]: alert rules, evaluated as records are written, and their events;
 //! - [`keys`]: key encodings.
+//! - [`series`]: one metric's history for a chart, downsampled with M4;
 //! - `tables`: the `runbase.*` tracking tables, with filter push-down into range scans.
 //! - `functions`: `start_run`, `log_metric`, … as SQL functions.
 
@@ -26,6 +27,7 @@ mod metrics;
 pub mod models;
 mod params;
 mod runs;
+pub mod series;
 pub(crate) mod tables;
 mod types;
 

@@ -3,8 +3,10 @@
 //! # Layout
 //! - this module: the [`router`] (`GET /health`, `GET /ready`, `GET /metrics`; anything
 //!   else is a 404 with a JSON body) and [`serve`], the listener with graceful shutdown.
+//! - `api`: the JSON API under `/api/v1/` (experiments, runs, metric series).
 //! - [`error`]: engine errors → HTTP statuses and JSON error bodies.
 
+mod api;
 pub mod error;
 
 use std::time::Duration;
@@ -30,17 +32,29 @@ pub use error::ApiError;
 struct AppState {
     db: Database,
     shutdown: Shutdown,
+    api: ApiAccess,
+}
+
+/// Who may read the tracking API under `/api/v1/`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ApiAccess {
+    /// Anyone who reaches the port (trust authentication, which only listens on loopback).
+    Open,
+    /// No one: the server checks passwords, and HTTP has no login yet, so the API answers
+    /// 401 rather than show what pgwire would hide.
+    Closed,
 }
 
 /// The routes of the HTTP front end over `db`; `/ready` fails once `shutdown` is signaled.
-pub fn router(db: Database, shutdown: Shutdown) -> Router {
+pub fn router(db: Database, shutdown: Shutdown, api: ApiAccess) -> Router {
     Router::new()
         .route("/health", get(health))
         .route("/ready", get(ready))
         .route("/metrics", get(metrics))
+        .merge(api::routes())
         .fallback(no_route)
         .method_not_allowed_fallback(method_not_allowed)
-        .with_state(AppState { db, shutdown })
+        .with_state(AppState { db, shutdown, api })
 }
 
 /// `GET /health`: the server is up and serving.
@@ -108,8 +122,9 @@ pub async fn serve(
     listener: TcpListener,
     shutdown: Shutdown,
     grace: Duration,
+    api: ApiAccess,
 ) -> std::io::Result<()> {
-    let app = router(db, shutdown.clone());
+    let app = router(db, shutdown.clone(), api);
     let server = axum::serve(listener, app).with_graceful_shutdown(shutdown.signaled());
     let server = std::future::IntoFuture::into_future(server);
     tokio::pin!(server);
@@ -162,6 +177,7 @@ mod tests {
             listener,
             shutdown,
             Duration::from_secs(5),
+            ApiAccess::Open,
         ));
 
         let ok = get(addr, "/health").await;
