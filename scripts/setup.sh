@@ -25,6 +25,10 @@ command -v npm >/dev/null 2>&1 || missing+=(npm)
 command -v openssl >/dev/null 2>&1 || missing+=(openssl)
 # The monitoring test scrapes the server with a real Prometheus.
 command -v prometheus >/dev/null 2>&1 || missing+=(prometheus)
+# The dashboard's browser tests drive Debian's headless Chromium through its ChromeDriver.
+command -v chromium >/dev/null 2>&1 || missing+=(chromium)
+command -v chromedriver >/dev/null 2>&1 || missing+=(chromium-driver)
+dpkg -s fonts-dejavu-core >/dev/null 2>&1 || missing+=(fonts-dejavu-core)
 if [ ${#missing[@]} -gt 0 ]; then
   echo "setup: installing ${missing[*]}" >&2
   sudo_if_needed apt-get update -qq
@@ -61,6 +65,13 @@ if ! "$RUNBASE_TORCH_VENV/bin/python3" -c 'import moto, deltalake, polars, duckd
     'moto[server]==5.2.*' 'deltalake==1.6.*' 'polars==1.44.*' 'pyarrow==26.*' \
     'duckdb==1.5.5' 'duckdb-extension-delta==1.5.5' 'duckdb-extension-httpfs==1.5.5' \
     'pysail==0.7.2' 'pyspark-client==4.2.0'
+fi
+
+# Selenium for the dashboard's browser tests (tests/tests/dashboard.rs); it is pointed at
+# /usr/bin/chromedriver, so Selenium Manager never downloads a driver.
+if ! "$RUNBASE_TORCH_VENV/bin/python3" -c 'import selenium' >/dev/null 2>&1; then
+  echo "setup: installing Selenium into $RUNBASE_TORCH_VENV" >&2
+  "$RUNBASE_TORCH_VENV/bin/pip" install -q --disable-pip-version-check 'selenium==4.*'
 fi
 
 # node-postgres for the client matrix, pinned by tests/clients/node/package-lock.json.

@@ -117,6 +117,9 @@ impl Runbase {
     }
 
     fn spawn(dir: &Path, port: u16, synchronous_commit: bool, env: &[(String, String)]) -> Child {
+        // Most comparisons speak PostgreSQL only: no HTTP port to collide on, unless the
+        // caller names one in RUNBASE_HTTP_LISTEN.
+        let http = env.iter().any(|(k, _)| k == "RUNBASE_HTTP_LISTEN");
         Command::new(runbase_bin())
             .args([
                 "serve",
@@ -126,9 +129,8 @@ impl Runbase {
                 &dir.display().to_string(),
                 "--synchronous-commit",
                 &synchronous_commit.to_string(),
-                // The comparisons speak PostgreSQL only; no HTTP port to collide on.
-                "--no-http",
             ])
+            .args(if http { None } else { Some("--no-http") })
             .env("RUST_LOG", "warn")
             .envs(env.iter().map(|(k, v)| (k, v)))
             .stdout(Stdio::null())

@@ -354,6 +354,32 @@ impl Users {
             .map_err(|e| Error::corrupt("user record", e.to_string()))
     }
 
+    /// Checks `password` against `name`'s verifier: the user's role if it matches, `None`
+    /// if the user does not exist, has no password or the password is wrong (one answer
+    /// for all three, so a caller cannot tell which). Runs PBKDF2 (thousands of rounds):
+    /// blocking work, kept off async workers.
+    pub fn check_password(&self, name: &str, password: &str) -> Result<Option<Role>> {
+        let Some(user) = self.user(name)? else {
+            return Ok(None);
+        };
+        let Some(verifier) = user
+            .verifier
+            .as_deref()
+            .and_then(crate::scram::Verifier::parse)
+        else {
+            return Ok(None);
+        };
+        let derived =
+            crate::scram::Verifier::with_salt(password, verifier.salt.clone(), verifier.iterations);
+        // Constant-time comparison of the two keys.
+        let diff = derived
+            .stored_key
+            .iter()
+            .zip(verifier.stored_key.iter())
+            .fold(0u8, |acc, (a, b)| acc | (a ^ b));
+        Ok((diff == 0).then_some(user.role))
+    }
+
     /// Every user, by name.
     pub fn users(&self) -> Result<Vec<User>> {
         let mut out = Vec::new();

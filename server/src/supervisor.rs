@@ -124,13 +124,19 @@ pub async fn run(args: ServeArgs) -> Result<(), BoxError> {
     }
     if let Some(listener) = http {
         let shutdown = shutdown.clone();
+        // The PostgreSQL certificate serves HTTPS too.
+        let http_tls = match (&args.pg.tls_cert, &args.pg.tls_key) {
+            (Some(cert), Some(key)) => Some(crate::pg::listener::load_http_tls(cert, key)?),
+            _ => None,
+        };
         let api = if args.pg.auth == AuthMethod::Trust {
             crate::http::ApiAccess::Open
         } else {
-            crate::http::ApiAccess::Closed
+            crate::http::ApiAccess::Login
         };
         front_ends.spawn(async move {
-            let result = crate::http::serve(http_db, listener, shutdown, grace, api).await;
+            let result =
+                crate::http::serve(http_db, listener, shutdown, grace, api, http_tls).await;
             ("HTTP", result.map_err(BoxError::from))
         });
     }

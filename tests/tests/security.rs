@@ -557,3 +557,93 @@ async fn server_files_are_out_of_reach() {
         "{err}"
     );
 }
+
+/// `curl` with `args`; returns (exit success, stdout with headers).
+fn curl(args: &[&str]) -> (bool, String) {
+    let out = Command::new("curl")
+        .args(["-s", "-i", "--max-time", "10"])
+        .args(args)
+        .output()
+        .expect("run curl");
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+    )
+}
+
+#[test]
+fn https_serves_the_api_and_login_cookies_are_secure_over_it() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (cert, key) = make_certificate(dir.path());
+    let data = dir.path().join("data");
+    runbase_sql(
+        &data,
+        "CREATE USER viewer WITH READONLY PASSWORD 'Viewer-1'",
+    );
+    let server = TestServer::start_with(
+        &data,
+        &["--tls-cert", &cert, "--tls-key", &key, "--auth", "scram"],
+    );
+    let base = format!("https://{}", server.http_addr());
+    // The certificate is self-signed: --cacert trusts exactly it.
+    let (ok, health) = curl(&["--cacert", &cert, &format!("{base}/health")]);
+    assert!(ok && health.contains(r#"{"status":"ok"}"#), "{health}");
+    // Plain HTTP on the TLS port gets no answer.
+    let (_, plain) = curl(&[&format!("http://{}/health", server.http_addr())]);
+    assert!(!plain.contains(r#""status":"ok""#), "{plain}");
+    // The API needs a login; the login cookie is HttpOnly, SameSite=Strict and Secure.
+    let (_, refused) = curl(&["--cacert", &cert, &format!("{base}/api/v1/experiments")]);
+    assert!(refused.starts_with("HTTP/1.1 401"), "{refused}");
+    let (_, wrong) = curl(&[
+        "--cacert",
+        &cert,
+        "-H",
+        "content-type: application/json",
+        "-d",
+        r#"{"user": "viewer", "password": "nope"}"#,
+        &format!("{base}/api/v1/login"),
+    ]);
+    assert!(wrong.starts_with("HTTP/1.1 401"), "{wrong}");
+    let (_, login) = curl(&[
+        "--cacert",
+        &cert,
+        "-H",
+        "content-type: application/json",
+        "-d",
+        r#"{"user": "viewer", "password": "Viewer-1"}"#,
+        &format!("{base}/api/v1/login"),
+    ]);
+    assert!(login.starts_with("HTTP/1.1 200"), "{login}");
+    let cookie = login
+        .lines()
+        .find(|l| l.to_ascii_lowercase().starts_with("set-cookie:"))
+        .unwrap_or_else(|| panic!("no cookie: {login}"));
+    for flag in ["HttpOnly", "SameSite=Strict", "Secure", "runbase_session="] {
+        assert!(cookie.contains(flag), "{cookie}");
+    }
+    assert!(login.contains(r#""role":"readonly""#), "{login}");
+    let session = cookie
+        .split_once("runbase_session=")
+        .and_then(|(_, v)| v.split(';').next())
+        .expect("session value");
+    let (_, listed) = curl(&[
+        "--cacert",
+        &cert,
+        "-b",
+        &format!("runbase_session={session}"),
+        &format!("{base}/api/v1/experiments"),
+    ]);
+    assert!(listed.starts_with("HTTP/1.1 200"), "{listed}");
+    // The read-only session's query box cannot write.
+    let (_, write) = curl(&[
+        "--cacert",
+        &cert,
+        "-b",
+        &format!("runbase_session={session}"),
+        &format!("{base}/api/v1/query?sql=CREATE%20TABLE%20t%20(a%20int)"),
+    ]);
+    assert!(
+        write.starts_with("HTTP/1.1 403") || write.starts_with("HTTP/1.1 400"),
+        "{write}"
+    );
+}

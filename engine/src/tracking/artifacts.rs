@@ -53,6 +53,18 @@ impl Tracking {
         serde_json::from_slice(&v).map_err(|e| Error::corrupt(format!("artifact {path}"), e))
     }
 
+    /// The artifacts of `run`: (path, record), by path.
+    pub fn artifacts(&self, run: &Uuid) -> Result<Vec<(String, Artifact)>> {
+        self.run_strings(CF_ARTIFACTS, run)?
+            .into_iter()
+            .map(|(path, json)| {
+                serde_json::from_str(&json)
+                    .map(|a| (path.clone(), a))
+                    .map_err(|e| Error::corrupt(format!("artifact {path}"), e))
+            })
+            .collect()
+    }
+
     /// The bytes of artifact `path` of `run`.
     pub async fn artifact(&self, run: &Uuid, path: &str) -> Result<Vec<u8>> {
         let record = self.artifact_record(run, path)?;

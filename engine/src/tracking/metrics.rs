@@ -13,20 +13,29 @@ impl Tracking {
     /// Logs metric points, all or none; returns the step each point was logged at.
     pub fn log_metrics(&self, points: &[MetricPoint]) -> Result<Vec<i64>> {
         let mut batch = WriteBatch::default();
-        let steps = self.stage_metrics(points, &mut batch)?;
+        let now = now_us();
+        let steps = self.stage_metrics(points, &mut batch, now)?;
         self.commit(batch)?;
         self.inner
             .stats
             .tracking_points_written(u64::try_from(points.len()).unwrap_or(u64::MAX));
         self.alerts_after_points(points);
+        self.inner.events.points(points, &steps, now, |run| {
+            self.experiment_of_run(run)
+                .ok()
+                .flatten()
+                .map(|e| e.to_string())
+        });
         Ok(steps)
     }
 
-    /// Adds metric points to `batch` after checking them; returns their steps.
+    /// Adds metric points to `batch` after checking them, stamping those without a time
+    /// with `now`; returns their steps.
     pub(super) fn stage_metrics(
         &self,
         points: &[MetricPoint],
         batch: &mut WriteBatch,
+        now: i64,
     ) -> Result<Vec<i64>> {
         let metrics = self.cf(CF_METRICS)?;
         let latest = self.cf(CF_LATEST)?;
@@ -34,7 +43,6 @@ impl Tracking {
         let mut next_step: HashMap<(Uuid, &str), i64> = HashMap::new();
         let mut newest: HashMap<(Uuid, &str), (i64, i64, f64)> = HashMap::new();
         let mut steps = Vec::with_capacity(points.len());
-        let now = now_us();
         let mut last_key: Option<&str> = None;
         for p in points {
             if last_key != Some(p.key.as_str()) {

@@ -14,12 +14,15 @@
 //! - [`alerts`]: alert rules, evaluated as records are written, and their events;
 //! - [`keys`]: key encodings.
 //! - [`series`]: one metric's history for a chart, downsampled with M4;
+//! - [`events`]: what changed, published as it commits (the dashboard's live stream);
+//! - [`search`]: the runs of an experiment as a table, filtered, sorted and paged;
 //! - `tables`: the `runbase.*` tracking tables, with filter push-down into range scans.
 //! - `functions`: `start_run`, `log_metric`, … as SQL functions.
 
 pub mod alerts;
 mod artifacts;
 use artifacts::hex;
+pub mod events;
 mod experiments;
 pub(crate) mod functions;
 pub mod keys;
@@ -27,6 +30,7 @@ mod metrics;
 pub mod models;
 mod params;
 mod runs;
+pub mod search;
 pub mod series;
 pub(crate) mod tables;
 mod types;
@@ -111,6 +115,8 @@ struct Inner {
     stats: Arc<Stats>,
     /// Alert rules and what they remember per run.
     alerts: alerts::Alerts,
+    /// Points and run changes as they commit, for live views.
+    events: events::Events,
     /// Where alert events are announced (`LISTEN runbase_alerts`).
     notifications: Arc<crate::notify::Notifications>,
     /// Makes metric keys unique when two points share run, key, step and time.
@@ -173,6 +179,7 @@ impl Tracking {
                 root,
                 stats,
                 alerts: alerts::Alerts::default(),
+                events: events::Events::default(),
                 notifications,
                 seq: AtomicU64::new(start),
                 experiments_lock: std::sync::Mutex::new(()),
@@ -183,6 +190,11 @@ impl Tracking {
                 run_experiments: std::sync::RwLock::new(HashMap::new()),
             }),
         }
+    }
+
+    /// Points and run changes as they commit: what live views follow.
+    pub fn events(&self) -> &events::Events {
+        &self.inner.events
     }
 
     /// A handle that does not keep the store open.

@@ -124,6 +124,7 @@ impl Tracking {
             batch.put_cf(params, keys::run_key(&run_id, k), v.as_bytes());
         }
         self.commit(batch)?;
+        self.inner.events.run(&run);
         self.alerts_after_start(&run);
         Ok(run)
     }
@@ -147,6 +148,7 @@ impl Tracking {
         batch.put_cf(self.cf(CF_RUNS)?, run.as_bytes(), self.encode_run(&r)?);
         self.commit(batch)?;
         drop(_guard);
+        self.inner.events.run(&r);
         self.alerts_after_end(&r);
         Ok(r)
     }

@@ -3,11 +3,19 @@
 //! # Layout
 //! - this module: the [`router`] (`GET /health`, `GET /ready`, `GET /metrics`; anything
 //!   else is a 404 with a JSON body) and [`serve`], the listener with graceful shutdown.
-//! - `api`: the JSON API under `/api/v1/` (experiments, runs, metric series).
+//! - `api`: the JSON API under `/api/v1/` (experiments, runs, metric series, models,
+//!   jobs, tables, the query box).
+//! - `events`: the live event stream (Server-Sent Events) the pages follow.
+//! - `dashboard`: the pages and their embedded assets.
+//! - [`auth`]: who a request acts as (open access, or a login with a session cookie).
 //! - [`error`]: engine errors → HTTP statuses and JSON error bodies.
 
 mod api;
+pub mod auth;
+mod dashboard;
 pub mod error;
+mod events;
+mod tls;
 
 use std::time::Duration;
 
@@ -25,6 +33,7 @@ use tracing::{info, warn};
 
 use crate::supervisor::Shutdown;
 
+pub use auth::ApiAccess;
 pub use error::ApiError;
 
 /// What every handler reaches.
@@ -33,28 +42,26 @@ struct AppState {
     db: Database,
     shutdown: Shutdown,
     api: ApiAccess,
-}
-
-/// Who may read the tracking API under `/api/v1/`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum ApiAccess {
-    /// Anyone who reaches the port (trust authentication, which only listens on loopback).
-    Open,
-    /// No one: the server checks passwords, and HTTP has no login yet, so the API answers
-    /// 401 rather than show what pgwire would hide.
-    Closed,
+    sessions: auth::SharedSessions,
 }
 
 /// The routes of the HTTP front end over `db`; `/ready` fails once `shutdown` is signaled.
-pub fn router(db: Database, shutdown: Shutdown, api: ApiAccess) -> Router {
+/// `secure`: HTTP is served over TLS (session cookies get `Secure`).
+pub fn router(db: Database, shutdown: Shutdown, api: ApiAccess, secure: bool) -> Router {
     Router::new()
         .route("/health", get(health))
         .route("/ready", get(ready))
         .route("/metrics", get(metrics))
         .merge(api::routes())
+        .merge(dashboard::routes())
         .fallback(no_route)
         .method_not_allowed_fallback(method_not_allowed)
-        .with_state(AppState { db, shutdown, api })
+        .with_state(AppState {
+            db,
+            shutdown,
+            api,
+            sessions: std::sync::Arc::new(auth::Sessions::new(secure)),
+        })
 }
 
 /// `GET /health`: the server is up and serving.
@@ -114,19 +121,47 @@ async fn method_not_allowed(method: Method, uri: Uri) -> (axum::http::StatusCode
     )
 }
 
-/// Serves HTTP clients on `listener` until `shutdown` resolves; then stops accepting
-/// (closing the listener), closes idle connections, lets requests in flight finish for up
-/// to `grace`, and returns.
+/// Serves HTTP clients on `listener` (over TLS with `tls`) until `shutdown` resolves; then
+/// stops accepting (closing the listener), closes idle connections, lets requests in
+/// flight finish for up to `grace`, and returns.
 pub async fn serve(
     db: Database,
     listener: TcpListener,
     shutdown: Shutdown,
     grace: Duration,
     api: ApiAccess,
+    tls: Option<tokio_rustls::TlsAcceptor>,
 ) -> std::io::Result<()> {
-    let app = router(db, shutdown.clone(), api);
-    let server = axum::serve(listener, app).with_graceful_shutdown(shutdown.signaled());
-    let server = std::future::IntoFuture::into_future(server);
+    let app = router(db, shutdown.clone(), api, tls.is_some());
+    match tls {
+        Some(acceptor) => {
+            let listener = tls::TlsListener::new(listener, acceptor)?;
+            let server = axum::serve(listener, app).with_graceful_shutdown(shutdown.signaled());
+            drain(
+                std::future::IntoFuture::into_future(server),
+                shutdown,
+                grace,
+            )
+            .await
+        }
+        None => {
+            let server = axum::serve(listener, app).with_graceful_shutdown(shutdown.signaled());
+            drain(
+                std::future::IntoFuture::into_future(server),
+                shutdown,
+                grace,
+            )
+            .await
+        }
+    }
+}
+
+/// Runs `server` until it finishes draining, or `grace` after `shutdown`.
+async fn drain(
+    server: impl std::future::Future<Output = std::io::Result<()>>,
+    shutdown: Shutdown,
+    grace: Duration,
+) -> std::io::Result<()> {
     tokio::pin!(server);
     tokio::select! {
         result = &mut server => result,
@@ -178,6 +213,7 @@ mod tests {
             shutdown,
             Duration::from_secs(5),
             ApiAccess::Open,
+            None,
         ));
 
         let ok = get(addr, "/health").await;

@@ -41,9 +41,23 @@ impl Default for ServeOptions {
 
 type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
-/// Loads a PEM certificate chain and private key into a TLS acceptor; any problem is an
-/// error (the server then refuses to start rather than serve without TLS).
+/// Loads a PEM certificate chain and private key into a TLS acceptor for PostgreSQL
+/// clients (ALPN `postgresql`); any problem is an error (the server then refuses to start
+/// rather than serve without TLS).
 pub fn load_tls(cert: &Path, key: &Path) -> Result<pgwire::tokio::TlsAcceptor, BoxError> {
+    let mut config = tls_config(cert, key)?;
+    config.alpn_protocols = vec![b"postgresql".to_vec()];
+    Ok(pgwire::tokio::TlsAcceptor::from(Arc::new(config)))
+}
+
+/// The same certificate and key for HTTPS (ALPN `http/1.1`).
+pub fn load_http_tls(cert: &Path, key: &Path) -> Result<tokio_rustls::TlsAcceptor, BoxError> {
+    let mut config = tls_config(cert, key)?;
+    config.alpn_protocols = vec![b"http/1.1".to_vec()];
+    Ok(tokio_rustls::TlsAcceptor::from(Arc::new(config)))
+}
+
+fn tls_config(cert: &Path, key: &Path) -> Result<tokio_rustls::rustls::ServerConfig, BoxError> {
     use rustls_pki_types::pem::PemObject;
     use rustls_pki_types::{CertificateDer, PrivateKeyDer};
     use tokio_rustls::rustls;
@@ -56,14 +70,12 @@ pub fn load_tls(cert: &Path, key: &Path) -> Result<pgwire::tokio::TlsAcceptor, B
     let key_der =
         PrivateKeyDer::from_pem_file(key).map_err(|e| format!("TLS key {}: {e}", key.display()))?;
     let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let mut config = rustls::ServerConfig::builder_with_provider(provider)
+    rustls::ServerConfig::builder_with_provider(provider)
         .with_safe_default_protocol_versions()
         .map_err(|e| format!("TLS: {e}"))?
         .with_no_client_auth()
         .with_single_cert(certs, key_der)
-        .map_err(|e| format!("TLS certificate and key {}: {e}", key.display()))?;
-    config.alpn_protocols = vec![b"postgresql".to_vec()];
-    Ok(pgwire::tokio::TlsAcceptor::from(Arc::new(config)))
+        .map_err(|e| format!("TLS certificate and key {}: {e}", key.display()).into())
 }
 
 /// The start-up policy from the command line, checked: trust authentication only on a

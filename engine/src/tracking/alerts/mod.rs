@@ -412,6 +412,19 @@ impl Tracking {
         }
     }
 
+    /// Cancels the training of `run` at its next batch (the run ends KILLED, no model is
+    /// stored): what the dashboard's cancel button does. False when no training of that
+    /// run is going on.
+    pub fn cancel_training(&self, run: &Uuid) -> bool {
+        match lock(&self.alerts().stop_flags).get(run) {
+            Some(flag) => {
+                flag.store(true, Ordering::SeqCst);
+                true
+            }
+            None => false,
+        }
+    }
+
     /// After `points` were committed: keeps the clocks, checks the metric conditions.
     pub(crate) fn alerts_after_points(&self, points: &[MetricPoint]) {
         let alerts = self.alerts();

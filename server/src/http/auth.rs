@@ -1,0 +1,295 @@
+//! Who an HTTP request acts as.
+//!
+//! - [`ApiAccess::Open`] (the server trusts every client, which it allows only on
+//!   loopback): every request is the superuser `runbase`, no login.
+//! - [`ApiAccess::Login`] (the server checks passwords): `POST /api/v1/login` checks a user
+//!   name and password against the same users as PostgreSQL and sets a session cookie
+//!   (`HttpOnly`, `SameSite=Strict`, `Secure` over TLS); every API request must carry it.
+//!
+//! Either way a state-changing request (anything but GET and HEAD) must also send the
+//! session's CSRF token in the `X-CSRF-Token` header (from the login answer or
+//! `GET /api/v1/whoami`): a page of another site can make the browser send the cookie,
+//! but cannot read the token nor send a custom header without a CORS preflight, which
+//! this server never grants. The read-only role reads everything and changes nothing.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use axum::Json;
+use axum::extract::rejection::JsonRejection;
+use axum::extract::{FromRequestParts, State};
+use axum::http::request::Parts;
+use axum::http::{HeaderMap, HeaderValue, Method, header};
+use axum::response::{IntoResponse, Response};
+use runbase_engine::error::ErrorCode;
+use runbase_engine::users::Role;
+use serde::Deserialize;
+use serde_json::json;
+
+use super::{ApiError, AppState};
+
+/// The cookie that carries a dashboard session.
+pub const SESSION_COOKIE: &str = "runbase_session";
+/// The header that carries the CSRF token.
+pub const CSRF_HEADER: &str = "x-csrf-token";
+/// How long a session lasts after login.
+const SESSION_TTL: Duration = Duration::from_secs(12 * 3600);
+/// Most sessions kept; the oldest go first.
+const MAX_SESSIONS: usize = 10_000;
+
+/// Who may use the API and the dashboard.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ApiAccess {
+    /// Anyone who reaches the port (trust authentication, which only listens on loopback).
+    Open,
+    /// Users who logged in with their PostgreSQL user name and password.
+    Login,
+}
+
+/// One logged-in browser.
+#[derive(Debug, Clone)]
+struct WebSession {
+    user: String,
+    role: Role,
+    csrf: String,
+    expires: Instant,
+}
+
+/// The logged-in sessions, and the CSRF token of open access.
+#[derive(Debug)]
+pub struct Sessions {
+    map: Mutex<HashMap<String, WebSession>>,
+    open_csrf: String,
+    /// Whether cookies get `Secure` (HTTP is served over TLS).
+    secure: bool,
+}
+
+/// A fresh unguessable token (two v4 UUIDs: 244 random bits from the OS).
+fn token() -> String {
+    format!(
+        "{}{}",
+        uuid::Uuid::new_v4().simple(),
+        uuid::Uuid::new_v4().simple()
+    )
+}
+
+impl Sessions {
+    /// No sessions yet; cookies get `Secure` when `secure`.
+    pub fn new(secure: bool) -> Self {
+        Self {
+            map: Mutex::new(HashMap::new()),
+            open_csrf: token(),
+            secure,
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, WebSession>> {
+        self.map.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn create(&self, user: String, role: Role) -> (String, WebSession) {
+        let session = WebSession {
+            user,
+            role,
+            csrf: token(),
+            expires: Instant::now() + SESSION_TTL,
+        };
+        let id = token();
+        let mut map = self.lock();
+        let now = Instant::now();
+        map.retain(|_, s| s.expires > now);
+        if map.len() >= MAX_SESSIONS
+            && let Some(oldest) = map
+                .iter()
+                .min_by_key(|(_, s)| s.expires)
+                .map(|(k, _)| k.clone())
+        {
+            map.remove(&oldest);
+        }
+        map.insert(id.clone(), session.clone());
+        (id, session)
+    }
+
+    fn get(&self, id: &str) -> Option<WebSession> {
+        let map = self.lock();
+        map.get(id).filter(|s| s.expires > Instant::now()).cloned()
+    }
+
+    fn remove(&self, id: &str) {
+        self.lock().remove(id);
+    }
+
+    fn cookie(&self, value: &str, max_age: Duration) -> HeaderValue {
+        let secure = if self.secure { "; Secure" } else { "" };
+        let text = format!(
+            "{SESSION_COOKIE}={value}; Path=/; HttpOnly; SameSite=Strict; Max-Age={}{secure}",
+            max_age.as_secs()
+        );
+        HeaderValue::from_str(&text).unwrap_or_else(|_| HeaderValue::from_static(""))
+    }
+}
+
+/// The session cookie's value in `headers`, if any.
+fn session_cookie(headers: &HeaderMap) -> Option<&str> {
+    headers
+        .get_all(header::COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(';'))
+        .filter_map(|kv| kv.trim().split_once('='))
+        .find(|(k, _)| *k == SESSION_COOKIE)
+        .map(|(_, v)| v)
+}
+
+/// The user a request acts as. Extracting it refuses requests without a valid session
+/// (401) and state-changing requests without the CSRF token (403).
+#[derive(Debug, Clone)]
+pub struct Viewer {
+    /// The user name.
+    pub user: String,
+    /// What the user may do.
+    pub role: Role,
+    csrf: String,
+}
+
+impl Viewer {
+    /// Refuses the read-only role (403): for endpoints that change something.
+    pub fn writer(&self) -> Result<(), ApiError> {
+        if self.role == Role::Readonly {
+            return Err(ApiError::new(
+                ErrorCode::PermissionDenied,
+                format!("user \"{}\" is read-only", self.user),
+            ));
+        }
+        Ok(())
+    }
+}
+
+impl FromRequestParts<AppState> for Viewer {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
+        let viewer = match state.api {
+            ApiAccess::Open => Viewer {
+                user: "runbase".into(),
+                role: Role::Superuser,
+                csrf: state.sessions.open_csrf.clone(),
+            },
+            ApiAccess::Login => {
+                let session = session_cookie(&parts.headers)
+                    .and_then(|id| state.sessions.get(id))
+                    .ok_or_else(|| {
+                        ApiError::new(
+                            ErrorCode::AuthenticationFailed,
+                            "log in first: POST /api/v1/login with your user name and password",
+                        )
+                    })?;
+                Viewer {
+                    user: session.user,
+                    role: session.role,
+                    csrf: session.csrf,
+                }
+            }
+        };
+        if !matches!(parts.method, Method::GET | Method::HEAD) {
+            let sent = parts
+                .headers
+                .get(CSRF_HEADER)
+                .and_then(|v| v.to_str().ok())
+                .unwrap_or("");
+            if sent.is_empty() || sent != viewer.csrf {
+                return Err(ApiError::new(
+                    ErrorCode::PermissionDenied,
+                    "missing or wrong X-CSRF-Token header (GET /api/v1/whoami gives it)",
+                ));
+            }
+        }
+        Ok(viewer)
+    }
+}
+
+/// The body of [`login`].
+#[derive(Debug, Deserialize)]
+pub(super) struct LoginRequest {
+    user: String,
+    password: String,
+}
+
+/// `POST /api/v1/login` with `{"user", "password"}`: checks them against the database's
+/// users (on the blocking pool: the check runs thousands of hash rounds) and sets the
+/// session cookie; answers the user, role and CSRF token.
+pub(super) async fn login(
+    State(state): State<AppState>,
+    body: Result<Json<LoginRequest>, JsonRejection>,
+) -> Result<Response, ApiError> {
+    let Json(request) =
+        body.map_err(|e| ApiError::new(ErrorCode::InvalidArgument, e.body_text()))?;
+    if state.api == ApiAccess::Open {
+        return Ok(Json(json!({
+            "user": "runbase",
+            "role": Role::Superuser.as_str(),
+            "csrf_token": state.sessions.open_csrf,
+            "login_required": false,
+        }))
+        .into_response());
+    }
+    let users = state.db.users().clone();
+    let user = request.user.clone();
+    let role = tokio::task::spawn_blocking(move || users.check_password(&user, &request.password))
+        .await
+        .map_err(|e| ApiError::new(ErrorCode::Internal, format!("checking password: {e}")))??;
+    let Some(role) = role else {
+        state
+            .db
+            .stats()
+            .connection_refused("http", "authentication_failed");
+        return Err(ApiError::new(
+            ErrorCode::AuthenticationFailed,
+            "wrong user name or password",
+        ));
+    };
+    let (id, session) = state.sessions.create(request.user, role);
+    let mut response = Json(json!({
+        "user": session.user,
+        "role": role.as_str(),
+        "csrf_token": session.csrf,
+        "login_required": true,
+    }))
+    .into_response();
+    response
+        .headers_mut()
+        .insert(header::SET_COOKIE, state.sessions.cookie(&id, SESSION_TTL));
+    Ok(response)
+}
+
+/// `POST /api/v1/logout`: ends the session and clears the cookie.
+pub(super) async fn logout(
+    State(state): State<AppState>,
+    _viewer: Viewer,
+    headers: HeaderMap,
+) -> Response {
+    if let Some(id) = session_cookie(&headers) {
+        state.sessions.remove(id);
+    }
+    let mut response = Json(json!({ "logged_out": true })).into_response();
+    response.headers_mut().insert(
+        header::SET_COOKIE,
+        state.sessions.cookie("", Duration::ZERO),
+    );
+    response
+}
+
+/// `GET /api/v1/whoami`: the user, role and CSRF token of this session (401 before login).
+pub(super) async fn whoami(State(state): State<AppState>, viewer: Viewer) -> Response {
+    Json(json!({
+        "user": viewer.user,
+        "role": viewer.role.as_str(),
+        "csrf_token": viewer.csrf,
+        "login_required": state.api == ApiAccess::Login,
+    }))
+    .into_response()
+}
+
+/// Shared between the router's handlers.
+pub type SharedSessions = Arc<Sessions>;
