@@ -75,16 +75,28 @@ async function api(path, opts = {}) {
 // One event stream per page (Server-Sent Events); EventSource reconnects by itself and
 // resumes with Last-Event-ID. `reset` means events were missed: reload the data.
 function follow(params, handlers) {
-  const src = new EventSource("/api/v1/events?" + new URLSearchParams(params));
-  for (const name of ["metrics", "run", "reset", "ready"]) {
-    src.addEventListener(name, (e) => {
-      RB.events++;
-      const f = handlers[name];
-      if (f) f(name === "reset" || name === "ready" ? {} : JSON.parse(e.data));
-    });
-  }
-  RB.stream = src;
-  return src;
+  let src = null;
+  const open = () => {
+    src = new EventSource("/api/v1/events?" + new URLSearchParams(params));
+    for (const name of ["metrics", "run", "reset", "ready"]) {
+      src.addEventListener(name, (e) => {
+        RB.events++;
+        const f = handlers[name];
+        if (f) f(name === "reset" || name === "ready" ? {} : JSON.parse(e.data));
+      });
+    }
+    RB.stream = src.url;
+  };
+  open();
+  // A page left for another (and kept in the back/forward cache) must not hold its stream:
+  // browsers allow 6 connections per host over HTTP/1.1, across all tabs.
+  window.addEventListener("pagehide", () => src && src.close());
+  window.addEventListener("pageshow", (e) => {
+    if (e.persisted) {
+      open();
+      if (handlers.reset) handlers.reset({});
+    }
+  });
 }
 
 function debounce(f, ms) {
@@ -338,24 +350,27 @@ async function pageRun(id) {
   const tags = Object.entries(r.tags);
   const width = Math.max(420, Math.min(900, Math.floor((main.clientWidth - 40) / 2) - 20));
   const charts = new Map();
+  // Lineage sits in the summary: "read" (table versions, linking to the table) and
+  // "produced" (model versions).
   const chartsEl = h("div", { class: "charts" });
+  const details = h("div", { class: "details" },
+    h("div", {}, h("h2", {}, "Params"), params.length ? grid(["key", "value"], params) : h("p", { class: "muted" }, "none")),
+    h("div", {}, h("h2", {}, "Tags"), tags.length ? grid(["key", "value"], tags) : h("p", { class: "muted" }, "none")));
   main.replaceChildren(
     h("h1", {}, "Run ", h("span", { id: "run-name" }, run.name), " ", statusHolder),
     kv([["experiment", link("/experiments/" + enc(run.experiment), run.experiment)], ["run id", run.run_id], ["kind", run.kind],
       ["user", run.user_name || ""], ["started", fmtTime(run.started_at_us)], ["ended", endHolder],
-      ["parent", run.parent_run_id ? link("/runs/" + run.parent_run_id, run.parent_run_id) : ""]]),
-    h("h2", {}, "Params"), params.length ? grid(["key", "value"], params) : h("p", { class: "muted" }, "none"),
-    h("h2", {}, "Tags"), tags.length ? grid(["key", "value"], tags) : h("p", { class: "muted" }, "none"),
-    h("h2", {}, "Lineage"),
-    kv([["read", r.inputs.length ? r.inputs.map((i) => h("div", {}, link(`/tables/${enc(i.table)}?version=${i.version}`, `${i.table} v${i.version}`))) : "—"],
+      ["parent", run.parent_run_id ? link("/runs/" + run.parent_run_id, run.parent_run_id) : ""],
+      ["read", r.inputs.length ? r.inputs.map((i) => h("div", {}, link(`/tables/${enc(i.table)}?version=${i.version}`, `${i.table} v${i.version}`))) : "—"],
       ["produced", r.models.length ? r.models.map((m) => h("div", {}, link(`/models#${enc(m.name)}`, `${m.name} v${m.version}`))) : "—"]]),
+    h("h2", {}, "Metrics"), chartControls(), chartsEl,
+    details,
     h("h2", {}, "Artifacts"),
     r.artifacts.length ? grid(["path", "size", "sha256"], r.artifacts.map((a) => [a.path, a.size_bytes, a.sha256]),
       { cell: (c, v) => (c === "path" ? link(`/api/v1/runs/${id}/artifacts/${v.split("/").map(enc).join("/")}`, v) : undefined) })
       : h("p", { class: "muted" }, "none"),
     r.children.length ? h("div", {}, h("h2", {}, "Child runs"), grid(["name", "status"], r.children.map((c) => [c, c.status]),
-      { cell: (col, v) => (col === "name" ? link("/runs/" + v.run_id, v.name) : col === "status" ? statusEl(v) : undefined) })) : "",
-    h("h2", {}, "Metrics"), chartControls(), chartsEl);
+      { cell: (col, v) => (col === "name" ? link("/runs/" + v.run_id, v.name) : col === "status" ? statusEl(v) : undefined) })) : "");
   const addChart = async (key) => {
     if (charts.has(key)) return charts.get(key);
     const csv = link(`/api/v1/runs/${id}/metric?key=${enc(key)}&format=csv`, "CSV");

@@ -224,8 +224,12 @@ def trust(args):
         peak = d.execute_script("return Math.max(...window.__runbase_peek('signal'))")
         check(peak == 1000.0, f"the spike survives downsampling: {peak}")
         print(f"1M-point series: {c['points']} points drawn in {c['drawMs']:.1f} ms")
-        d.execute_script("window.__runbase.zoom('signal', 1000, 1500)")
-        wait(d, "zoomed", lambda s: s["charts"]["signal"]["zoomed"] and s["charts"]["signal"]["points"] == 501)
+        outcome = d.execute_async_script(
+            "const done = arguments[arguments.length - 1];"
+            "window.__runbase.zoom('signal', 1000, 1500).then(() => done('ok'), (e) => done(String(e)))")
+        check(outcome == "ok", f"zoom: {outcome}")
+        c = state(d)["charts"]["signal"]
+        check(c["zoomed"] and c["points"] == 501, f"a zoomed range comes back at full resolution: {c}")
 
         # --- live: a TRAIN started over pgwire; its chart gains epochs without reload ---
         load_iris(conn)
@@ -236,7 +240,9 @@ def trust(args):
         first = wait(d, "val_loss chart", lambda s: s["charts"].get("val_loss") and s["charts"]["val_loss"]["points"])
         wait(d, "more epochs", lambda s: s["charts"]["val_loss"]["points"] >= first + 3, timeout=60)
         check(d.execute_script("return window.__marker") == "same page", "the page was not reloaded")
-        shot(d, args, "run-page.png")
+        if args.screenshots:
+            wait(d, "a longer curve", lambda s: s["charts"]["val_loss"]["points"] >= 40, timeout=120)
+            shot(d, args, "run-page.png")
         # Live latency: a point logged over pgwire until it is on the chart.
         ext = conn.execute("SELECT start_run('live', 'latency')").fetchone()[0]
         conn.execute("SELECT log_metric(%s, 'x', 1.0, 0)", (ext,))

@@ -25,6 +25,10 @@ use super::{MetricPoint, Run};
 /// Events kept for clients that reconnect.
 pub const RING_CAPACITY: usize = 4096;
 
+/// Points kept over all the events in the ring (about 24 bytes each): a bulk load's
+/// events push the oldest out sooner, so the ring stays within a few tens of megabytes.
+pub const RING_POINTS: usize = 1_000_000;
+
 /// Most points one event carries, over all its series.
 pub const MAX_EVENT_POINTS: usize = 10_000;
 
@@ -113,6 +117,18 @@ pub struct Events {
 struct Ring {
     next_id: u64,
     events: VecDeque<Arc<Event>>,
+    /// Points held by `events`.
+    points: usize,
+}
+
+impl Event {
+    /// Points the event carries.
+    fn points(&self) -> usize {
+        match &self.kind {
+            EventKind::Metrics { series, .. } => series.iter().map(|s| s.step.len()).sum(),
+            EventKind::Run { .. } => 0,
+        }
+    }
 }
 
 impl Default for Events {
@@ -122,6 +138,7 @@ impl Default for Events {
             ring: Mutex::new(Ring {
                 next_id: start,
                 events: VecDeque::with_capacity(RING_CAPACITY),
+                points: 0,
             }),
             tx: broadcast::channel(CHANNEL_CAPACITY).0,
         }
@@ -185,10 +202,14 @@ impl Events {
             kind,
         });
         ring.next_id += 1;
-        if ring.events.len() == RING_CAPACITY {
-            ring.events.pop_front();
-        }
+        ring.points += event.points();
         ring.events.push_back(event.clone());
+        while ring.events.len() > RING_CAPACITY || ring.points > RING_POINTS {
+            let Some(old) = ring.events.pop_front() else {
+                break;
+            };
+            ring.points -= old.points();
+        }
         // No receivers is fine: the ring still keeps it for a reconnect.
         let _ = self.tx.send(event);
     }
@@ -351,5 +372,23 @@ mod tests {
         };
         assert!(series[0].truncated);
         assert!(series[0].step.is_empty());
+
+        // Full events fill the ring's point budget: the oldest go first.
+        let first_full = events.next_id();
+        let batch: Vec<MetricPoint> = (0..MAX_EVENT_POINTS as i64)
+            .map(|i| point(a, "loss", i, 0.0))
+            .collect();
+        let steps: Vec<i64> = (0..batch.len() as i64).collect();
+        for _ in 0..RING_POINTS / MAX_EVENT_POINTS + 5 {
+            events.points(&batch, &steps, 0, |_| None);
+        }
+        let kept = events.subscribe(Some(first_full + 3));
+        assert!(kept.gap, "the first full events were dropped");
+        let last = events.next_id() - 1;
+        let recent = events.subscribe(Some(last - 10));
+        assert!(!recent.gap);
+        assert_eq!(recent.backlog.len(), 10);
+        let held: usize = recent.backlog.iter().map(|e| e.points()).sum();
+        assert_eq!(held, 10 * MAX_EVENT_POINTS);
     }
 }

@@ -23,6 +23,7 @@ const APP_JS: &str = include_str!("../../assets/app.js");
 const APP_CSS: &str = include_str!("../../assets/app.css");
 const UPLOT_JS: &str = include_str!("../../assets/vendor/uplot/uPlot.iife.min.js");
 const UPLOT_CSS: &str = include_str!("../../assets/vendor/uplot/uPlot.min.css");
+const FAVICON: &str = include_str!("../../assets/favicon.svg");
 const UPLOT_LICENSE: &str = include_str!("../../assets/vendor/uplot/LICENSE");
 
 /// The shell with the version stamped into asset URLs, so a new binary's assets are
@@ -55,6 +56,10 @@ pub(super) fn routes() -> Router<AppState> {
         .route(
             "/assets/app.js",
             get(|| asset(APP_JS, "text/javascript; charset=utf-8")),
+        )
+        .route(
+            "/assets/favicon.svg",
+            get(|| asset(FAVICON, "image/svg+xml")),
         )
         .route(
             "/assets/app.css",
