@@ -521,10 +521,13 @@ async function pageTables() {
 }
 
 async function pageTable(name) {
-  const r = await api("/api/v1/tables/" + enc(name));
-  main.replaceChildren(h("h1", {}, "Table ", name),
-    h("h2", {}, "Versions"), grid(r.versions.columns, r.versions.rows),
-    h("h2", {}, "First rows"), grid(r.preview.columns, r.preview.rows));
+  const version = qs.get("version");
+  const r = await api("/api/v1/tables/" + enc(name) + (version ? "?version=" + enc(version) : ""));
+  main.replaceChildren(h("h1", {}, "Table ", name, version ? ` at version ${version}` : ""),
+    h("h2", {}, "Versions"), grid(r.versions.columns, r.versions.rows, {
+      cell: (c, v) => (c.name === "version" ? link(`/tables/${enc(name)}?version=${v}`, String(v)) : undefined),
+    }),
+    h("h2", {}, version ? `First rows at version ${version}` : "First rows"), grid(r.preview.columns, r.preview.rows));
   RB.rows = r.preview.rows.length;
   RB.ready = true;
 }

@@ -584,19 +584,28 @@ fn https_serves_the_api_and_login_cookies_are_secure_over_it() {
         &data,
         &["--tls-cert", &cert, "--tls-key", &key, "--auth", "scram"],
     );
-    let base = format!("https://{}", server.http_addr());
-    // The certificate is self-signed: --cacert trusts exactly it.
-    let (ok, health) = curl(&["--cacert", &cert, &format!("{base}/health")]);
+    // The certificate is self-signed for localhost: --cacert trusts exactly it, and
+    // --resolve points localhost at the server.
+    let port = server.http_addr().port();
+    let base = format!("https://localhost:{port}");
+    let resolve = format!("localhost:{port}:127.0.0.1");
+    let cert = &cert;
+    let curl = |args: &[&str]| {
+        let mut all = vec!["--resolve", resolve.as_str()];
+        all.extend_from_slice(args);
+        curl(&all)
+    };
+    let (ok, health) = curl(&["--cacert", cert, &format!("{base}/health")]);
     assert!(ok && health.contains(r#"{"status":"ok"}"#), "{health}");
     // Plain HTTP on the TLS port gets no answer.
     let (_, plain) = curl(&[&format!("http://{}/health", server.http_addr())]);
     assert!(!plain.contains(r#""status":"ok""#), "{plain}");
     // The API needs a login; the login cookie is HttpOnly, SameSite=Strict and Secure.
-    let (_, refused) = curl(&["--cacert", &cert, &format!("{base}/api/v1/experiments")]);
+    let (_, refused) = curl(&["--cacert", cert, &format!("{base}/api/v1/experiments")]);
     assert!(refused.starts_with("HTTP/1.1 401"), "{refused}");
     let (_, wrong) = curl(&[
         "--cacert",
-        &cert,
+        cert,
         "-H",
         "content-type: application/json",
         "-d",
@@ -606,7 +615,7 @@ fn https_serves_the_api_and_login_cookies_are_secure_over_it() {
     assert!(wrong.starts_with("HTTP/1.1 401"), "{wrong}");
     let (_, login) = curl(&[
         "--cacert",
-        &cert,
+        cert,
         "-H",
         "content-type: application/json",
         "-d",
@@ -628,7 +637,7 @@ fn https_serves_the_api_and_login_cookies_are_secure_over_it() {
         .expect("session value");
     let (_, listed) = curl(&[
         "--cacert",
-        &cert,
+        cert,
         "-b",
         &format!("runbase_session={session}"),
         &format!("{base}/api/v1/experiments"),
@@ -637,7 +646,7 @@ fn https_serves_the_api_and_login_cookies_are_secure_over_it() {
     // The read-only session's query box cannot write.
     let (_, write) = curl(&[
         "--cacert",
-        &cert,
+        cert,
         "-b",
         &format!("runbase_session={session}"),
         &format!("{base}/api/v1/query?sql=CREATE%20TABLE%20t%20(a%20int)"),

@@ -380,10 +380,10 @@ impl Tracking {
                     if !k.starts_with(run.as_bytes()) {
                         break;
                     }
-                    if let Some((_, key)) = keys::decode_run_key(&k) {
-                        if !set.contains(key) {
-                            set.insert(key.to_string());
-                        }
+                    if let Some((_, key)) = keys::decode_run_key(&k)
+                        && !set.contains(key)
+                    {
+                        set.insert(key.to_string());
                     }
                 }
             }

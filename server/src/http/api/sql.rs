@@ -188,13 +188,23 @@ pub(super) async fn tables(
     ))
 }
 
-/// `GET /api/v1/tables/{name}`: the table's versions (`runbase.table_versions`), newest
-/// first, and its first rows.
+/// The query string of [`table`].
+#[derive(Debug, Deserialize)]
+pub(super) struct TableParams {
+    /// Preview this version instead of the latest.
+    version: Option<i64>,
+}
+
+/// `GET /api/v1/tables/{name}[?version=N]`: the table's versions
+/// (`runbase.table_versions`), newest first, and its first rows (at version `N`).
 pub(super) async fn table(
     State(state): State<AppState>,
     viewer: Viewer,
     Path(name): Path<String>,
+    params: Result<Query<TableParams>, QueryRejection>,
 ) -> Result<Json<Value>, ApiError> {
+    let Query(params) =
+        params.map_err(|e| ApiError::new(ErrorCode::InvalidArgument, e.body_text()))?;
     let versions = read_only_query(
         &state.db,
         &viewer.user,
@@ -208,12 +218,19 @@ pub(super) async fn table(
     let preview = read_only_query(
         &state.db,
         &viewer.user,
-        &format!("SELECT * FROM {} LIMIT {PREVIEW_ROWS}", identifier(&name)),
+        &match params.version {
+            Some(v) => format!(
+                "SELECT * FROM table_at({}, {v}) LIMIT {PREVIEW_ROWS}",
+                literal(&name)
+            ),
+            None => format!("SELECT * FROM {} LIMIT {PREVIEW_ROWS}", identifier(&name)),
+        },
         PREVIEW_ROWS,
     )
     .await?;
     Ok(Json(json!({
         "name": name,
+        "version": params.version,
         "versions": versions,
         "preview": preview,
     })))
