@@ -35,12 +35,12 @@ def fill_runbase(a):
     import psycopg
 
     with psycopg.connect(a.conninfo, autocommit=True) as c:
+        # One statement: every run started, given its params and loss, and ended.
         c.execute(
-            "SELECT count(*) FROM (SELECT log_params(r, '{\"lr\": \"0.01\", \"layers\": \"2\"}'), "
+            "SELECT log_params(r, '{\"lr\": \"0.01\", \"layers\": \"2\"}'), "
             "log_metric(r, 'loss', random(), 0), end_run(r) FROM "
-            "(SELECT start_run('sweep', 'trial-' || i) AS r FROM generate_series(1, %s) AS t(i)) s)",
-            (a.runs,),
-        )
+            "(SELECT start_run('sweep', 'trial-' || CAST(i AS TEXT)) AS r FROM generate_series(1, %d) AS t(i)) s" % int(a.runs)
+        ).fetchall()
         run = c.execute("SELECT start_run('big', 'million')").fetchone()[0]
         with c.cursor().copy("COPY runbase.metrics (run_id, key, step, value) FROM STDIN") as copy:
             for i in range(a.points):
