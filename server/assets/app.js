@@ -363,6 +363,10 @@ async function pageRun(id) {
       ["parent", run.parent_run_id ? link("/runs/" + run.parent_run_id, run.parent_run_id) : ""],
       ["read", r.inputs.length ? r.inputs.map((i) => h("div", {}, link(`/tables/${enc(i.table)}?version=${i.version}`, `${i.table} v${i.version}`))) : "—"],
       ["produced", r.models.length ? r.models.map((m) => h("div", {}, link(`/models#${enc(m.name)}`, `${m.name} v${m.version}`))) : "—"]]),
+    r.alerts.length ? h("div", { id: "alerts" }, h("h2", {}, "Alerts"),
+      r.stopped_by ? h("p", { class: "error" }, `stopped by alert ${r.stopped_by}`) : "",
+      grid(["fired", "alert", "kind", "action", "value", "message"],
+        r.alerts.map((a) => [fmtTime(a.fired_at_us), a.alert, a.kind, a.action, a.value, a.message]))) : "",
     h("h2", {}, "Metrics"), chartControls(), chartsEl,
     details,
     h("h2", {}, "Artifacts"),
@@ -402,6 +406,7 @@ async function pageRun(id) {
     reset: async () => { for (const c of charts.values()) { await c.fetchInto(c.series[0]); c.draw(); } },
   });
   RB.status = run.status;
+  RB.alerts = r.alerts.length;
 }
 
 async function pageCompare() {

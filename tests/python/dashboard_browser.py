@@ -267,6 +267,12 @@ def trust(args):
         status = conn.execute("SELECT status FROM runbase.runs WHERE run_id = %s", (run,)).fetchone()[0]
         check(status == "KILLED", f"cancelled TRAIN run is KILLED: {status}")
 
+        # Alert events show on the run page.
+        conn.execute("""SELECT create_alert('too_high', '{"kind": "threshold", "metric": "x", "above": 5, "experiment": "live"}')""")
+        conn.execute("SELECT log_metric(%s, 'x', 99.0, 100)", (ext,))
+        s = load(d, f"{args.http}/runs/{ext}", "run page with an alert")
+        check(s["alerts"] == 1 and "too_high" in d.find_element(By.ID, "alerts").text, f"alert shown: {s}")
+
         # Status changes show without reload.
         st = conn.execute("SELECT start_run('live', 'status')").fetchone()[0]
         load(d, f"{args.http}/runs/{st}", "status run page")

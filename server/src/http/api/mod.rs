@@ -210,6 +210,22 @@ async fn run(
             .filter(|m| m.model.run_id == Some(id))
             .map(|m| json!({ "name": m.model.name, "version": m.version }))
             .collect();
+        // Alert events are few (each rule fires once per run): a scan is cheap.
+        let alerts: Vec<Value> = t
+            .alert_events()?
+            .into_iter()
+            .filter(|e| e.run_id == id)
+            .map(|e| {
+                json!({
+                    "alert": e.alert,
+                    "kind": e.kind,
+                    "message": e.message,
+                    "value": e.value.filter(|v| v.is_finite()),
+                    "action": e.action,
+                    "fired_at_us": e.fired_at_us,
+                })
+            })
+            .collect();
         Ok(Json(json!({
             "run": run,
             "params": params,
@@ -219,6 +235,8 @@ async fn run(
             "children": children,
             "artifacts": artifacts,
             "models": models,
+            "alerts": alerts,
+            "stopped_by": t.stopped_by(&id),
         })))
     })
     .await
