@@ -7,7 +7,9 @@
     python3 dashboard_load.py browser --http H --conninfo C         → first paint, draw, live
 
 The data: experiment "sweep" with N finished runs, each with params lr and layers and a
-metric loss (one point); experiment "big" with one run whose metric "signal" has P points.
+metric loss (one point); experiment "big" with one run whose metric "signal" has P points;
+in runbase only, with --wide-runs W, experiment "wide" of W runs with --wide-keys metric keys
+each (the many-keys case: its column picker and a page sorted by one of the keys).
 Reads: one page (50 rows) of the runs table sorted by loss, as each UI asks for it
 (runbase: GET /api/v1/experiments/sweep/runs; MLflow: POST runs/search with order_by, as
 its UI does); the P-point series for a 1,000-pixel chart (runbase: M4 downsampled to 1,000
@@ -45,6 +47,15 @@ def fill_runbase(a):
         with c.cursor().copy("COPY runbase.metrics (run_id, key, step, value) FROM STDIN") as copy:
             for i in range(a.points):
                 copy.write_row((run, "signal", i, (i % 1000) / 1000.0))
+        if a.wide_runs:
+            # "wide": runs with --wide-keys metrics each (runbase only: the many-keys case).
+            ids = [r[0] for r in c.execute(
+                "SELECT start_run('wide', 'w-' || CAST(i AS TEXT)) FROM generate_series(1, %d) AS t(i)"
+                % int(a.wide_runs)).fetchall()]
+            with c.cursor().copy("COPY runbase.metrics (run_id, key, step, value) FROM STDIN") as copy:
+                for n, r in enumerate(ids):
+                    for k in range(a.wide_keys):
+                        copy.write_row((r, f"m{k:04d}", 0, ((n * 31 + k) % 997) / 997.0))
     print(json.dumps({"run": run}))
 
 
@@ -89,8 +100,16 @@ def read_runbase(a):
     series = lambda: get(base + f"/runs/{run}/metric?key=signal&points=1000")
     check = series()
     assert check["total"] == a.points, check["total"]
-    print(json.dumps({"runs_page": timed(page, a.reps), "series": timed(series, a.reps),
-                      "series_points": len(check["value"])}))
+    out = {"runs_page": timed(page, a.reps), "series": timed(series, a.reps),
+           "series_points": len(check["value"])}
+    if a.wide_runs:
+        key = f"m{a.wide_keys // 2:04d}"
+        keys = lambda: get(base + "/experiments/wide/keys")
+        assert len(keys()["metrics"]) == a.wide_keys
+        wide = lambda: get(base + f"/experiments/wide/runs?columns=metrics.{key}&order=metrics.{key}&limit=50")
+        out["wide_keys"] = timed(keys, a.reps)
+        out["wide_page"] = timed(wide, a.reps)
+    print(json.dumps(out))
 
 
 def read_mlflow(a):
@@ -168,6 +187,8 @@ if __name__ == "__main__":
     p.add_argument("--runs", type=int, default=10_000)
     p.add_argument("--points", type=int, default=1_000_000)
     p.add_argument("--reps", type=int, default=5)
+    p.add_argument("--wide-runs", type=int, default=0)
+    p.add_argument("--wide-keys", type=int, default=1000)
     a = p.parse_args()
     {"fill-runbase": fill_runbase, "fill-mlflow": fill_mlflow, "read-runbase": read_runbase,
      "read-mlflow": read_mlflow, "browser": browser}[a.mode](a)

@@ -171,6 +171,8 @@ impl Database {
             notifications.clone(),
         );
         tracking.load_alerts()?;
+        // Once per database: summaries of the points written before they existed.
+        tracking.backfill_rollups()?;
         spawn_alert_clock(tracking.downgrade());
         let system = Arc::new(MemorySchemaProvider::new());
         for kind in TableKind::ALL {

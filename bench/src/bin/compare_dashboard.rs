@@ -10,6 +10,9 @@
 //!   `get-history-bulk-interval` with `max_results=1000` (what its UI's charts use; it
 //!   samples, so spikes can vanish).
 //!
+//! runbase alone, the many-keys case: `--wide-runs` runs with `--wide-keys` metric keys each
+//! (1,000 × 1,000): the column picker's keys and a page sorted by one of those keys.
+//!
 //! In headless Chromium (runbase only; bench/python/dashboard_load.py): first paint of the
 //! runs table, draw time of the long series' chart, and live latency from `log_metric`
 //! returning to the point on the chart.
@@ -39,6 +42,12 @@ struct Args {
     /// Repetitions (medians are reported).
     #[arg(long, default_value_t = 5)]
     reps: usize,
+    /// Runs of the many-keys experiment (runbase only).
+    #[arg(long, default_value_t = 1_000)]
+    wide_runs: usize,
+    /// Metric keys of each of its runs.
+    #[arg(long, default_value_t = 1_000)]
+    wide_keys: usize,
     /// Small sizes for a quick run.
     #[arg(long)]
     quick: bool,
@@ -65,6 +74,8 @@ async fn main() {
         args.runs = args.runs.min(200);
         args.points = args.points.min(20_000);
         args.reps = 1;
+        args.wide_runs = args.wide_runs.min(20);
+        args.wide_keys = args.wide_keys.min(100);
     }
     let http = format!("127.0.0.1:{}", free_port());
     let (runbase, _client) =
@@ -78,7 +89,17 @@ async fn main() {
         args.points.to_string(),
         args.reps.to_string(),
     );
-    let sizes = ["--runs", runs.as_str(), "--points", points.as_str()];
+    let (wide_runs, wide_keys) = (args.wide_runs.to_string(), args.wide_keys.to_string());
+    let sizes = [
+        "--runs",
+        runs.as_str(),
+        "--points",
+        points.as_str(),
+        "--wide-runs",
+        wide_runs.as_str(),
+        "--wide-keys",
+        wide_keys.as_str(),
+    ];
 
     run(
         Some(&python),
@@ -143,6 +164,14 @@ async fn main() {
         secs(&theirs, "series") * 1e3,
     ));
     println!("{}", table.markdown());
+    println!(
+        "runbase alone, {} runs with {} metric keys each: the column picker's keys in {:.0} ms; \
+         a page of 50 sorted by one of the keys in {:.0} ms.",
+        args.wide_runs,
+        args.wide_keys,
+        secs(&ours, "wide_keys") * 1e3,
+        secs(&ours, "wide_page") * 1e3,
+    );
     println!(
         "runbase's dashboard in headless Chromium: runs table of {} runs first painted {:.0} ms after navigation; \
          the {}-point chart drawn in {:.1} ms; live latency (log_metric returned → point on the chart) median {:.0} ms, worst {:.0} ms.",

@@ -43,6 +43,7 @@ impl Tracking {
         let mut next_step: HashMap<(Uuid, &str), i64> = HashMap::new();
         let mut newest: HashMap<(Uuid, &str), (i64, i64, f64)> = HashMap::new();
         let mut steps = Vec::with_capacity(points.len());
+        let mut rollups = rollup::Pending::default();
         let mut last_key: Option<&str> = None;
         for p in points {
             if last_key != Some(p.key.as_str()) {
@@ -72,6 +73,15 @@ impl Tracking {
                 keys::metric_key(&p.run, &p.key, step, ts, seq),
                 p.value.to_bits().to_le_bytes(),
             );
+            rollups.add(
+                p.run,
+                p.key.as_str(),
+                series::SeriesPoint {
+                    step,
+                    ts_us: ts,
+                    value: p.value,
+                },
+            );
             // One merge per run and key per batch: the newest point of the batch.
             match newest.entry((p.run, p.key.as_str())) {
                 std::collections::hash_map::Entry::Vacant(v) => {
@@ -86,6 +96,7 @@ impl Tracking {
             }
             steps.push(step);
         }
+        rollups.stage(self, batch)?;
         for ((run, key), (step, ts, value)) in newest {
             batch.merge_cf(
                 latest,

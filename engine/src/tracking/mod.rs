@@ -14,6 +14,7 @@
 //! - [`alerts`]: alert rules, evaluated as records are written, and their events;
 //! - [`keys`]: key encodings.
 //! - [`series`]: one metric's history for a chart, downsampled with M4;
+//! - [`rollup`]: per-block summaries of metric histories, kept as points are written;
 //! - [`events`]: what changed, published as it commits (the dashboard's live stream);
 //! - [`search`]: the runs of an experiment as a table, filtered, sorted and paged;
 //! - `tables`: the `runbase.*` tracking tables, with filter push-down into range scans.
@@ -29,6 +30,7 @@ pub mod keys;
 mod metrics;
 pub mod models;
 mod params;
+pub mod rollup;
 mod runs;
 pub mod search;
 pub mod series;
@@ -68,6 +70,7 @@ pub(crate) const CF_ARTIFACTS: &str = "artifacts";
 pub(crate) const CF_MODELS: &str = "models";
 pub(crate) const CF_MODEL_ALIASES: &str = "model_aliases";
 pub(crate) const CF_ALERTS: &str = "alerts";
+pub(crate) const CF_ROLLUPS: &str = "metric_rollups";
 
 const NEXT_EXPERIMENT_ID: &[u8] = b"meta/next_experiment_id";
 
@@ -83,6 +86,10 @@ pub(crate) fn column_families() -> Vec<ColumnFamilyDescriptor> {
     // Fold a key's merge operands on write once a few pile up in the memtable, so reading
     // the latest value never has to apply thousands of them.
     latest.set_max_successive_merges(8);
+    let mut rollups = Options::default();
+    rollups.set_compression_type(rocksdb::DBCompressionType::Lz4);
+    rollups.set_merge_operator_associative("runbase.metric_rollup", rollup::merge_rollups);
+    rollups.set_max_successive_merges(8);
     vec![
         plain(CF_EXPERIMENTS),
         plain(CF_RUNS),
@@ -96,6 +103,7 @@ pub(crate) fn column_families() -> Vec<ColumnFamilyDescriptor> {
         plain(CF_MODELS),
         plain(CF_MODEL_ALIASES),
         plain(CF_ALERTS),
+        ColumnFamilyDescriptor::new(CF_ROLLUPS, rollups),
     ]
 }
 

@@ -83,8 +83,115 @@ impl Tracking {
                 query.buckets
             )));
         }
+        if query.axis == SeriesAxis::Step
+            && let Some(series) = self.series_from_rollups(run, key, query)?
+        {
+            return Ok(series);
+        }
         let points = self.metric_points(run, key, query)?;
         Ok(downsample(points, query.axis, query.buckets))
+    }
+
+    /// M4 on the step axis from the block summaries ([`super::rollup`]), reading a few
+    /// thousand summaries instead of every point; `None` when the points are few enough
+    /// to read (at most four per bucket) or the buckets narrower than two blocks, where
+    /// reading the points is as quick and exact.
+    ///
+    /// Buckets are made of whole blocks: a block goes to the bucket its first point falls
+    /// in, so a bucket's edges move by less than a block, and every bucket keeps the
+    /// first, last, lowest and highest of its points, as M4 does.
+    fn series_from_rollups(
+        &self,
+        run: &Uuid,
+        key: &str,
+        query: &SeriesQuery,
+    ) -> Result<Option<Series>> {
+        use super::rollup::{BLOCK, Summary, block_of};
+        let mut blocks =
+            self.rollups(run, key, query.from.map(block_of), query.to.map(block_of))?;
+        // Blocks the range cuts through are summarized again from their points in range.
+        let edge = |b: i64| {
+            let (start, end) = (b * BLOCK, b * BLOCK + BLOCK - 1);
+            let lo = query.from.map_or(start, |f| f.max(start));
+            let hi = query.to.map_or(end, |t| t.min(end));
+            (lo != start || hi != end).then_some((lo, hi))
+        };
+        let mut exact = Vec::with_capacity(blocks.len());
+        let last = blocks.len().saturating_sub(1);
+        for (i, (b, summary)) in blocks.drain(..).enumerate() {
+            let cut = if i == 0 || i == last { edge(b) } else { None };
+            let Some((lo, hi)) = cut else {
+                exact.push(summary);
+                continue;
+            };
+            let points = self.metric_points(
+                run,
+                key,
+                &SeriesQuery {
+                    axis: SeriesAxis::Step,
+                    from: Some(lo),
+                    to: Some(hi),
+                    buckets: 1,
+                },
+            )?;
+            let mut it = points.into_iter();
+            if let Some(first) = it.next() {
+                let mut s = Summary::of(first);
+                for p in it {
+                    s.absorb(&Summary::of(p));
+                }
+                exact.push(s);
+            }
+        }
+        let total: u64 = exact.iter().map(|s| s.count).sum();
+        let total = usize::try_from(total).unwrap_or(usize::MAX);
+        let (Some(first), Some(last)) = (exact.first(), exact.last()) else {
+            return Ok(None);
+        };
+        if total <= query.buckets.saturating_mul(4) {
+            return Ok(None);
+        }
+        let x0 = i128::from(first.first.step);
+        let span = i128::from(last.last.step) - x0 + 1;
+        let n = i128::try_from(query.buckets).unwrap_or(i128::MAX);
+        if span < n * i128::from(2 * BLOCK) {
+            return Ok(None);
+        }
+        let mut kept = Vec::with_capacity(query.buckets * 4);
+        let mut emit = |s: &Summary| {
+            let mut picks = [s.first, s.min, s.max, s.last];
+            picks.sort_by_key(|p| (p.step, p.ts_us));
+            let mut previous: Option<SeriesPoint> = None;
+            for p in picks {
+                if previous.is_none_or(|q| {
+                    (q.step, q.ts_us, q.value.to_bits()) != (p.step, p.ts_us, p.value.to_bits())
+                }) {
+                    kept.push(p);
+                    previous = Some(p);
+                }
+            }
+        };
+        let mut bucket: Option<(i128, Summary)> = None;
+        for s in &exact {
+            let b = (i128::from(s.first.step) - x0) * n / span;
+            match &mut bucket {
+                Some((current, acc)) if *current == b => acc.absorb(s),
+                _ => {
+                    if let Some((_, acc)) = bucket.take() {
+                        emit(&acc);
+                    }
+                    bucket = Some((b, *s));
+                }
+            }
+        }
+        if let Some((_, acc)) = bucket {
+            emit(&acc);
+        }
+        Ok(Some(Series {
+            total,
+            downsampled: kept.len() < total,
+            points: kept,
+        }))
     }
 
     /// Every point of metric `key` of `run` in `query`'s range, in step order.

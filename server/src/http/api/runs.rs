@@ -14,6 +14,8 @@ use super::{ApiError, AppState, Viewer, blocking};
 
 /// Rows a page has when the request does not say.
 const DEFAULT_LIMIT: usize = 50;
+/// Most params, metrics and tags one request may show (each is read for every run).
+const MAX_COLUMNS: usize = 256;
 
 /// The query string of [`runs`].
 #[derive(Debug, Deserialize)]
@@ -64,6 +66,13 @@ pub(super) async fn runs(
     }
     if let Some(order) = &params.order {
         columns.add(order);
+    }
+    let asked = columns.params.len() + columns.metrics.len() + columns.tags.len();
+    if asked > MAX_COLUMNS {
+        return Err(ApiError::new(
+            ErrorCode::InvalidArgument,
+            format!("{asked} columns asked for; at most {MAX_COLUMNS} at once"),
+        ));
     }
     let search = RunFilter {
         filter,
