@@ -359,14 +359,19 @@ impl Users {
     /// for all three, so a caller cannot tell which). Runs PBKDF2 (thousands of rounds):
     /// blocking work, kept off async workers.
     pub fn check_password(&self, name: &str, password: &str) -> Result<Option<Role>> {
-        let Some(user) = self.user(name)? else {
-            return Ok(None);
-        };
-        let Some(verifier) = user
-            .verifier
-            .as_deref()
-            .and_then(crate::scram::Verifier::parse)
-        else {
+        let user = self.user(name)?;
+        let verifier = user
+            .as_ref()
+            .and_then(|u| u.verifier.as_deref())
+            .and_then(crate::scram::Verifier::parse);
+        let (Some(user), Some(verifier)) = (user, verifier) else {
+            // As much work as a real check, so the time taken does not tell which user
+            // names exist.
+            let _ = crate::scram::Verifier::with_salt(
+                password,
+                b"runbase-no-such-user".to_vec(),
+                crate::scram::SCRAM_ITERATIONS,
+            );
             return Ok(None);
         };
         let derived =

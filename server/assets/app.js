@@ -81,6 +81,7 @@ function follow(params, handlers) {
     for (const name of ["metrics", "run", "reset", "ready"]) {
       src.addEventListener(name, (e) => {
         RB.events++;
+        if (name === "ready") RB.live = true;
         const f = handlers[name];
         if (f) f(name === "reset" || name === "ready" ? {} : JSON.parse(e.data));
       });
@@ -207,13 +208,20 @@ class MetricChart {
     const r = await api(`/api/v1/runs/${s.run}/metric?` + p);
     s.step = r.step; s.ts_us = r.ts_us; s.value = r.value; s.total = r.total; s.downsampled = r.downsampled;
   }
-  append(run, update) {
+  // Appends live points; `onlyNewer` skips those at or before the series' last point
+  // (events that arrived while the series was being fetched).
+  append(run, update, onlyNewer) {
     const s = this.series.find((x) => x.run === run);
     if (!s) return;
     if (update.truncated) { this.fetchInto(s).then(() => this.draw()); return; }
+    const n = s.step.length;
+    const last = n ? [s.step[n - 1], s.ts_us[n - 1]] : null;
     for (let i = 0; i < update.step.length; i++) {
+      if (onlyNewer && last && (update.step[i] < last[0] || (update.step[i] === last[0] && update.ts_us[i] <= last[1]))) continue;
       s.step.push(update.step[i]); s.ts_us.push(update.ts_us[i]); s.value.push(update.value[i]);
     }
+    // Past a few points per pixel, ask the server for the series downsampled again.
+    if (!this.zoomed && s.step.length > 8 * this.width) { this.fetchInto(s).then(() => this.draw()); return; }
     this.draw();
   }
 }
@@ -306,10 +314,11 @@ async function pageRuns(name) {
         return undefined;
       },
     });
+    const size = r.limit; // what the server used
     const pager = h("div", { class: "controls" },
-      `${r.total} runs · showing ${r.total ? offset + 1 : 0}–${offset + rows.length}`,
-      offset > 0 ? link(here({ offset: String(Math.max(0, offset - limit)) }), "← previous") : "",
-      offset + limit < r.total ? link(here({ offset: String(offset + limit) }), "next →") : "");
+      `${r.total} runs · showing ${r.total && rows.length ? offset + 1 : 0}–${offset + rows.length}`,
+      offset > 0 ? link(here({ offset: String(Math.max(0, offset - size)) }), "← previous") : "",
+      offset + size < r.total ? link(here({ offset: String(offset + size) }), "next →") : "");
     tableHolder.replaceChildren(pager, table);
   };
   const picker = h("details", {}, h("summary", {}, "Columns"), h("p", { class: "muted" }, "loading keys…"));
@@ -340,7 +349,14 @@ async function pageRuns(name) {
   follow({ experiment: name, kinds: "run" }, { run: debounce(load, 300), reset: load });
 }
 
+const UUID = /^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$/;
+function checkRunId(id) {
+  if (!UUID.test(id)) throw new Error(`invalid run id "${id}": expected a UUID`);
+  return id;
+}
+
 async function pageRun(id) {
+  checkRunId(id);
   const r = await api("/api/v1/runs/" + id);
   const run = r.run;
   const statusHolder = h("span", {}, statusEl(run.status));
@@ -387,17 +403,18 @@ async function pageRun(id) {
     c.draw();
     return c;
   };
-  await Promise.all(r.metrics.map((m) => addChart(m.key)));
-  // For tests and the console: zoom a chart, read a chart's values.
-  RB.zoom = (key, lo, hi) => charts.get(key).zoom(lo, hi);
-  window.__runbase_peek = (key) => charts.get(key).series[0].value.filter((v) => v !== null);
-  RB.ready = true;
+  // Follow before fetching, so nothing committed in between is missed: events wait in
+  // `queue` until the charts are loaded, then add only what the fetch did not have.
+  let loaded = false;
+  const queue = [];
+  RB.status = run.status;
+  const onMetrics = async (e, onlyNewer) => {
+    for (const s of e.series) {
+      if (!charts.has(s.key)) await addChart(s.key); else charts.get(s.key).append(id, s, onlyNewer);
+    }
+  };
   follow({ runs: id }, {
-    metrics: async (e) => {
-      for (const s of e.series) {
-        if (!charts.has(s.key)) await addChart(s.key); else charts.get(s.key).append(id, s);
-      }
-    },
+    metrics: (e) => (loaded ? onMetrics(e, false) : queue.push(e)),
     run: (e) => {
       statusHolder.replaceChildren(statusEl(e.run.status));
       endHolder.textContent = e.run.ended_at_us ? fmtTime(e.run.ended_at_us) : "";
@@ -405,12 +422,18 @@ async function pageRun(id) {
     },
     reset: async () => { for (const c of charts.values()) { await c.fetchInto(c.series[0]); c.draw(); } },
   });
-  RB.status = run.status;
+  await Promise.all(r.metrics.map((m) => addChart(m.key)));
+  for (const e of queue.splice(0)) await onMetrics(e, true);
+  loaded = true;
+  // For tests and the console: zoom a chart, read a chart's values.
+  RB.zoom = (key, lo, hi) => charts.get(key).zoom(lo, hi);
+  window.__runbase_peek = (key) => charts.get(key).series[0].value.filter((v) => v !== null);
   RB.alerts = r.alerts.length;
+  RB.ready = true;
 }
 
 async function pageCompare() {
-  const ids = (qs.get("runs") || "").split(",").filter(Boolean);
+  const ids = (qs.get("runs") || "").split(",").filter(Boolean).map(checkRunId);
   if (!ids.length) { main.replaceChildren(h("h1", {}, "Compare"), h("p", {}, "Select runs in an experiment's runs table.")); return; }
   const runs = await Promise.all(ids.map((id) => api("/api/v1/runs/" + id)));
   const keys = [...new Set(runs.flatMap((r) => r.metrics.map((m) => m.key)))].sort();
@@ -572,7 +595,9 @@ function pageLogin() {
     e.preventDefault();
     try {
       await api("/api/v1/login", { body: { user: form.user.value, password: form.password.value }, noRedirect: true });
-      location.href = next.startsWith("/") && !next.startsWith("//") ? next : "/";
+      // Only somewhere on this server (no open redirect through ?next=).
+      const to = new URL(next, location.origin);
+      location.href = to.origin === location.origin ? to.pathname + to.search + to.hash : "/";
     } catch (x) { err.replaceChildren(h("div", { class: "error" }, x.message)); }
   } },
   h("label", {}, "User", h("br"), h("input", { name: "user", id: "user", autocomplete: "username" })),

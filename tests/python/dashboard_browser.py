@@ -68,6 +68,9 @@ def wait(d, what, pred, timeout=20.0):
 def load(d, url, what="page"):
     d.get(url)
     wait(d, what + " ready", lambda s: s.get("ready"))
+    if "/runs/" in url:
+        # The page's event stream is subscribed (its `ready` event came).
+        wait(d, what + " live", lambda s: s.get("live"))
     s = state(d)
     check(not s.get("errors"), f"{url}: errors on the page: {s.get('errors')}")
     return s
@@ -304,8 +307,8 @@ def trust(args):
         conn.close()
 
 
-def login(d, args, user, password):
-    d.get(f"{args.http}/login")
+def login(d, args, user, password, next_path=None):
+    d.get(f"{args.http}/login" + (f"?next={next_path}" if next_path else ""))
     wait(d, "login page", lambda s: s.get("ready"))
     d.find_element(By.ID, "user").send_keys(user)
     d.find_element(By.ID, "password").send_keys(password)
@@ -332,13 +335,17 @@ def scram(args):
         d.find_element(By.ID, "user").send_keys("viewer")
         d.find_element(By.ID, "password").send_keys("wrong")
         d.find_element(By.ID, "login").click()
-        time.sleep(0.5)
+        deadline = time.time() + 10
+        while not d.find_elements(By.CLASS_NAME, "error") and time.time() < deadline:
+            time.sleep(0.05)
         check("wrong user name or password" in d.find_element(By.CLASS_NAME, "error").text, "refused")
 
         thread, outcome = start_training(args.pg + " user=admin password=Admin-Secret-1", 60)
         run = running_job(admin)
         # The read-only user sees the job and no cancel button.
-        login(d, args, "viewer", "Viewer-Secret-1")
+        # ?next= only ever leads somewhere on this server (/\evil.example is //evil.example).
+        login(d, args, "viewer", "Viewer-Secret-1", next_path="/%5Cevil.example/")
+        check(d.current_url.startswith(args.http + "/"), f"stayed on the server: {d.current_url}")
         check(state(d)["role"] == "readonly", state(d))
         load(d, f"{args.http}/jobs", "jobs")
         wait(d, "a job row", lambda s: s.get("rows", 0) >= 1)
@@ -352,6 +359,9 @@ def scram(args):
         check(status in (403,), f"read-only cancel refused: {status}")
         # Without the CSRF token, even a writer's POST is refused.
         d.find_element(By.ID, "logout").click()
+        deadline = time.time() + 10
+        while "/login" not in d.current_url and time.time() < deadline:
+            time.sleep(0.05)
         login(d, args, "writer", "Writer-Secret-1")
         status = d.execute_script(
             "return fetch('/api/v1/jobs/' + arguments[0] + '/cancel', {method: 'POST'}).then(r => r.status)", run)

@@ -155,6 +155,9 @@ pub struct Subscription {
     pub gap: bool,
     /// Events published from now on.
     pub live: broadcast::Receiver<Arc<Event>>,
+    /// The id of the newest event published before `live` starts (the id a client that
+    /// has seen everything up to here would resume from).
+    pub newest: u64,
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -167,11 +170,13 @@ impl Events {
         let ring = lock(&self.ring);
         // Subscribed under the ring's lock: every event is either in the backlog or live.
         let live = self.tx.subscribe();
+        let newest = ring.next_id.saturating_sub(1);
         let Some(after) = after else {
             return Subscription {
                 backlog: Vec::new(),
                 gap: false,
                 live,
+                newest,
             };
         };
         let oldest_kept = ring.events.front().map_or(ring.next_id, |e| e.id);
@@ -187,7 +192,12 @@ impl Events {
                 .cloned()
                 .collect()
         };
-        Subscription { backlog, gap, live }
+        Subscription {
+            backlog,
+            gap,
+            live,
+            newest,
+        }
     }
 
     /// The id the next event will get.

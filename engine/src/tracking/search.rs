@@ -154,7 +154,24 @@ pub fn check_filter(filter: &str) -> Result<CheckedFilter> {
         return Err(bad(&"expected one expression, found more after it"));
     }
     let mut columns = RunColumns::default();
+    let mut refused: Option<String> = None;
     let _ = visit_expressions_mut(&mut expr, |e| {
+        // Comparisons over the columns only: no subqueries, no function calls (a filter
+        // must not be a way to run arbitrary work).
+        match e {
+            Expr::Subquery(_) | Expr::Exists { .. } | Expr::InSubquery { .. } => {
+                refused = Some("subqueries are not allowed in a filter".into());
+                return ControlFlow::Break(());
+            }
+            Expr::Function(f) => {
+                refused = Some(format!(
+                    "function calls ({}) are not allowed in a filter",
+                    f.name
+                ));
+                return ControlFlow::Break(());
+            }
+            _ => {}
+        }
         let column = match e {
             Expr::CompoundIdentifier(parts) if parts.len() >= 2 => {
                 match namespace(&parts[0].value) {
@@ -170,6 +187,25 @@ pub fn check_filter(filter: &str) -> Result<CheckedFilter> {
                     None => None,
                 }
             }
+            // MLflow quotes strings with double quotes too: a double-quoted name that is
+            // not a column's is the string.
+            Expr::Identifier(ident)
+                if ident.quote_style == Some('"')
+                    && !BASE_COLUMNS.contains(&ident.value.as_str())
+                    && !["params.", "metrics.", "tags."]
+                        .iter()
+                        .any(|p| ident.value.starts_with(p)) =>
+            {
+                *e = Expr::Value(
+                    datafusion::sql::sqlparser::ast::Value::SingleQuotedString(ident.value.clone())
+                        .into(),
+                );
+                None
+            }
+            // Unquoted names are case-insensitive, as in SQL.
+            Expr::Identifier(ident) if ident.quote_style.is_none() => {
+                Some(attribute(&ident.value.to_ascii_lowercase()))
+            }
             Expr::Identifier(ident) => Some(ident.value.clone()),
             _ => None,
         };
@@ -179,6 +215,9 @@ pub fn check_filter(filter: &str) -> Result<CheckedFilter> {
         }
         ControlFlow::<()>::Continue(())
     });
+    if let Some(why) = refused {
+        return Err(bad(&why));
+    }
     Ok(CheckedFilter {
         sql: expr.to_string(),
         columns,
@@ -418,7 +457,14 @@ mod tests {
         let f = check_filter(r#""metrics.acc" > 0.9 AND duration_s < 60"#).expect("check");
         assert_eq!(f.columns.metrics, vec!["acc"]);
 
+        // MLflow's double-quoted strings; case-insensitive unquoted names.
+        let f = check_filter(r#"attributes.status = "FINISHED" and STATUS != 'x'"#).expect("check");
+        assert_eq!(f.sql, r#""status" = 'FINISHED' AND "status" <> 'x'"#);
+
         for bad in [
+            "EXISTS (SELECT 1 FROM generate_series(1, 1000000000))",
+            "length(repeat(name, 1000000000)) > 0",
+            "name IN (SELECT name FROM runs)",
             "1 = 1; DROP TABLE t",
             "status = 'x') OR (1 = 1",
             "",

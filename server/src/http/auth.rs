@@ -47,13 +47,19 @@ pub enum ApiAccess {
     Login,
 }
 
+/// Password checks running at once (each is thousands of hash rounds on the blocking
+/// pool); more wait, so a flood of logins cannot starve other work.
+const CONCURRENT_LOGINS: usize = 4;
+
 /// One logged-in browser.
 #[derive(Debug, Clone)]
 struct WebSession {
     user: String,
-    role: Role,
     csrf: String,
     expires: Instant,
+    /// The user's verifier at login: a changed password (or a dropped and re-created
+    /// user) ends the session.
+    verifier: Option<String>,
 }
 
 /// The logged-in sessions, and the CSRF token of open access.
@@ -63,6 +69,7 @@ pub struct Sessions {
     open_csrf: String,
     /// Whether cookies get `Secure` (HTTP is served over TLS).
     secure: bool,
+    logins: tokio::sync::Semaphore,
 }
 
 /// A fresh unguessable token (two v4 UUIDs: 244 random bits from the OS).
@@ -81,6 +88,7 @@ impl Sessions {
             map: Mutex::new(HashMap::new()),
             open_csrf: token(),
             secure,
+            logins: tokio::sync::Semaphore::new(CONCURRENT_LOGINS),
         }
     }
 
@@ -88,12 +96,12 @@ impl Sessions {
         self.map.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    fn create(&self, user: String, role: Role) -> (String, WebSession) {
+    fn create(&self, user: String, verifier: Option<String>) -> (String, WebSession) {
         let session = WebSession {
             user,
-            role,
             csrf: token(),
             expires: Instant::now() + SESSION_TTL,
+            verifier,
         };
         let id = token();
         let mut map = self.lock();
@@ -128,6 +136,22 @@ impl Sessions {
         );
         HeaderValue::from_str(&text).unwrap_or_else(|_| HeaderValue::from_static(""))
     }
+}
+
+/// Whether the request's Host is a loopback name (any port).
+fn loopback_host(headers: &HeaderMap) -> bool {
+    let Some(host) = headers.get(header::HOST).and_then(|h| h.to_str().ok()) else {
+        return false;
+    };
+    let name = if let Some(rest) = host.strip_prefix('[') {
+        rest.split(']').next().unwrap_or("")
+    } else {
+        host.rsplit_once(':').map_or(host, |(name, _)| name)
+    };
+    name.eq_ignore_ascii_case("localhost")
+        || name
+            .parse::<std::net::IpAddr>()
+            .is_ok_and(|ip| ip.is_loopback())
 }
 
 /// The session cookie's value in `headers`, if any.
@@ -171,23 +195,41 @@ impl FromRequestParts<AppState> for Viewer {
 
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
         let viewer = match state.api {
-            ApiAccess::Open => Viewer {
-                user: "runbase".into(),
-                role: Role::Superuser,
-                csrf: state.sessions.open_csrf.clone(),
-            },
+            ApiAccess::Open => {
+                // Open access is for this machine: a page of another site that rebinds
+                // its name to 127.0.0.1 sends its own name as Host and is refused.
+                if !loopback_host(&parts.headers) {
+                    return Err(ApiError::new(
+                        ErrorCode::PermissionDenied,
+                        "without --auth scram the API answers only requests addressed to \
+                         localhost, 127.0.0.1 or [::1]",
+                    ));
+                }
+                Viewer {
+                    user: "runbase".into(),
+                    role: Role::Superuser,
+                    csrf: state.sessions.open_csrf.clone(),
+                }
+            }
             ApiAccess::Login => {
-                let session = session_cookie(&parts.headers)
-                    .and_then(|id| state.sessions.get(id))
-                    .ok_or_else(|| {
-                        ApiError::new(
-                            ErrorCode::AuthenticationFailed,
-                            "log in first: POST /api/v1/login with your user name and password",
-                        )
-                    })?;
+                let login_first = || {
+                    ApiError::new(
+                        ErrorCode::AuthenticationFailed,
+                        "log in first: POST /api/v1/login with your user name and password",
+                    )
+                };
+                let id = session_cookie(&parts.headers).ok_or_else(login_first)?;
+                let session = state.sessions.get(id).ok_or_else(login_first)?;
+                // The user as it is now: a dropped user, a changed password end the
+                // session; a changed role applies at once.
+                let current = state.db.users().user(&session.user)?;
+                let Some(user) = current.filter(|u| u.verifier == session.verifier) else {
+                    state.sessions.remove(id);
+                    return Err(login_first());
+                };
                 Viewer {
                     user: session.user,
-                    role: session.role,
+                    role: user.role,
                     csrf: session.csrf,
                 }
             }
@@ -234,11 +276,21 @@ pub(super) async fn login(
         }))
         .into_response());
     }
+    let _permit = state
+        .sessions
+        .logins
+        .acquire()
+        .await
+        .map_err(|e| ApiError::new(ErrorCode::Internal, format!("login queue: {e}")))?;
     let users = state.db.users().clone();
     let user = request.user.clone();
-    let role = tokio::task::spawn_blocking(move || users.check_password(&user, &request.password))
-        .await
-        .map_err(|e| ApiError::new(ErrorCode::Internal, format!("checking password: {e}")))??;
+    let (role, verifier) = tokio::task::spawn_blocking(move || {
+        let role = users.check_password(&user, &request.password)?;
+        let verifier = users.user(&user)?.and_then(|u| u.verifier);
+        Ok::<_, runbase_engine::Error>((role, verifier))
+    })
+    .await
+    .map_err(|e| ApiError::new(ErrorCode::Internal, format!("checking password: {e}")))??;
     let Some(role) = role else {
         state
             .db
@@ -249,7 +301,7 @@ pub(super) async fn login(
             "wrong user name or password",
         ));
     };
-    let (id, session) = state.sessions.create(request.user, role);
+    let (id, session) = state.sessions.create(request.user, verifier);
     let mut response = Json(json!({
         "user": session.user,
         "role": role.as_str(),

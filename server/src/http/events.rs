@@ -121,22 +121,37 @@ pub(super) async fn events(
         }
         None => params.last_event_id,
     };
-    let events = state.db.tracking().events();
-    let newest = events.next_id().saturating_sub(1);
-    let Subscription { backlog, gap, live } = events.subscribe(after);
+    let Subscription {
+        backlog,
+        gap,
+        live,
+        newest,
+    } = state.db.tracking().events().subscribe(after);
     let filter = Arc::new(filter);
 
+    // `ready` carries the id to resume from should the connection drop now: where the
+    // client was when resuming (the backlog's own ids move it on), the newest event on
+    // a fresh start or after a gap.
+    let resume_from = match after {
+        Some(after) if !gap => after,
+        _ => newest,
+    };
     let mut first = vec![
         SseEvent::default()
-            .id(newest.max(after.unwrap_or(0)).to_string())
+            .id(resume_from.to_string())
             .event("ready")
             .data("{}"),
     ];
     if gap {
         first.push(SseEvent::default().event("reset").data("{}"));
     }
-    first.extend(backlog.iter().filter(|e| filter.admits(e)).map(|e| sse(e)));
-    let head = futures::stream::iter(first);
+    // The backlog is encoded as the client reads it, not all at once.
+    let backlog_filter = filter.clone();
+    let head = futures::stream::iter(first).chain(
+        futures::stream::iter(backlog)
+            .filter(move |e| std::future::ready(backlog_filter.admits(e)))
+            .map(|e| sse(&e)),
+    );
     let tail = futures::stream::unfold((live, filter), |(mut live, filter)| async move {
         loop {
             match live.recv().await {

@@ -302,6 +302,21 @@ async fn metric(
                 header::CONTENT_TYPE,
                 HeaderValue::from_static("text/csv; charset=utf-8"),
             );
+            let name: String = key
+                .chars()
+                .map(|c| {
+                    if c.is_ascii_alphanumeric() || "-_.".contains(c) {
+                        c
+                    } else {
+                        '_'
+                    }
+                })
+                .collect();
+            if let Ok(v) = HeaderValue::from_str(&format!("attachment; filename=\"{name}.csv\"")) {
+                response
+                    .headers_mut()
+                    .insert(header::CONTENT_DISPOSITION, v);
+            }
             return Ok(response);
         }
         let series = t.metric_series(&id, &key, &query)?;
@@ -411,7 +426,8 @@ mod tests {
 
     /// `GET path` from `addr` over a plain socket, off the async workers: (status line, body).
     async fn get(addr: std::net::SocketAddr, path: &str) -> (String, String) {
-        let request = format!("GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
+        let request =
+            format!("GET {path} HTTP/1.1\r\nHost: 127.0.0.1:5480\r\nConnection: close\r\n\r\n");
         tokio::task::spawn_blocking(move || {
             let mut stream = std::net::TcpStream::connect(addr).expect("connect");
             stream.write_all(request.as_bytes()).expect("send");
@@ -433,12 +449,19 @@ mod tests {
         headers: &[(&str, &str)],
         body: &str,
     ) -> (String, String, String) {
+        let host = headers
+            .iter()
+            .find(|(k, _)| k.eq_ignore_ascii_case("host"))
+            .map_or("127.0.0.1:5480", |(_, v)| *v);
         let mut request = format!(
-            "{method} {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\
+            "{method} {path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\
              Content-Type: application/json\r\nContent-Length: {}\r\n",
             body.len()
         );
-        for (k, v) in headers {
+        for (k, v) in headers
+            .iter()
+            .filter(|(k, _)| !k.eq_ignore_ascii_case("host"))
+        {
             request.push_str(&format!("{k}: {v}\r\n"));
         }
         request.push_str("\r\n");
@@ -634,19 +657,38 @@ mod tests {
             "no training of that run: {status} {body}"
         );
 
+        // Open access answers requests addressed to this machine only (DNS rebinding).
+        let (status, _, body) = send(
+            addr,
+            "GET",
+            "/api/v1/whoami",
+            &[("Host", "evil.example")],
+            "",
+        )
+        .await;
+        assert!(status.contains("403"), "{status} {body}");
+
         // Live events: a stream for one run gets its points as they commit.
         let run = runs[1];
         let path = format!("/api/v1/events?runs={run}");
+        let (subscribed, ready) = std::sync::mpsc::channel();
         let reader = tokio::task::spawn_blocking(move || {
             use std::io::{BufRead, BufReader};
             let mut stream = std::net::TcpStream::connect(addr).expect("connect");
             stream
                 .set_read_timeout(Some(std::time::Duration::from_secs(10)))
                 .expect("timeout");
-            write!(stream, "GET {path} HTTP/1.1\r\nHost: x\r\n\r\n").expect("send");
+            write!(
+                stream,
+                "GET {path} HTTP/1.1\r\nHost: 127.0.0.1:5480\r\n\r\n"
+            )
+            .expect("send");
             let mut lines = BufReader::new(stream).lines();
             let mut seen = Vec::new();
             while let Some(Ok(line)) = lines.next() {
+                if line == "event: ready" {
+                    let _ = subscribed.send(());
+                }
                 let done = line.starts_with("data: ") && line.contains(r#""type":"metrics""#);
                 seen.push(line);
                 if done {
@@ -655,7 +697,11 @@ mod tests {
             }
             seen
         });
-        tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+        // Logged once the stream is subscribed (its `ready` event).
+        tokio::task::spawn_blocking(move || ready.recv_timeout(std::time::Duration::from_secs(10)))
+            .await
+            .expect("wait")
+            .expect("the stream said ready");
         let t = db.tracking().clone();
         let other = runs[2];
         tokio::task::spawn_blocking(move || {
@@ -760,6 +806,39 @@ mod tests {
         )
         .await;
         assert!(status.contains("403"), "{status} {body}");
+        // A role change applies at once; a password change ends the session.
+        db.session()
+            .sql("ALTER USER viewer READWRITE")
+            .await
+            .expect("alter role");
+        let (_, _, body) = send(addr, "GET", "/api/v1/whoami", &[("Cookie", &cookie)], "").await;
+        assert_eq!(json(&body)["role"], "readwrite", "{body}");
+        db.session()
+            .sql("ALTER USER viewer PASSWORD 'other-secret'")
+            .await
+            .expect("alter password");
+        let (status, ..) = send(addr, "GET", "/api/v1/whoami", &[("Cookie", &cookie)], "").await;
+        assert!(status.contains("401"), "{status}");
+        let (status, head, body) = send(
+            addr,
+            "POST",
+            "/api/v1/login",
+            &[],
+            r#"{"user": "viewer", "password": "other-secret"}"#,
+        )
+        .await;
+        assert!(status.contains("200"), "{status} {body}");
+        let cookie = format!(
+            "runbase_session={}",
+            head.split_once("runbase_session=")
+                .and_then(|(_, v)| v.split(';').next())
+                .expect("session")
+        );
+        let csrf = json(&body)["csrf_token"]
+            .as_str()
+            .expect("csrf")
+            .to_string();
+
         // A made-up session is refused; logout ends the real one.
         let (status, ..) = send(
             addr,

@@ -5,7 +5,9 @@ use axum::Json;
 use axum::extract::rejection::QueryRejection;
 use axum::extract::{Path, Query, State};
 use runbase_engine::error::ErrorCode;
-use runbase_engine::tracking::search::{RunColumns, RunFilter, check_filter, search_runs};
+use runbase_engine::tracking::search::{
+    MAX_PAGE, RunColumns, RunFilter, check_filter, search_runs,
+};
 use serde::Deserialize;
 use serde_json::{Value, json};
 
@@ -14,6 +16,8 @@ use super::{ApiError, AppState, Viewer, blocking};
 
 /// Rows a page has when the request does not say.
 const DEFAULT_LIMIT: usize = 50;
+/// How long one search may take.
+const SEARCH_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
 /// Most params, metrics and tags one request may show (each is read for every run).
 const MAX_COLUMNS: usize = 256;
 
@@ -87,11 +91,25 @@ pub(super) async fn runs(
             return Err(missing_experiment(&name));
         }
         let frame = t.runs_frame(&name, &columns)?;
-        // A few thousand rows in memory: sorted here, off the async workers.
-        let page = handle.block_on(search_runs(frame, &search))?;
+        // A few thousand rows in memory: sorted here, off the async workers, within a
+        // time limit (the filter is only comparisons, but the table may be large).
+        let page = handle
+            .block_on(async {
+                tokio::time::timeout(SEARCH_TIMEOUT, search_runs(frame, &search)).await
+            })
+            .map_err(|_| {
+                ApiError::new(
+                    ErrorCode::Timeout,
+                    format!(
+                        "the runs search ran longer than {} s",
+                        SEARCH_TIMEOUT.as_secs()
+                    ),
+                )
+            })??;
         let mut body = rows_json(&page.rows.schema(), &[page.rows])?;
         body["total"] = json!(page.total);
         body["offset"] = json!(search.offset);
+        body["limit"] = json!(search.limit.clamp(1, MAX_PAGE));
         body["experiment"] = json!(name);
         Ok(Json(body))
     })
