@@ -10,6 +10,7 @@
 //! | `params`, `tags`     | run · key                                            | value bytes |
 //! | `metrics`            | run · key · `0x00` · step · ts · sequence            | value (f64, 8 bytes) |
 //! | `latest_metrics`     | run · key                                            | step · ts · value (merge operator keeps the newest) |
+//! | `metric_rollups`     | run · key · `0x00` · block (step ÷ 64)               | count, first, last, lowest, highest point (see [`super::rollup`]) |
 //! | `run_inputs`         | run · table name · `0x00` · version                  | empty |
 //! | `artifacts`          | run · path                                           | JSON [`super::Artifact`] |
 //!
