@@ -128,6 +128,49 @@ impl Sessions {
         self.lock().remove(id);
     }
 
+    /// Session `id` and its user's role as they are now: `None` once it expired, logged
+    /// out, or its user was dropped or changed password (which also ends it). A changed
+    /// role applies at once.
+    fn current(
+        &self,
+        id: &str,
+        db: &runbase_engine::Database,
+    ) -> Result<Option<(WebSession, Role)>, ApiError> {
+        let Some(session) = self.get(id) else {
+            return Ok(None);
+        };
+        let user = db.users().user(&session.user)?;
+        match user.filter(|u| u.verifier == session.verifier) {
+            Some(u) => Ok(Some((session, u.role))),
+            None => {
+                self.remove(id);
+                Ok(None)
+            }
+        }
+    }
+
+    /// Resolves once the session of `viewer` ends (never under open access): checked
+    /// every couple of seconds, so a live stream stops soon after its logout.
+    pub fn ended(
+        self: &Arc<Self>,
+        viewer: &Viewer,
+        db: runbase_engine::Database,
+    ) -> impl std::future::Future<Output = ()> + Send + use<> {
+        let sessions = self.clone();
+        let id = viewer.session.clone();
+        async move {
+            let Some(id) = id else {
+                return std::future::pending().await;
+            };
+            loop {
+                tokio::time::sleep(Duration::from_secs(2)).await;
+                if !matches!(sessions.current(&id, &db), Ok(Some(_))) {
+                    return;
+                }
+            }
+        }
+    }
+
     fn cookie(&self, value: &str, max_age: Duration) -> HeaderValue {
         let secure = if self.secure { "; Secure" } else { "" };
         let text = format!(
@@ -175,6 +218,8 @@ pub struct Viewer {
     /// What the user may do.
     pub role: Role,
     csrf: String,
+    /// The login session the request came with (none under open access).
+    session: Option<String>,
 }
 
 impl Viewer {
@@ -209,6 +254,7 @@ impl FromRequestParts<AppState> for Viewer {
                     user: "runbase".into(),
                     role: Role::Superuser,
                     csrf: state.sessions.open_csrf.clone(),
+                    session: None,
                 }
             }
             ApiAccess::Login => {
@@ -219,18 +265,15 @@ impl FromRequestParts<AppState> for Viewer {
                     )
                 };
                 let id = session_cookie(&parts.headers).ok_or_else(login_first)?;
-                let session = state.sessions.get(id).ok_or_else(login_first)?;
-                // The user as it is now: a dropped user, a changed password end the
-                // session; a changed role applies at once.
-                let current = state.db.users().user(&session.user)?;
-                let Some(user) = current.filter(|u| u.verifier == session.verifier) else {
-                    state.sessions.remove(id);
-                    return Err(login_first());
-                };
+                let (session, role) = state
+                    .sessions
+                    .current(id, &state.db)?
+                    .ok_or_else(login_first)?;
                 Viewer {
                     user: session.user,
-                    role: user.role,
+                    role,
                     csrf: session.csrf,
+                    session: Some(id.to_string()),
                 }
             }
         };

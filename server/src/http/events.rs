@@ -13,7 +13,7 @@
 //!
 //! Every event has an `id:`; a browser's `EventSource` reconnects with `Last-Event-ID`
 //! and gets what it missed. A comment every 15 s keeps proxies from closing the stream.
-//! Streams end when the server shuts down.
+//! Streams end when the server shuts down, and when their login session ends.
 
 use std::collections::HashSet;
 use std::convert::Infallible;
@@ -78,7 +78,7 @@ fn sse(e: &Event) -> SseEvent {
 /// `GET /api/v1/events`: see the module's documentation.
 pub(super) async fn events(
     State(state): State<AppState>,
-    _viewer: Viewer,
+    viewer: Viewer,
     headers: HeaderMap,
     params: Result<Query<EventParams>, QueryRejection>,
 ) -> Result<Sse<impl Stream<Item = Result<SseEvent, Infallible>>>, ApiError> {
@@ -167,9 +167,17 @@ pub(super) async fn events(
         }
     });
     let shutdown = state.shutdown.clone();
+    // The stream ends with the server, or with its login session (logout, expiry, a
+    // dropped user, a changed password).
+    let session_ended = state.sessions.ended(&viewer, state.db.clone());
     let stream = head
         .chain(tail)
         .map(Ok::<_, Infallible>)
-        .take_until(async move { shutdown.signaled().await });
+        .take_until(async move {
+            tokio::select! {
+                () = shutdown.signaled() => {}
+                () = session_ended => {}
+            }
+        });
     Ok(Sse::new(stream).keep_alive(KeepAlive::new().interval(Duration::from_secs(15))))
 }

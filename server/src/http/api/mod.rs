@@ -839,6 +839,45 @@ mod tests {
             .expect("csrf")
             .to_string();
 
+        // A live stream of this session ends when the session does.
+        let (subscribed, ready) = std::sync::mpsc::channel();
+        let stream_cookie = cookie.clone();
+        let stream = tokio::task::spawn_blocking(move || {
+            use std::io::{BufRead, BufReader};
+            let mut stream = std::net::TcpStream::connect(addr).expect("connect");
+            stream
+                .set_read_timeout(Some(std::time::Duration::from_secs(20)))
+                .expect("timeout");
+            write!(
+                stream,
+                "GET /api/v1/events HTTP/1.1\r\nHost: 127.0.0.1\r\nCookie: {stream_cookie}\r\n\
+                 Connection: close\r\n\r\n"
+            )
+            .expect("send");
+            let mut lines = BufReader::new(stream).lines();
+            let mut ended = false;
+            loop {
+                match lines.next() {
+                    Some(Ok(line)) => {
+                        if line == "event: ready" {
+                            let _ = subscribed.send(());
+                        }
+                    }
+                    // The server closed the stream.
+                    None => {
+                        ended = true;
+                        break;
+                    }
+                    Some(Err(_)) => break,
+                }
+            }
+            ended
+        });
+        tokio::task::spawn_blocking(move || ready.recv_timeout(std::time::Duration::from_secs(10)))
+            .await
+            .expect("wait")
+            .expect("the stream said ready");
+
         // A made-up session is refused; logout ends the real one.
         let (status, ..) = send(
             addr,
@@ -860,6 +899,10 @@ mod tests {
         assert!(status.contains("200"), "{status}");
         let (status, ..) = send(addr, "GET", "/api/v1/whoami", &[("Cookie", &cookie)], "").await;
         assert!(status.contains("401"), "{status}");
+        assert!(
+            stream.await.expect("stream reader"),
+            "the stream closed after logout, well before its 20 s read timeout"
+        );
 
         stop.trigger();
         server.await.expect("task").expect("serve");
