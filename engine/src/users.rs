@@ -354,11 +354,11 @@ impl Users {
             .map_err(|e| Error::corrupt("user record", e.to_string()))
     }
 
-    /// Checks `password` against `name`'s verifier: the user's role if it matches, `None`
-    /// if the user does not exist, has no password or the password is wrong (one answer
-    /// for all three, so a caller cannot tell which). Runs PBKDF2 (thousands of rounds):
+    /// Checks `password` against `name`'s verifier: the user (role, verifier) if it
+    /// matches, `None` if the user does not exist, has no password or the password is
+    /// wrong (one answer for all three, so a caller cannot tell which). Runs PBKDF2 (thousands of rounds):
     /// blocking work, kept off async workers.
-    pub fn check_password(&self, name: &str, password: &str) -> Result<Option<Role>> {
+    pub fn check_password(&self, name: &str, password: &str) -> Result<Option<User>> {
         let user = self.user(name)?;
         let verifier = user
             .as_ref()
@@ -382,7 +382,7 @@ impl Users {
             .iter()
             .zip(verifier.stored_key.iter())
             .fold(0u8, |acc, (a, b)| acc | (a ^ b));
-        Ok((diff == 0).then_some(user.role))
+        Ok((diff == 0).then_some(user))
     }
 
     /// Every user, by name.

@@ -19,6 +19,23 @@ pub fn runbase_bin() -> PathBuf {
     dir.join("runbase")
 }
 
+/// Runs `runbase sql <sql>` against `data_dir` (the server must not be running on it):
+/// how tests create users before a `--auth scram` server starts. Panics if it fails.
+pub fn runbase_sql(data_dir: &Path, sql: &str) {
+    let out = Command::new(runbase_bin())
+        .arg("sql")
+        .arg("--data-dir")
+        .arg(data_dir)
+        .arg(sql)
+        .output()
+        .expect("run runbase sql");
+    assert!(
+        out.status.success(),
+        "runbase sql {sql}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
 /// `N` distinct free loopback ports (each listener is held until all are chosen, so the
 /// system cannot hand out one port twice).
 pub fn free_ports<const N: usize>() -> [u16; N] {

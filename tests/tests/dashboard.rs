@@ -3,25 +3,9 @@
 //! sent over pgwire by psycopg. The script asserts on page state; see it for the checks.
 //! `RUNBASE_SCREENSHOTS=<dir>` also saves screenshots there.
 
-use std::path::Path;
 use std::process::Command;
 
-use runbase_tests::server::{TestServer, runbase_bin};
-
-fn runbase_sql(data_dir: &Path, sql: &str) {
-    let out = Command::new(runbase_bin())
-        .arg("sql")
-        .arg("--data-dir")
-        .arg(data_dir)
-        .arg(sql)
-        .output()
-        .expect("run runbase sql");
-    assert!(
-        out.status.success(),
-        "runbase sql {sql}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-}
+use runbase_tests::server::{TestServer, runbase_sql};
 
 /// Runs the browser script's `scenario` against `server`; fails the test if it fails.
 fn browse(server: &TestServer, scenario: &str) {

@@ -9,23 +9,7 @@ use std::time::{Duration, Instant};
 
 use futures::{StreamExt, TryStreamExt};
 use runbase_tests::client::{scalar, sqlstate};
-use runbase_tests::server::{TestServer, runbase_bin};
-
-/// Runs `runbase sql` against `data_dir` (the server must not be running on it).
-fn runbase_sql(data_dir: &Path, sql: &str) {
-    let out = Command::new(runbase_bin())
-        .arg("sql")
-        .arg("--data-dir")
-        .arg(data_dir)
-        .arg(sql)
-        .output()
-        .expect("run runbase sql");
-    assert!(
-        out.status.success(),
-        "runbase sql {sql}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-}
+use runbase_tests::server::{TestServer, runbase_sql};
 
 fn login_error(result: Result<tokio_postgres::Client, tokio_postgres::Error>) -> String {
     match result {

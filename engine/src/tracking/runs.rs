@@ -19,6 +19,25 @@ impl Tracking {
             .map_err(|e| Error::corrupt(format!("run {run}"), e))
     }
 
+    /// Every run of the experiment called `name`, in id order, read in one batch.
+    pub fn experiment_runs(&self, name: &str) -> Result<Vec<Run>> {
+        let ids = self.runs_of_experiment(name)?;
+        let cf = self.cf(CF_RUNS)?;
+        let mut runs = Vec::with_capacity(ids.len());
+        for (id, v) in ids.iter().zip(
+            self.db()
+                .multi_get_cf(ids.iter().map(|id| (cf, id.as_bytes()))),
+        ) {
+            if let Some(v) = v? {
+                runs.push(
+                    serde_json::from_slice(&v)
+                        .map_err(|e| Error::corrupt(format!("run {id}"), e))?,
+                );
+            }
+        }
+        Ok(runs)
+    }
+
     /// The name of the experiment `run` belongs to, if the run exists.
     pub fn experiment_of_run(&self, run: &Uuid) -> Result<Option<Arc<str>>> {
         if let Some(e) = self

@@ -295,18 +295,7 @@ pub async fn search_runs(frame: RecordBatch, filter: &RunFilter) -> Result<RunPa
 impl Tracking {
     /// The runs of `experiment` (every one, in no set order) with the `columns` asked for.
     pub fn runs_frame(&self, experiment: &str, columns: &RunColumns) -> Result<RecordBatch> {
-        let ids = self.runs_of_experiment(experiment)?;
-        let mut runs = Vec::with_capacity(ids.len());
-        let cf = self.cf(CF_RUNS)?;
-        for v in self
-            .db()
-            .multi_get_cf(ids.iter().map(|id| (cf, id.as_bytes())))
-        {
-            if let Some(v) = v? {
-                let run: Run = serde_json::from_slice(&v).map_err(|e| Error::corrupt("run", e))?;
-                runs.push(run);
-            }
-        }
+        let runs = self.experiment_runs(experiment)?;
         let now_ms = now_us() / 1000;
         let n = runs.len();
         let text = |f: &dyn Fn(&Run) -> Option<String>| -> ArrayRef {
@@ -389,18 +378,11 @@ impl Tracking {
     /// picker offers. Reads the [`KEY_SAMPLE_RUNS`] newest runs, so a key only older runs
     /// have is not offered (it can still be asked for by name).
     pub fn experiment_keys(&self, experiment: &str) -> Result<RunColumns> {
-        let ids = self.runs_of_experiment(experiment)?;
-        let cf = self.cf(CF_RUNS)?;
-        let mut runs: Vec<(i64, Uuid)> = Vec::with_capacity(ids.len());
-        for v in self
-            .db()
-            .multi_get_cf(ids.iter().map(|id| (cf, id.as_bytes())))
-        {
-            if let Some(v) = v? {
-                let run: Run = serde_json::from_slice(&v).map_err(|e| Error::corrupt("run", e))?;
-                runs.push((run.started_at_us, run.run_id));
-            }
-        }
+        let mut runs: Vec<(i64, Uuid)> = self
+            .experiment_runs(experiment)?
+            .into_iter()
+            .map(|r| (r.started_at_us, r.run_id))
+            .collect();
         runs.sort_unstable_by_key(|(start, _)| std::cmp::Reverse(*start));
         runs.truncate(KEY_SAMPLE_RUNS);
         let (mut params, mut metrics, mut tags) =

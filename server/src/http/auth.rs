@@ -308,8 +308,7 @@ pub(super) async fn login(
     State(state): State<AppState>,
     body: Result<Json<LoginRequest>, JsonRejection>,
 ) -> Result<Response, ApiError> {
-    let Json(request) =
-        body.map_err(|e| ApiError::new(ErrorCode::InvalidArgument, e.body_text()))?;
+    let Json(request) = body?;
     if state.api == ApiAccess::Open {
         return Ok(Json(json!({
             "user": "runbase",
@@ -327,14 +326,11 @@ pub(super) async fn login(
         .map_err(|e| ApiError::new(ErrorCode::Internal, format!("login queue: {e}")))?;
     let users = state.db.users().clone();
     let user = request.user.clone();
-    let (role, verifier) = tokio::task::spawn_blocking(move || {
-        let role = users.check_password(&user, &request.password)?;
-        let verifier = users.user(&user)?.and_then(|u| u.verifier);
-        Ok::<_, runbase_engine::Error>((role, verifier))
-    })
-    .await
-    .map_err(|e| ApiError::new(ErrorCode::Internal, format!("checking password: {e}")))??;
-    let Some(role) = role else {
+    let checked =
+        tokio::task::spawn_blocking(move || users.check_password(&user, &request.password))
+            .await
+            .map_err(|e| ApiError::new(ErrorCode::Internal, format!("checking password: {e}")))??;
+    let Some(checked) = checked else {
         state
             .db
             .stats()
@@ -344,7 +340,8 @@ pub(super) async fn login(
             "wrong user name or password",
         ));
     };
-    let (id, session) = state.sessions.create(request.user, verifier);
+    let role = checked.role;
+    let (id, session) = state.sessions.create(request.user, checked.verifier);
     let mut response = Json(json!({
         "user": session.user,
         "role": role.as_str(),

@@ -47,6 +47,20 @@ impl From<&runbase_engine::Error> for ApiError {
     }
 }
 
+/// A query string axum could not parse into the handler's parameters: 400.
+impl From<axum::extract::rejection::QueryRejection> for ApiError {
+    fn from(rejection: axum::extract::rejection::QueryRejection) -> Self {
+        Self::new(ErrorCode::InvalidArgument, rejection.body_text())
+    }
+}
+
+/// A JSON body axum could not parse into the handler's input: 400.
+impl From<axum::extract::rejection::JsonRejection> for ApiError {
+    fn from(rejection: axum::extract::rejection::JsonRejection) -> Self {
+        Self::new(ErrorCode::InvalidArgument, rejection.body_text())
+    }
+}
+
 /// nginx's "client closed request": the client cancelled (there is no standard status).
 const CLIENT_CLOSED_REQUEST: u16 = 499;
 

@@ -82,8 +82,7 @@ pub(super) async fn events(
     headers: HeaderMap,
     params: Result<Query<EventParams>, QueryRejection>,
 ) -> Result<Sse<impl Stream<Item = Result<SseEvent, Infallible>>>, ApiError> {
-    let Query(params) =
-        params.map_err(|e| ApiError::new(ErrorCode::InvalidArgument, e.body_text()))?;
+    let Query(params) = params?;
     let mut filter = Filter {
         experiment: params.experiment.filter(|e| !e.is_empty()),
         ..Filter::default()

@@ -136,32 +136,26 @@ pub async fn serve(
     match tls {
         Some(acceptor) => {
             let listener = tls::TlsListener::new(listener, acceptor)?;
-            let server = axum::serve(listener, app).with_graceful_shutdown(shutdown.signaled());
-            drain(
-                std::future::IntoFuture::into_future(server),
-                shutdown,
-                grace,
-            )
-            .await
+            drain(listener, app, shutdown, grace).await
         }
-        None => {
-            let server = axum::serve(listener, app).with_graceful_shutdown(shutdown.signaled());
-            drain(
-                std::future::IntoFuture::into_future(server),
-                shutdown,
-                grace,
-            )
-            .await
-        }
+        None => drain(listener, app, shutdown, grace).await,
     }
 }
 
-/// Runs `server` until it finishes draining, or `grace` after `shutdown`.
-async fn drain(
-    server: impl std::future::Future<Output = std::io::Result<()>>,
+/// Serves `app` on `listener` until it finishes draining after `shutdown`, or `grace`
+/// after it.
+async fn drain<L>(
+    listener: L,
+    app: Router,
     shutdown: Shutdown,
     grace: Duration,
-) -> std::io::Result<()> {
+) -> std::io::Result<()>
+where
+    L: axum::serve::Listener,
+    L::Addr: std::fmt::Debug,
+{
+    let server = axum::serve(listener, app).with_graceful_shutdown(shutdown.signaled());
+    let server = std::future::IntoFuture::into_future(server);
     tokio::pin!(server);
     tokio::select! {
         result = &mut server => result,

@@ -49,8 +49,7 @@ pub(super) async fn runs(
     Path(name): Path<String>,
     params: Result<Query<RunsParams>, QueryRejection>,
 ) -> Result<Json<Value>, ApiError> {
-    let Query(params) =
-        params.map_err(|e| ApiError::new(ErrorCode::InvalidArgument, e.body_text()))?;
+    let Query(params) = params?;
     let mut columns = RunColumns::default();
     for c in params.columns.as_deref().unwrap_or("").split(',') {
         columns.add(c.trim());

@@ -112,8 +112,7 @@ pub(super) async fn query_post(
     viewer: Viewer,
     body: Result<Json<QueryRequest>, JsonRejection>,
 ) -> Result<Json<Value>, ApiError> {
-    let Json(request) =
-        body.map_err(|e| ApiError::new(ErrorCode::InvalidArgument, e.body_text()))?;
+    let Json(request) = body?;
     answer(&state, &viewer, request).await
 }
 
@@ -123,8 +122,7 @@ pub(super) async fn query_get(
     viewer: Viewer,
     params: Result<Query<QueryRequest>, QueryRejection>,
 ) -> Result<Json<Value>, ApiError> {
-    let Query(request) =
-        params.map_err(|e| ApiError::new(ErrorCode::InvalidArgument, e.body_text()))?;
+    let Query(request) = params?;
     answer(&state, &viewer, request).await
 }
 
@@ -203,8 +201,7 @@ pub(super) async fn table(
     Path(name): Path<String>,
     params: Result<Query<TableParams>, QueryRejection>,
 ) -> Result<Json<Value>, ApiError> {
-    let Query(params) =
-        params.map_err(|e| ApiError::new(ErrorCode::InvalidArgument, e.body_text()))?;
+    let Query(params) = params?;
     let versions = read_only_query(
         &state.db,
         &viewer.user,
