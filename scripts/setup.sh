@@ -4,7 +4,8 @@
 #     a JDK with libpostgresql-jdbc-java, Node.js with npm, openssl (the client matrix and
 #     TLS tests), prometheus (the monitoring test)
 #   - PyTorch 2.11.0 in a venv under $RUNBASE_CACHE, the libtorch that tch links against,
-#     plus the Python drivers the tests use, moto (a local S3) and the Delta readers;
+#     plus the Python drivers the tests use, moto (a local S3), the Delta readers and
+#     mlflow-skinny; the full mlflow 3.17.2 in a venv of its own;
 #     node-postgres under tests/clients/node
 set -euo pipefail
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
@@ -72,6 +73,20 @@ fi
 if ! "$RUNBASE_TORCH_VENV/bin/python3" -c 'import selenium' >/dev/null 2>&1; then
   echo "setup: installing Selenium into $RUNBASE_TORCH_VENV" >&2
   "$RUNBASE_TORCH_VENV/bin/pip" install -q --disable-pip-version-check 'selenium==4.*'
+fi
+
+# MLflow for tests/tests/mlflow.rs: the stock client (mlflow-skinny, with PyTorch for the
+# model it logs) in the test venv, and the full mlflow (its server, the reference the same
+# script is compared against) in a venv of its own, which the benchmarks use too.
+if ! "$RUNBASE_TORCH_VENV/bin/python3" -c 'import mlflow, sys; sys.exit(0 if mlflow.__version__ == "3.17.2" else 1)' >/dev/null 2>&1; then
+  echo "setup: installing mlflow-skinny 3.17.2 into $RUNBASE_TORCH_VENV" >&2
+  "$RUNBASE_TORCH_VENV/bin/pip" install -q --disable-pip-version-check 'mlflow-skinny==3.17.2'
+fi
+if ! "$RUNBASE_MLFLOW_VENV/bin/python3" -c 'import mlflow, psycopg, sys; sys.exit(0 if mlflow.__version__ == "3.17.2" else 1)' >/dev/null 2>&1; then
+  echo "setup: installing mlflow 3.17.2 into $RUNBASE_MLFLOW_VENV (about 2 minutes)" >&2
+  mkdir -p "$RUNBASE_CACHE"
+  python3 -m venv "$RUNBASE_MLFLOW_VENV"
+  "$RUNBASE_MLFLOW_VENV/bin/pip" install -q --disable-pip-version-check mlflow==3.17.2 'psycopg[binary]==3.2.*'
 fi
 
 # node-postgres for the client matrix, pinned by tests/clients/node/package-lock.json.

@@ -44,14 +44,21 @@ use runbase_engine::{Database, DatabaseOptions};
 pub async fn open_database(
     args: &config::CommonArgs,
 ) -> Result<Database, Box<dyn std::error::Error + Send + Sync>> {
+    Ok(open_database_with_services(args).await?.0)
+}
+
+/// [`open_database`], with the services behind the functions (training, model serving).
+pub async fn open_database_with_services(
+    args: &config::CommonArgs,
+) -> Result<(Database, runbase_udfs::Services), Box<dyn std::error::Error + Send + Sync>> {
     let mut options = DatabaseOptions::new(&args.data_dir);
     options.cpu_threads = args.query_threads;
     options.synchronous_commit = args.synchronous_commit;
     options.object_store = args.storage.object_store(args.synchronous_commit)?;
     options.s3 = args.storage.s3_options();
     let db = Database::open(options).await?;
-    runbase_udfs::register(&db, args.udfs.options())?;
-    Ok(db)
+    let services = runbase_udfs::register(&db, args.udfs.options())?;
+    Ok((db, services))
 }
 
 /// Runs the parsed command line; returns the process exit code.

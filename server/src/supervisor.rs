@@ -74,7 +74,7 @@ pub async fn bind(name: &str, addr: SocketAddr) -> Result<TcpListener, BoxError>
 pub async fn run(args: ServeArgs) -> Result<(), BoxError> {
     let options = crate::pg::listener::options_from(&args.pg)?;
     let http_addr = args.http.address(args.pg.auth)?;
-    let db = crate::open_database(&args.common).await?;
+    let (db, services) = crate::open_database_with_services(&args.common).await?;
     let grace = Duration::from_secs(args.shutdown_grace_secs);
 
     // HTTP first: once the PostgreSQL port answers (what scripts and tests wait for),
@@ -115,6 +115,9 @@ pub async fn run(args: ServeArgs) -> Result<(), BoxError> {
     ));
     let mut front_ends: JoinSet<(&'static str, Result<(), BoxError>)> = JoinSet::new();
     let http_db = db.clone();
+    let http_services = crate::http::HttpServices {
+        inference: Some(services.inference.clone()),
+    };
     {
         let shutdown = shutdown.clone();
         front_ends.spawn(async move {
@@ -135,8 +138,16 @@ pub async fn run(args: ServeArgs) -> Result<(), BoxError> {
             crate::http::ApiAccess::Login
         };
         front_ends.spawn(async move {
-            let result =
-                crate::http::serve(http_db, listener, shutdown, grace, api, http_tls).await;
+            let result = crate::http::serve(
+                http_db,
+                listener,
+                shutdown,
+                grace,
+                api,
+                http_tls,
+                http_services,
+            )
+            .await;
             ("HTTP", result.map_err(BoxError::from))
         });
     }

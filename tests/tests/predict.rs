@@ -503,3 +503,150 @@ async fn python_imports_and_exports_models_through_psycopg() {
     );
     assert!(stdout.contains("OK"), "{stdout}");
 }
+
+/// `POST path` with `body` as `content_type` to the server's HTTP port; (status, body).
+fn http_post(server: &TestServer, path: &str, content_type: &str, body: &str) -> (u16, String) {
+    use std::io::{Read, Write};
+    let mut stream = std::net::TcpStream::connect(server.http_addr()).expect("connect");
+    write!(
+        stream,
+        "POST {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: {content_type}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    )
+    .expect("send");
+    let mut response = String::new();
+    stream.read_to_string(&mut response).expect("read");
+    let status = response
+        .split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .expect("status");
+    let body = response
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_string())
+        .unwrap_or_default();
+    (status, body)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn online_scoring_over_http_answers_what_predict_answers() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let server = TestServer::start(dir.path());
+    let client = server.connect().await;
+    load_iris(&client).await;
+    train_iris(&client, "iris_web", 5).await;
+    let offline: Vec<String> = predictions(&client, "iris_web")
+        .await
+        .into_iter()
+        .map(|(_, label, _)| label)
+        .collect();
+    let rows: Vec<Vec<f64>> = client
+        .query(
+            &format!("SELECT {FEATURES} FROM ({HELD_OUT}) AS h ORDER BY id"),
+            &[],
+        )
+        .await
+        .expect("held-out rows")
+        .iter()
+        .map(|r| (0..4).map(|i| r.get::<_, f64>(i)).collect())
+        .collect();
+    let columns = ["sepal_length", "sepal_width", "petal_length", "petal_width"];
+    let split = serde_json::json!({
+        "dataframe_split": { "columns": columns, "data": rows }
+    });
+    let records: Vec<serde_json::Value> = rows
+        .iter()
+        .map(|r| {
+            columns
+                .iter()
+                .zip(r)
+                .map(|(c, v)| (c.to_string(), serde_json::json!(v)))
+                .collect::<serde_json::Map<_, _>>()
+                .into()
+        })
+        .collect();
+    let csv = std::iter::once(columns.join(","))
+        .chain(rows.iter().map(|r| {
+            r.iter()
+                .map(|v| v.to_string())
+                .collect::<Vec<_>>()
+                .join(",")
+        }))
+        .collect::<Vec<_>>()
+        .join("\n");
+    let answers = [
+        http_post(
+            &server,
+            "/api/v1/models/iris_web/predict",
+            "application/json",
+            &split.to_string(),
+        ),
+        http_post(
+            &server,
+            "/invocations?model=iris_web@1",
+            "application/json",
+            &serde_json::json!({ "dataframe_records": records }).to_string(),
+        ),
+        http_post(&server, "/invocations?model=iris_web", "text/csv", &csv),
+        http_post(
+            &server,
+            "/invocations?model=iris_web",
+            "application/json",
+            &serde_json::json!({ "inputs": rows }).to_string(),
+        ),
+    ];
+    for (status, body) in answers {
+        assert_eq!(status, 200, "{body}");
+        let json: serde_json::Value = serde_json::from_str(&body).expect("JSON");
+        let online: Vec<String> = json["predictions"]
+            .as_array()
+            .expect("predictions")
+            .iter()
+            .map(|p| p.as_str().expect("a label").to_string())
+            .collect();
+        assert_eq!(online, offline, "online and offline answers are identical");
+    }
+
+    // Bad requests get 4xx JSON errors, and the server goes on.
+    let missing =
+        serde_json::json!({"dataframe_split": {"columns": ["sepal_length"], "data": [[1.0]]}});
+    for (path, content_type, body, want) in [
+        (
+            "/api/v1/models/iris_web/predict",
+            "application/json",
+            missing.to_string(),
+            400,
+        ),
+        (
+            "/api/v1/models/no_such/predict",
+            "application/json",
+            split.to_string(),
+            404,
+        ),
+        ("/invocations", "application/json", split.to_string(), 400),
+        (
+            "/invocations?model=iris_web",
+            "application/json",
+            "{not json".to_string(),
+            400,
+        ),
+        (
+            "/invocations?model=iris_web",
+            "text/plain",
+            csv.clone(),
+            400,
+        ),
+        (
+            "/invocations?model=iris_web",
+            "application/json",
+            r#"{"inputs": [["a", "b", "c", "d"]]}"#.to_string(),
+            400,
+        ),
+    ] {
+        let (status, answer) = http_post(&server, path, content_type, &body);
+        assert_eq!(status, want, "{path}: {answer}");
+        assert!(answer.contains("error_code"), "{answer}");
+    }
+    let n: i64 = scalar(&client, "SELECT count(*) FROM iris_all", &[]).await;
+    assert_eq!(n, 150);
+}

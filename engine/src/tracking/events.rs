@@ -307,6 +307,7 @@ mod tests {
             ended_at_us: None,
             user_name: None,
             source: None,
+            deleted: false,
         }
     }
 

@@ -13,6 +13,7 @@
 //! | `metric_rollups`     | run · key · `0x00` · block (step ÷ 64)               | count, first, last, lowest, highest point (see [`super::rollup`]) |
 //! | `run_inputs`         | run · table name · `0x00` · version                  | empty |
 //! | `artifacts`          | run · path                                           | JSON [`super::Artifact`] |
+//! | `mlflow`             | `<kind>/<id…>` (text)                                | JSON document (MLflow-only records) |
 //!
 //! Signed integers (step, ts) are stored with the sign bit flipped, big-endian, so byte order
 //! is numeric order. Keys and names never contain `0x00` (PostgreSQL text cannot either), so

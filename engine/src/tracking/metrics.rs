@@ -10,11 +10,29 @@ use crate::error::Result;
 use super::*;
 
 impl Tracking {
-    /// Logs metric points, all or none; returns the step each point was logged at.
+    /// Logs metric points to running runs, all or none; returns the step each point was
+    /// logged at.
     pub fn log_metrics(&self, points: &[MetricPoint]) -> Result<Vec<i64>> {
+        self.log_metrics_in(points, LogMode::Strict)
+    }
+
+    /// Logs metric points under `mode`, all or none; returns the step each point was
+    /// logged at. Under [`LogMode::Mlflow`] points already stored are left out.
+    pub fn log_metrics_in(&self, points: &[MetricPoint], mode: LogMode) -> Result<Vec<i64>> {
+        let fresh;
+        let points = match mode {
+            LogMode::Strict => points,
+            LogMode::Mlflow => {
+                fresh = self.unseen_points(points)?;
+                fresh.as_slice()
+            }
+        };
+        if points.is_empty() {
+            return Ok(vec![]);
+        }
         let mut batch = WriteBatch::default();
         let now = now_us();
-        let steps = self.stage_metrics(points, &mut batch, now)?;
+        let steps = self.stage_metrics(points, &mut batch, now, mode)?;
         self.commit(batch)?;
         self.inner
             .stats
@@ -36,6 +54,7 @@ impl Tracking {
         points: &[MetricPoint],
         batch: &mut WriteBatch,
         now: i64,
+        mode: LogMode,
     ) -> Result<Vec<i64>> {
         let metrics = self.cf(CF_METRICS)?;
         let latest = self.cf(CF_LATEST)?;
@@ -51,7 +70,7 @@ impl Tracking {
                 last_key = Some(&p.key);
             }
             if !runs.contains(&p.run) {
-                self.running_run(&p.run)?;
+                self.writable_run(&p.run, mode)?;
                 runs.insert(p.run);
             }
             let step = match p.step {
@@ -67,7 +86,11 @@ impl Tracking {
             let entry = next_step.entry((p.run, p.key.as_str())).or_insert(step);
             *entry = (*entry).max(step.saturating_add(1));
             let ts = p.ts_us.unwrap_or(now);
-            let seq = self.inner.seq.fetch_add(1, Ordering::Relaxed);
+            let seq = match mode {
+                LogMode::Strict => self.inner.seq.fetch_add(1, Ordering::Relaxed),
+                // The value is the sequence: the same point logged again has the same key.
+                LogMode::Mlflow => p.value.to_bits(),
+            };
             batch.put_cf(
                 metrics,
                 keys::metric_key(&p.run, &p.key, step, ts, seq),
@@ -105,6 +128,43 @@ impl Tracking {
             );
         }
         Ok(steps)
+    }
+
+    /// The points of `points` not stored yet, nor repeated earlier in `points` (each has
+    /// a step and a time: MLflow's points always do); others are kept as they are.
+    fn unseen_points(&self, points: &[MetricPoint]) -> Result<Vec<MetricPoint>> {
+        let cf = self.cf(CF_METRICS)?;
+        let keys: Vec<Option<Vec<u8>>> = points
+            .iter()
+            .map(|p| match (p.step, p.ts_us) {
+                (Some(step), Some(ts)) => Some(keys::metric_key(
+                    &p.run,
+                    &p.key,
+                    step,
+                    ts,
+                    p.value.to_bits(),
+                )),
+                _ => None,
+            })
+            .collect();
+        let found = self
+            .db()
+            .multi_get_cf(keys.iter().flatten().map(|k| (cf, k.as_slice())));
+        let mut found = found.into_iter();
+        let mut seen = HashSet::new();
+        let mut out = Vec::with_capacity(points.len());
+        for (p, key) in points.iter().zip(&keys) {
+            match key {
+                Some(key) => {
+                    let stored = found.next().transpose()?.flatten().is_some();
+                    if !stored && seen.insert(key.as_slice()) {
+                        out.push(p.clone());
+                    }
+                }
+                None => out.push(p.clone()),
+            }
+        }
+        Ok(out)
     }
 
     /// The latest (step, ts, value) of one metric of one run.

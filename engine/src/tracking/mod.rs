@@ -15,6 +15,7 @@
 //! - [`keys`]: key encodings.
 //! - [`series`]: one metric's history for a chart, downsampled with M4;
 //! - [`rollup`]: per-block summaries of metric histories, kept as points are written;
+//! - `mlflow`: records only MLflow clients make (dataset inputs, logged models, …);
 //! - [`events`]: what changed, published as it commits (the dashboard's live stream);
 //! - [`search`]: the runs of an experiment as a table, filtered, sorted and paged;
 //! - `tables`: the `runbase.*` tracking tables, with filter push-down into range scans.
@@ -28,6 +29,7 @@ mod experiments;
 pub(crate) mod functions;
 pub mod keys;
 mod metrics;
+mod mlflow;
 pub mod models;
 mod params;
 pub mod rollup;
@@ -37,6 +39,11 @@ pub mod series;
 pub(crate) mod tables;
 mod types;
 
+pub use artifacts::{
+    ArtifactEntry, MLFLOW_ARTIFACTS, mlflow_run_artifact, validate_mlflow_artifact_path,
+};
+pub use experiments::DEFAULT_EXPERIMENT;
+pub use runs::RunUpdate;
 pub use types::*;
 
 use std::collections::HashMap;
@@ -71,6 +78,7 @@ pub(crate) const CF_MODELS: &str = "models";
 pub(crate) const CF_MODEL_ALIASES: &str = "model_aliases";
 pub(crate) const CF_ALERTS: &str = "alerts";
 pub(crate) const CF_ROLLUPS: &str = "metric_rollups";
+pub(crate) const CF_MLFLOW: &str = "mlflow";
 
 const NEXT_EXPERIMENT_ID: &[u8] = b"meta/next_experiment_id";
 
@@ -104,6 +112,7 @@ pub(crate) fn column_families() -> Vec<ColumnFamilyDescriptor> {
         plain(CF_MODEL_ALIASES),
         plain(CF_ALERTS),
         ColumnFamilyDescriptor::new(CF_ROLLUPS, rollups),
+        plain(CF_MLFLOW),
     ]
 }
 

@@ -12,12 +12,22 @@ impl Tracking {
     /// Logs params of a running run. A key logged before with the same value is a no-op;
     /// with another value it is an error and nothing is logged.
     pub fn log_params(&self, run: &Uuid, params: &[(String, String)]) -> Result<usize> {
+        self.log_params_in(run, params, LogMode::Strict)
+    }
+
+    /// [`Tracking::log_params`] under `mode`: MLflow's accepts ended runs too.
+    pub fn log_params_in(
+        &self,
+        run: &Uuid,
+        params: &[(String, String)],
+        mode: LogMode,
+    ) -> Result<usize> {
         for (k, v) in params {
             validate_key("param", k)?;
             validate_value("param", k, v)?;
         }
         let _guard = self.lock_run(run);
-        self.running_run(run)?;
+        self.writable_run(run, mode)?;
         let cf = self.cf(CF_PARAMS)?;
         let mut batch = WriteBatch::default();
         let mut pending: HashMap<&str, &str> = HashMap::new();

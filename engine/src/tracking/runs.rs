@@ -67,8 +67,19 @@ impl Tracking {
     }
 
     pub(super) fn running_run(&self, run: &Uuid) -> Result<Run> {
+        self.writable_run(run, LogMode::Strict)
+    }
+
+    /// The run `run` if it takes values under `mode`: running (strict), or not deleted
+    /// (MLflow's rule).
+    pub(super) fn writable_run(&self, run: &Uuid, mode: LogMode) -> Result<Run> {
         let r = self.existing_run(run)?;
-        if r.status != RunStatus::Running {
+        if r.deleted {
+            return Err(Error::InvalidState(format!(
+                "run \"{run}\" is deleted; restore it before logging to it"
+            )));
+        }
+        if mode == LogMode::Strict && r.status != RunStatus::Running {
             return Err(Error::InvalidState(format!(
                 "run \"{run}\" has ended ({}); it takes no more values",
                 r.status.as_str()
@@ -105,6 +116,10 @@ impl Tracking {
             validate_key("param", k)?;
             validate_value("param", k, v)?;
         }
+        for (k, v) in &new.tags {
+            validate_key("tag", k)?;
+            validate_value("tag", k, v)?;
+        }
         let _guard = self.lock_experiments();
         let exp = match self.experiment(experiment)? {
             Some(e) => e,
@@ -126,10 +141,11 @@ impl Tracking {
             status: RunStatus::Running,
             parent_run_id: new.parent_run_id,
             kind: new.kind.unwrap_or_else(|| "external".to_string()),
-            started_at_us: now_us(),
+            started_at_us: new.started_at_us.unwrap_or_else(now_us),
             ended_at_us: None,
             user_name: new.user_name,
             source: new.source,
+            deleted: false,
         };
         let mut batch = WriteBatch::default();
         batch.put_cf(self.cf(CF_RUNS)?, run_id.as_bytes(), self.encode_run(&run)?);
@@ -141,6 +157,10 @@ impl Tracking {
         let params = self.cf(CF_PARAMS)?;
         for (k, v) in &new.params {
             batch.put_cf(params, keys::run_key(&run_id, k), v.as_bytes());
+        }
+        let tags = self.cf(CF_TAGS)?;
+        for (k, v) in &new.tags {
+            batch.put_cf(tags, keys::run_key(&run_id, k), v.as_bytes());
         }
         self.commit(batch)?;
         self.inner.events.run(&run);
@@ -169,6 +189,69 @@ impl Tracking {
         drop(_guard);
         self.inner.events.run(&r);
         self.alerts_after_end(&r);
+        Ok(r)
+    }
+}
+
+/// What [`Tracking::update_run`] changes; `None` leaves a field as it is.
+#[derive(Debug, Clone, Default)]
+pub struct RunUpdate {
+    /// The new status. RUNNING reopens an ended run (MLflow's resume); an end status
+    /// ends it at `ended_at_us`, or now.
+    pub status: Option<RunStatus>,
+    /// End time, microseconds since the epoch.
+    pub ended_at_us: Option<i64>,
+    /// A new name.
+    pub name: Option<String>,
+}
+
+impl Tracking {
+    /// Changes a run as MLflow's `runs/update` does: any status change, a new end time
+    /// or name. Deleted runs are refused.
+    pub fn update_run(&self, run: &Uuid, update: RunUpdate) -> Result<Run> {
+        let _guard = self.lock_run(run);
+        let mut r = self.writable_run(run, LogMode::Mlflow)?;
+        let was = r.status;
+        if let Some(name) = update.name.filter(|n| !n.is_empty()) {
+            validate_value("run name", &name, &name)?;
+            r.name = name;
+        }
+        match update.status {
+            Some(RunStatus::Running) => {
+                r.status = RunStatus::Running;
+                r.ended_at_us = None;
+            }
+            Some(status) => {
+                r.status = status;
+                r.ended_at_us = Some(update.ended_at_us.unwrap_or_else(now_us));
+            }
+            None => {
+                if let Some(end) = update.ended_at_us {
+                    r.ended_at_us = Some(end);
+                }
+            }
+        }
+        let mut batch = WriteBatch::default();
+        batch.put_cf(self.cf(CF_RUNS)?, run.as_bytes(), self.encode_run(&r)?);
+        self.commit(batch)?;
+        drop(_guard);
+        self.inner.events.run(&r);
+        if was == RunStatus::Running && r.status != RunStatus::Running {
+            self.alerts_after_end(&r);
+        }
+        Ok(r)
+    }
+
+    /// Marks a run deleted (hidden from searches, no more values) or restores it.
+    pub fn set_run_deleted(&self, run: &Uuid, deleted: bool) -> Result<Run> {
+        let _guard = self.lock_run(run);
+        let mut r = self.existing_run(run)?;
+        if r.deleted != deleted {
+            r.deleted = deleted;
+            let mut batch = WriteBatch::default();
+            batch.put_cf(self.cf(CF_RUNS)?, run.as_bytes(), self.encode_run(&r)?);
+            self.commit(batch)?;
+        }
         Ok(r)
     }
 }

@@ -55,6 +55,24 @@ pub const MAX_PAGE: usize = 1_000;
 /// Most runs whose keys [`Tracking::experiment_keys`] reads.
 pub const KEY_SAMPLE_RUNS: usize = 200;
 
+/// How a frame writes run ids.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RunIds {
+    /// `6f1c…-…`: as SQL shows them.
+    Hyphenated,
+    /// 32 hex digits: as MLflow shows them.
+    Simple,
+}
+
+impl RunIds {
+    fn format(self, id: &Uuid) -> String {
+        match self {
+            RunIds::Hyphenated => id.to_string(),
+            RunIds::Simple => id.simple().to_string(),
+        }
+    }
+}
+
 /// What to show of an experiment's runs.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct RunColumns {
@@ -295,7 +313,20 @@ pub async fn search_runs(frame: RecordBatch, filter: &RunFilter) -> Result<RunPa
 impl Tracking {
     /// The runs of `experiment` (every one, in no set order) with the `columns` asked for.
     pub fn runs_frame(&self, experiment: &str, columns: &RunColumns) -> Result<RecordBatch> {
-        let runs = self.experiment_runs(experiment)?;
+        self.frame_of_runs(
+            self.experiment_runs(experiment)?,
+            columns,
+            RunIds::Hyphenated,
+        )
+    }
+
+    /// [`Tracking::runs_frame`] over the runs given, their ids written as `ids` says.
+    pub fn frame_of_runs(
+        &self,
+        runs: Vec<Run>,
+        columns: &RunColumns,
+        ids: RunIds,
+    ) -> Result<RecordBatch> {
         let now_ms = now_us() / 1000;
         let n = runs.len();
         let text = |f: &dyn Fn(&Run) -> Option<String>| -> ArrayRef {
@@ -317,12 +348,12 @@ impl Tracking {
             Field::new("duration_s", DataType::Float64, false),
         ];
         let mut arrays: Vec<ArrayRef> = vec![
-            text(&|r| Some(r.run_id.to_string())),
+            text(&|r| Some(ids.format(&r.run_id))),
             text(&|r| Some(r.name.clone())),
             text(&|r| Some(r.status.as_str().to_string())),
             text(&|r| r.user_name.clone()),
             text(&|r| Some(r.kind.clone())),
-            text(&|r| r.parent_run_id.map(|p| p.to_string())),
+            text(&|r| r.parent_run_id.map(|p| ids.format(&p))),
         ];
         let mut start = Int64Builder::with_capacity(n);
         let mut end = Int64Builder::with_capacity(n);

@@ -242,6 +242,60 @@ impl Tracking {
         Ok(out)
     }
 
+    /// Up to `limit` points of metric `key` of `run` in step order, after the point
+    /// `after` names (a token from an earlier page); with the token of the next page when
+    /// there are more.
+    pub fn metric_history_page(
+        &self,
+        run: &Uuid,
+        key: &str,
+        after: Option<&[u8]>,
+        limit: usize,
+    ) -> Result<(Vec<SeriesPoint>, Option<Vec<u8>>)> {
+        let prefix = keys::metric_prefix(run, key);
+        let mut start = prefix.clone();
+        if let Some(after) = after {
+            if after.len() != 24 {
+                return Err(Error::InvalidArgument("invalid page token".into()));
+            }
+            start.extend_from_slice(after);
+        }
+        let cf = self.cf(CF_METRICS)?;
+        let mut iter = self.db().raw_iterator_cf(cf);
+        iter.seek(&start);
+        if after.is_some() && iter.key() == Some(start.as_slice()) {
+            iter.next();
+        }
+        let mut out = Vec::with_capacity(limit.min(1 << 16));
+        let mut last: Option<Vec<u8>> = None;
+        while iter.valid() {
+            let (Some(k), Some(v)) = (iter.key(), iter.value()) else {
+                break;
+            };
+            if !k.starts_with(&prefix) {
+                break;
+            }
+            if out.len() == limit {
+                iter.status()?;
+                return Ok((out, last));
+            }
+            let decoded = keys::decode_metric_key(k)
+                .ok_or_else(|| Error::Internal(format!("malformed metric key in run {run}")))?;
+            let bits: [u8; 8] = v
+                .try_into()
+                .map_err(|_| Error::Internal(format!("malformed metric value in run {run}")))?;
+            out.push(SeriesPoint {
+                step: decoded.step,
+                ts_us: decoded.ts_us,
+                value: f64::from_bits(u64::from_le_bytes(bits)),
+            });
+            last = Some(k[k.len() - 24..].to_vec());
+            iter.next();
+        }
+        iter.status()?;
+        Ok((out, None))
+    }
+
     /// The latest point of every metric of `run`, by key.
     pub fn latest_metrics(&self, run: &Uuid) -> Result<Vec<(String, SeriesPoint)>> {
         let mut out = Vec::new();

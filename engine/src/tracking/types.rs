@@ -1,5 +1,7 @@
 //! The records tracking keeps, and the checks on what clients log.
 
+use std::collections::BTreeMap;
+
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
@@ -18,6 +20,9 @@ pub struct Experiment {
     pub description: Option<String>,
     /// Creation time, microseconds since the epoch.
     pub created_at_us: i64,
+    /// Tags (MLflow's experiment tags), by key.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub tags: BTreeMap<String, String>,
 }
 
 /// The state of a run.
@@ -84,6 +89,10 @@ pub struct Run {
     pub user_name: Option<String>,
     /// The client program that started it (`application_name`).
     pub source: Option<String>,
+    /// Deleted (MLflow's `delete_run`): hidden from searches, takes no more values, and
+    /// can be restored.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub deleted: bool,
 }
 
 /// What [`Tracking::start_run`] needs besides the experiment.
@@ -101,6 +110,22 @@ pub struct NewRun {
     pub source: Option<String>,
     /// Params to log with the start.
     pub params: Vec<(String, String)>,
+    /// Start time, microseconds since the epoch; now when absent.
+    pub started_at_us: Option<i64>,
+    /// Tags to set with the start.
+    pub tags: Vec<(String, String)>,
+}
+
+/// Which runs a write accepts, and what it does with a point logged twice.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum LogMode {
+    /// runbase's rule: running runs only; every point is kept.
+    #[default]
+    Strict,
+    /// MLflow's rules: any run not deleted (a finished run still takes values), and a
+    /// point identical to one logged before (run, key, step, time, value) is stored once,
+    /// so a client's retry of a batch adds nothing.
+    Mlflow,
 }
 
 /// One metric value to log.

@@ -70,7 +70,19 @@ pub struct Sessions {
     /// Whether cookies get `Secure` (HTTP is served over TLS).
     secure: bool,
     logins: tokio::sync::Semaphore,
+    /// Basic-auth credentials verified lately: SHA-256 of `user NUL password` → the user
+    /// and its verifier then, until when. A client sends them with every request, and a
+    /// check costs thousands of hash rounds.
+    basic: Mutex<HashMap<[u8; 32], Verified>>,
 }
+
+/// Basic-auth credentials checked lately: the user, its verifier then, valid until when.
+type Verified = (String, Option<String>, Instant);
+
+/// How long verified basic-auth credentials are taken without checking them again.
+const BASIC_TTL: Duration = Duration::from_secs(60);
+/// Most credentials remembered.
+const MAX_BASIC: usize = 10_000;
 
 /// A fresh unguessable token (two v4 UUIDs: 244 random bits from the OS).
 fn token() -> String {
@@ -89,6 +101,7 @@ impl Sessions {
             open_csrf: token(),
             secure,
             logins: tokio::sync::Semaphore::new(CONCURRENT_LOGINS),
+            basic: Mutex::new(HashMap::new()),
         }
     }
 
@@ -381,6 +394,177 @@ pub(super) async fn whoami(State(state): State<AppState>, viewer: Viewer) -> Res
         "login_required": state.api == ApiAccess::Login,
     }))
     .into_response()
+}
+
+/// Who an MLflow request acts as. Under open access, anyone on this machine (the Host
+/// must be a loopback name, as for the API); under login, HTTP basic auth against the
+/// database's users (`MLFLOW_TRACKING_USERNAME` / `MLFLOW_TRACKING_PASSWORD`), verified
+/// credentials remembered for a minute. No CSRF token: MLflow's routes take only
+/// `application/json` bodies (and PUT for artifacts), which a page of another site cannot
+/// send without a CORS preflight this server never grants.
+#[derive(Debug, Clone)]
+pub struct Caller {
+    /// The user name; `None` under open access.
+    pub user: Option<String>,
+    /// What the user may do.
+    pub role: Role,
+}
+
+impl Caller {
+    /// Refuses the read-only role (403).
+    pub fn writer(&self) -> Result<(), super::error::MlflowError> {
+        if self.role == Role::Readonly {
+            return Err(ApiError::new(
+                ErrorCode::PermissionDenied,
+                format!(
+                    "user \"{}\" is read-only",
+                    self.user.as_deref().unwrap_or("")
+                ),
+            )
+            .into());
+        }
+        Ok(())
+    }
+}
+
+/// `user:password` from an `Authorization: Basic …` header.
+fn basic_credentials(headers: &HeaderMap) -> Option<(String, String)> {
+    use base64::Engine;
+    let value = headers.get(header::AUTHORIZATION)?.to_str().ok()?;
+    let (scheme, encoded) = value.split_once(' ')?;
+    if !scheme.eq_ignore_ascii_case("basic") {
+        return None;
+    }
+    let decoded = base64::engine::general_purpose::STANDARD
+        .decode(encoded.trim())
+        .ok()?;
+    let text = String::from_utf8(decoded).ok()?;
+    let (user, password) = text.split_once(':')?;
+    Some((user.to_string(), password.to_string()))
+}
+
+impl FromRequestParts<AppState> for Caller {
+    type Rejection = Response;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Response> {
+        use super::error::MlflowError;
+        match state.api {
+            ApiAccess::Open => {
+                if !loopback_host(&parts.headers) {
+                    return Err(MlflowError::from(ApiError::new(
+                        ErrorCode::PermissionDenied,
+                        "without --auth scram the MLflow API answers only requests addressed \
+                         to localhost, 127.0.0.1 or [::1]",
+                    ))
+                    .into_response());
+                }
+                Ok(Caller {
+                    user: None,
+                    role: Role::Superuser,
+                })
+            }
+            ApiAccess::Login => {
+                let refuse = |why: &str| {
+                    let mut response = MlflowError {
+                        status: axum::http::StatusCode::UNAUTHORIZED,
+                        code: "UNAUTHENTICATED",
+                        message: why.to_string(),
+                    }
+                    .into_response();
+                    response.headers_mut().insert(
+                        header::WWW_AUTHENTICATE,
+                        HeaderValue::from_static("Basic realm=\"runbase\""),
+                    );
+                    response
+                };
+                let Some((user, password)) = basic_credentials(&parts.headers) else {
+                    return Err(refuse(
+                        "send a user name and password (HTTP basic auth: set \
+                         MLFLOW_TRACKING_USERNAME and MLFLOW_TRACKING_PASSWORD)",
+                    ));
+                };
+                match state.sessions.check_basic(&state.db, user, password).await {
+                    Ok(Some(caller)) => Ok(caller),
+                    Ok(None) => {
+                        state
+                            .db
+                            .stats()
+                            .connection_refused("http", "authentication_failed");
+                        Err(refuse("wrong user name or password"))
+                    }
+                    Err(e) => Err(MlflowError::from(e).into_response()),
+                }
+            }
+        }
+    }
+}
+
+impl Sessions {
+    /// The caller these basic-auth credentials stand for, `None` if they are wrong.
+    /// Remembered for [`BASIC_TTL`] once right; a changed password or a dropped user
+    /// applies at once, and a changed role too.
+    async fn check_basic(
+        &self,
+        db: &runbase_engine::Database,
+        user: String,
+        password: String,
+    ) -> Result<Option<Caller>, ApiError> {
+        use sha2::Digest;
+        let mut hasher = sha2::Sha256::new();
+        hasher.update(user.as_bytes());
+        hasher.update([0]);
+        hasher.update(password.as_bytes());
+        let key: [u8; 32] = hasher.finalize().into();
+        let remembered = {
+            let map = self.basic.lock().unwrap_or_else(|p| p.into_inner());
+            map.get(&key)
+                .filter(|(_, _, until)| *until > Instant::now())
+                .cloned()
+        };
+        if let Some((name, verifier, _)) = remembered {
+            let current = db.users().user(&name)?;
+            if let Some(u) = current.filter(|u| u.verifier == verifier) {
+                return Ok(Some(Caller {
+                    user: Some(name),
+                    role: u.role,
+                }));
+            }
+            self.basic
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .remove(&key);
+            return Ok(None);
+        }
+        let _permit = self
+            .logins
+            .acquire()
+            .await
+            .map_err(|e| ApiError::new(ErrorCode::Internal, format!("login queue: {e}")))?;
+        let users = db.users().clone();
+        let name = user.clone();
+        let checked = tokio::task::spawn_blocking(move || users.check_password(&name, &password))
+            .await
+            .map_err(|e| ApiError::new(ErrorCode::Internal, format!("checking password: {e}")))??;
+        let Some(checked) = checked else {
+            return Ok(None);
+        };
+        let mut map = self.basic.lock().unwrap_or_else(|p| p.into_inner());
+        let now = Instant::now();
+        if map.len() >= MAX_BASIC {
+            map.retain(|_, (_, _, until)| *until > now);
+            if map.len() >= MAX_BASIC {
+                map.clear();
+            }
+        }
+        map.insert(
+            key,
+            (user.clone(), checked.verifier.clone(), now + BASIC_TTL),
+        );
+        Ok(Some(Caller {
+            user: Some(user),
+            role: checked.role,
+        }))
+    }
 }
 
 /// Shared between the router's handlers.

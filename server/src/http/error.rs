@@ -98,6 +98,94 @@ impl IntoResponse for ApiError {
     }
 }
 
+/// An error answered on MLflow's routes, as MLflow's tracking server words it: the
+/// status MLflow uses and `{"error_code": "<MLflow's code>", "message": …}`. Its client
+/// reads `error_code` (`set_experiment` needs RESOURCE_DOES_NOT_EXIST with 404) and
+/// retries 5xx for minutes, so bad input is never a 5xx.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MlflowError {
+    /// The HTTP status.
+    pub status: StatusCode,
+    /// MLflow's error code.
+    pub code: &'static str,
+    /// The message shown to the client.
+    pub message: String,
+}
+
+impl MlflowError {
+    /// 400 INVALID_PARAMETER_VALUE.
+    pub fn invalid(message: impl Into<String>) -> Self {
+        Self {
+            status: StatusCode::BAD_REQUEST,
+            code: "INVALID_PARAMETER_VALUE",
+            message: message.into(),
+        }
+    }
+
+    /// 404 RESOURCE_DOES_NOT_EXIST.
+    pub fn missing(message: impl Into<String>) -> Self {
+        Self {
+            status: StatusCode::NOT_FOUND,
+            code: "RESOURCE_DOES_NOT_EXIST",
+            message: message.into(),
+        }
+    }
+}
+
+/// MLflow's status and error code for an error class.
+pub fn mlflow(class: ErrorClass) -> (StatusCode, &'static str) {
+    match class {
+        ErrorClass::NotFound => (StatusCode::NOT_FOUND, "RESOURCE_DOES_NOT_EXIST"),
+        ErrorClass::AlreadyExists => (StatusCode::BAD_REQUEST, "RESOURCE_ALREADY_EXISTS"),
+        ErrorClass::InvalidInput | ErrorClass::InvalidState => {
+            (StatusCode::BAD_REQUEST, "INVALID_PARAMETER_VALUE")
+        }
+        ErrorClass::Conflict => (StatusCode::CONFLICT, "ABORTED"),
+        ErrorClass::Unauthenticated => (StatusCode::UNAUTHORIZED, "UNAUTHENTICATED"),
+        ErrorClass::PermissionDenied => (StatusCode::FORBIDDEN, "PERMISSION_DENIED"),
+        ErrorClass::Unsupported => (StatusCode::NOT_IMPLEMENTED, "NOT_IMPLEMENTED"),
+        ErrorClass::Canceled => (
+            StatusCode::from_u16(CLIENT_CLOSED_REQUEST).unwrap_or(StatusCode::BAD_REQUEST),
+            "CANCELLED",
+        ),
+        ErrorClass::Timeout => (StatusCode::GATEWAY_TIMEOUT, "DEADLINE_EXCEEDED"),
+        ErrorClass::ResourceExhausted | ErrorClass::Io => {
+            (StatusCode::SERVICE_UNAVAILABLE, "TEMPORARILY_UNAVAILABLE")
+        }
+        ErrorClass::Internal => (StatusCode::INTERNAL_SERVER_ERROR, "INTERNAL_ERROR"),
+    }
+}
+
+impl From<ApiError> for MlflowError {
+    fn from(err: ApiError) -> Self {
+        let (status, code) = mlflow(err.code.class());
+        Self {
+            status,
+            code,
+            message: err.message,
+        }
+    }
+}
+
+impl From<runbase_engine::Error> for MlflowError {
+    fn from(err: runbase_engine::Error) -> Self {
+        ApiError::from(&err).into()
+    }
+}
+
+impl IntoResponse for MlflowError {
+    fn into_response(self) -> Response {
+        if self.status.is_server_error() {
+            tracing::warn!(code = self.code, message = %self.message, "MLflow request failed");
+        }
+        let body = serde_json::json!({
+            "error_code": self.code,
+            "message": self.message,
+        });
+        (self.status, Json(body)).into_response()
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -147,6 +235,41 @@ mod tests {
             assert_eq!(api.status().as_u16(), status, "{err:?}");
             assert_eq!(api.code.as_str(), code, "{err:?}");
             assert_eq!(api.message, err.client_message());
+        }
+    }
+
+    #[test]
+    fn mlflow_codes_never_make_bad_input_a_server_error() {
+        for (err, status, code) in [
+            (
+                Error::ObjectNotFound("x".into()),
+                404,
+                "RESOURCE_DOES_NOT_EXIST",
+            ),
+            (
+                Error::UniqueViolation("x".into()),
+                400,
+                "RESOURCE_ALREADY_EXISTS",
+            ),
+            (
+                Error::InvalidArgument("x".into()),
+                400,
+                "INVALID_PARAMETER_VALUE",
+            ),
+            (
+                Error::InvalidState("x".into()),
+                400,
+                "INVALID_PARAMETER_VALUE",
+            ),
+            (
+                Error::PermissionDenied("x".into()),
+                403,
+                "PERMISSION_DENIED",
+            ),
+            (Error::Internal("x".into()), 500, "INTERNAL_ERROR"),
+        ] {
+            let e = MlflowError::from(err);
+            assert_eq!((e.status.as_u16(), e.code), (status, code));
         }
     }
 

@@ -7,6 +7,7 @@
 //!   jobs, tables, the query box).
 //! - `events`: the live event stream (Server-Sent Events) the pages follow.
 //! - `dashboard`: the pages and their embedded assets.
+//! - `mlflow`: MLflow's tracking REST API and artifact proxy, for the stock client.
 //! - [`auth`]: who a request acts as (open access, or a login with a session cookie).
 //! - [`error`]: engine errors → HTTP statuses and JSON error bodies.
 
@@ -15,8 +16,11 @@ pub mod auth;
 mod dashboard;
 pub mod error;
 mod events;
+mod mlflow;
+mod scoring;
 mod tls;
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use axum::Json;
@@ -24,7 +28,7 @@ use axum::Router;
 use axum::extract::State;
 use axum::http::{HeaderValue, Method, StatusCode, Uri, header};
 use axum::response::{IntoResponse, Response};
-use axum::routing::get;
+use axum::routing::{get, post};
 use runbase_engine::Database;
 use runbase_engine::error::ErrorCode;
 use serde_json::{Value, json};
@@ -43,16 +47,34 @@ struct AppState {
     shutdown: Shutdown,
     api: ApiAccess,
     sessions: auth::SharedSessions,
+    /// Model serving (`PREDICT`'s), for online scoring; `None` without it.
+    inference: Option<Arc<runbase_udfs::inference::Inference>>,
+}
+
+/// What the HTTP front end serves besides the database.
+#[derive(Clone, Default)]
+pub struct HttpServices {
+    /// Model serving, for online scoring (`/invocations`).
+    pub inference: Option<Arc<runbase_udfs::inference::Inference>>,
 }
 
 /// The routes of the HTTP front end over `db`; `/ready` fails once `shutdown` is signaled.
 /// `secure`: HTTP is served over TLS (session cookies get `Secure`).
-pub fn router(db: Database, shutdown: Shutdown, api: ApiAccess, secure: bool) -> Router {
+pub fn router(
+    db: Database,
+    shutdown: Shutdown,
+    api: ApiAccess,
+    secure: bool,
+    services: HttpServices,
+) -> Router {
     Router::new()
         .route("/health", get(health))
         .route("/ready", get(ready))
         .route("/metrics", get(metrics))
+        .route("/invocations", post(scoring::invocations))
+        .route("/api/v1/models/{reference}/predict", post(scoring::predict))
         .merge(api::routes())
+        .merge(mlflow::routes())
         .merge(dashboard::routes())
         .fallback(no_route)
         .method_not_allowed_fallback(method_not_allowed)
@@ -61,6 +83,7 @@ pub fn router(db: Database, shutdown: Shutdown, api: ApiAccess, secure: bool) ->
             shutdown,
             api,
             sessions: std::sync::Arc::new(auth::Sessions::new(secure)),
+            inference: services.inference,
         })
 }
 
@@ -102,12 +125,17 @@ async fn metrics(State(state): State<AppState>) -> Result<Response, ApiError> {
     Ok(response)
 }
 
-/// Any path the router does not know: 404, with the usual JSON error body.
-async fn no_route(method: Method, uri: Uri) -> ApiError {
+/// Any path the router does not know: 404, with the usual JSON error body; a bare 404
+/// under MLflow's prefixes (its client reads that as "no such endpoint" and falls back).
+async fn no_route(method: Method, uri: Uri) -> Response {
+    if mlflow::is_mlflow_path(uri.path()) {
+        return StatusCode::NOT_FOUND.into_response();
+    }
     ApiError::new(
         ErrorCode::ObjectNotFound,
         format!("no such endpoint: {method} {}", uri.path()),
     )
+    .into_response()
 }
 
 /// A known path asked with the wrong method: 405, with the usual JSON error body.
@@ -131,8 +159,9 @@ pub async fn serve(
     grace: Duration,
     api: ApiAccess,
     tls: Option<tokio_rustls::TlsAcceptor>,
+    services: HttpServices,
 ) -> std::io::Result<()> {
-    let app = router(db, shutdown.clone(), api, tls.is_some());
+    let app = router(db, shutdown.clone(), api, tls.is_some(), services);
     match tls {
         Some(acceptor) => {
             let listener = tls::TlsListener::new(listener, acceptor)?;
@@ -208,6 +237,7 @@ mod tests {
             Duration::from_secs(5),
             ApiAccess::Open,
             None,
+            HttpServices::default(),
         ));
 
         let ok = get(addr, "/health").await;

@@ -209,6 +209,7 @@ impl Trainer {
                 user_name: req.identity.user.clone(),
                 source: req.identity.application.clone(),
                 params: base_params.clone(),
+                ..NewRun::default()
             },
         )?;
         let run_id = run.run_id;
@@ -667,6 +668,7 @@ fn train_blocking(
                 user_name: ctx.identity.user.clone(),
                 source: ctx.identity.application.clone(),
                 params,
+                ..NewRun::default()
             },
         )?;
         ctx.tracking.watch_stop(&child.run_id, ctx.cancel.clone());

@@ -82,6 +82,7 @@ async fn start(
         std::time::Duration::from_secs(5),
         access,
         None,
+        super::super::HttpServices::default(),
     ));
     (addr, stop, server)
 }
@@ -543,6 +544,7 @@ async fn experiments_run_and_downsampled_series_with_csv_and_errors() {
         std::time::Duration::from_secs(5),
         super::super::ApiAccess::Open,
         None,
+        super::super::HttpServices::default(),
     ));
 
     let (status, body) = get(addr, "/api/v1/experiments").await;
@@ -638,6 +640,7 @@ async fn experiments_run_and_downsampled_series_with_csv_and_errors() {
         std::time::Duration::from_secs(5),
         super::super::ApiAccess::Login,
         None,
+        super::super::HttpServices::default(),
     ));
     let (status, body) = get(addr, &format!("/api/v1/runs/{run}")).await;
     assert!(status.contains("401"), "{status} {body}");
