@@ -13,7 +13,13 @@ Each phase is timed from its first call to the last acknowledgement; imports and
 connecting are outside the timings. Prints one JSON line of seconds per phase and checks
 that what was logged reads back complete.
 
+With the MLflow client (against `mlflow server` or runbase's MLflow API) two more phases
+can run: `history_long` (`--history-points H`: one metric of H points read back, paged by
+the client) and `search` (`--search-runs N`: N runs, then every run with acc > 0.5 by
+search_runs, best first, 1,000 per page).
+
 usage: tracking_log.py mlflow --uri http://127.0.0.1:PORT --single N --batch-points P
+           [--history-points H] [--search-runs N]
        tracking_log.py runbase --conninfo "host=... port=..." --single N --batch-points P
 """
 
@@ -34,7 +40,7 @@ def batch_points(total, start_step):
 
 
 def run_mlflow(args):
-    from mlflow.entities import Metric
+    from mlflow.entities import Metric, Param
     from mlflow.tracking import MlflowClient
 
     client = MlflowClient(tracking_uri=args.uri)
@@ -72,7 +78,42 @@ def run_mlflow(args):
     assert len(history) == args.single, (len(history), args.single)
     n = len(client.get_metric_history(rid, "metric_0"))
     assert n == args.batch_points // 10, (n, args.batch_points)
+
+    if args.history_points:
+        # A long history, logged untimed, read back through the client's paging.
+        for start in range(0, args.history_points, 1000):
+            end = min(start + 1000, args.history_points)
+            client.log_batch(rid, metrics=[Metric("long", float(s), now, s) for s in range(start, end)])
+        t = time.perf_counter()
+        long = client.get_metric_history(rid, "long")
+        out["history_long"] = time.perf_counter() - t
+        assert len(long) == args.history_points, (len(long), args.history_points)
     client.set_terminated(rid)
+
+    if args.search_runs:
+        # N runs (untimed), then every run with acc > 0.5, best first, page by page.
+        searched = client.create_experiment(name + "-search")
+        for i in range(args.search_runs):
+            r = client.create_run(searched, run_name=f"trial-{i}", tags={"family": "bench"})
+            client.log_batch(
+                r.info.run_id,
+                metrics=[Metric("acc", (i % 1000) / 1000.0, now, 0)],
+                params=[Param("lr", str(i % 7))],
+            )
+        t = time.perf_counter()
+        found, token = [], None
+        while True:
+            page = client.search_runs(
+                [searched], "metrics.acc > 0.5", order_by=["metrics.acc DESC"],
+                max_results=1000, page_token=token,
+            )
+            found.extend(page)
+            token = page.token
+            if not token:
+                break
+        out["search"] = time.perf_counter() - t
+        want = sum(1 for i in range(args.search_runs) if (i % 1000) / 1000.0 > 0.5)
+        assert len(found) == want, (len(found), want)
     return out
 
 
@@ -135,6 +176,8 @@ def main():
     p.add_argument("--single", type=int, default=1000)
     p.add_argument("--batch-points", type=int, default=100_000)
     p.add_argument("--batch-size", type=int, default=1000)
+    p.add_argument("--history-points", type=int, default=0)
+    p.add_argument("--search-runs", type=int, default=0)
     args = p.parse_args()
     out = run_mlflow(args) if args.system == "mlflow" else run_runbase(args)
     print(json.dumps(out))

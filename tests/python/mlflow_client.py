@@ -229,7 +229,11 @@ def workflow(args):
 
     with open(args.out, "w") as f:
         json.dump(out, f, indent=2, sort_keys=True)
-    print(json.dumps({"parent_run_id": parent_id, "experiment_id": exp.experiment_id}))
+    print(json.dumps({
+        "parent_run_id": parent_id,
+        "experiment_id": exp.experiment_id,
+        "model_output": float(scripted(x)[0][0]),
+    }))
 
 
 def errors(args):

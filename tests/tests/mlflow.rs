@@ -9,6 +9,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+use runbase_tests::client::{describe, sqlstate};
 use runbase_tests::server::{TestServer, free_ports, runbase_sql};
 
 fn script() -> &'static str {
@@ -165,6 +166,35 @@ async fn the_stock_mlflow_client_logs_into_runbase_and_sees_runs_logged_over_sql
         .expect("runs")
         .get(0);
     assert_eq!(children, 1, "nested runs keep their parent");
+
+    // The TorchScript model registered through MLflow, imported by its URI, is served by
+    // PREDICT and over HTTP with the answer PyTorch gave.
+    let version: i64 = pg
+        .query_one(
+            "SELECT import_model('rb_linear', mlflow_model_file('models:/rb-linear@champion'), \
+             '{\"inputs\": [\"a\", \"b\", \"c\", \"d\"], \"output\": \"regression\"}')",
+            &[],
+        )
+        .await
+        .expect("import the MLflow model")
+        .get(0);
+    assert_eq!(version, 1);
+    let want = ids["model_output"].as_f64().expect("model output");
+    let got: f64 = pg
+        .query_one(
+            "SELECT prediction FROM predict('rb_linear', 'SELECT 1.0 AS a, 2.0 AS b, 3.0 AS c, 4.0 AS d')",
+            &[],
+        )
+        .await
+        .expect("predict")
+        .get(0);
+    assert!((got - want).abs() < 1e-5, "PREDICT {got}, PyTorch {want}");
+    let bad = pg
+        .query_one("SELECT mlflow_model_file('models:/rb-linear@nope')", &[])
+        .await
+        .expect_err("an unknown alias");
+    assert_eq!(sqlstate(&bad), "42704", "{}", describe(&bad));
+    assert!(describe(&bad).contains("alias"), "{}", describe(&bad));
 
     // Errors as MLflow answers them, and the server still serves.
     client("errors", &uri, &[]);

@@ -1,7 +1,8 @@
 //! The tracking functions: `create_experiment`, `start_run`, `log_param`, `log_params`,
 //! `log_metric`, `set_tag`, `log_input`, `end_run`, `log_artifact` and `artifact`; the
-//! model registry's `set_model_alias` and `drop_model_alias`; and the alerts'
-//! `create_alert`, `drop_alert` and `should_stop`.
+//! model registry's `set_model_alias` and `drop_model_alias`; the alerts'
+//! `create_alert`, `drop_alert` and `should_stop`; and `mlflow_model_file`, the
+//! TorchScript file of a model logged through MLflow's API.
 //!
 //! They are volatile scalar functions, so they run once per row and work over many rows
 //! (`SELECT log_metric(run, 'loss', v, step) FROM t` logs every row in one write batch).
@@ -45,10 +46,11 @@ enum Kind {
     CreateAlert,
     DropAlert,
     ShouldStop,
+    MlflowModelFile,
 }
 
 impl Kind {
-    const ALL: [Kind; 15] = [
+    const ALL: [Kind; 16] = [
         Kind::CreateExperiment,
         Kind::StartRun,
         Kind::LogParam,
@@ -64,6 +66,7 @@ impl Kind {
         Kind::CreateAlert,
         Kind::DropAlert,
         Kind::ShouldStop,
+        Kind::MlflowModelFile,
     ];
 
     fn name(self) -> &'static str {
@@ -83,6 +86,7 @@ impl Kind {
             Kind::CreateAlert => "create_alert",
             Kind::DropAlert => "drop_alert",
             Kind::ShouldStop => "should_stop",
+            Kind::MlflowModelFile => "mlflow_model_file",
         }
     }
 
@@ -121,6 +125,7 @@ impl Kind {
             Kind::CreateAlert => (&["name", "rule_json"], vec![Utf8, Utf8], 2),
             Kind::DropAlert => (&["name"], vec![Utf8], 1),
             Kind::ShouldStop => (&["run_id"], vec![Utf8], 1),
+            Kind::MlflowModelFile => (&["model_uri"], vec![Utf8], 1),
         }
     }
 
@@ -138,7 +143,7 @@ impl Kind {
             | Kind::CreateAlert
             | Kind::DropAlert
             | Kind::ShouldStop => DataType::Boolean,
-            Kind::Artifact => DataType::Binary,
+            Kind::Artifact | Kind::MlflowModelFile => DataType::Binary,
         }
     }
 
@@ -212,11 +217,12 @@ pub(crate) fn all(
         .collect()
 }
 
-/// The names of the functions that write (every one but `artifact` and `should_stop`).
+/// The names of the functions that write (every one but `artifact`, `should_stop` and
+/// `mlflow_model_file`).
 pub(crate) fn writing_names() -> std::collections::HashSet<String> {
     Kind::ALL
         .iter()
-        .filter(|k| !matches!(k, Kind::Artifact | Kind::ShouldStop))
+        .filter(|k| !matches!(k, Kind::Artifact | Kind::ShouldStop | Kind::MlflowModelFile))
         .map(|k| k.name().to_string())
         .collect()
 }
@@ -457,6 +463,14 @@ impl TrackingFunction {
                     let run = run_arg(kind, &args[0], i)?;
                     let path = required(kind, "path", text(&args[1], i))?;
                     out.append_value(block_on(tracking.artifact(&run, path))?);
+                }
+                Ok(Arc::new(out.finish()))
+            }
+            Kind::MlflowModelFile => {
+                let mut out = BinaryBuilder::new();
+                for i in 0..rows {
+                    let uri = required(kind, "model_uri", text(&args[0], i))?;
+                    out.append_value(block_on(tracking.mlflow_model_file(uri))?);
                 }
                 Ok(Arc::new(out.finish()))
             }

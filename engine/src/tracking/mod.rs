@@ -15,7 +15,7 @@
 //! - [`keys`]: key encodings.
 //! - [`series`]: one metric's history for a chart, downsampled with M4;
 //! - [`rollup`]: per-block summaries of metric histories, kept as points are written;
-//! - `mlflow`: records only MLflow clients make (dataset inputs, logged models, …);
+//! - [`mlflow`]: records only MLflow clients make (dataset inputs, logged models, …);
 //! - [`events`]: what changed, published as it commits (the dashboard's live stream);
 //! - [`search`]: the runs of an experiment as a table, filtered, sorted and paged;
 //! - `tables`: the `runbase.*` tracking tables, with filter push-down into range scans.
@@ -29,7 +29,7 @@ mod experiments;
 pub(crate) mod functions;
 pub mod keys;
 mod metrics;
-mod mlflow;
+pub mod mlflow;
 pub mod models;
 mod params;
 pub mod rollup;

@@ -15,28 +15,10 @@ use super::super::auth::Caller;
 use super::experiments::{parse_clauses, tag_pairs};
 use super::{Fields, MlflowError, blocking, empty, experiment_by_id, now_ms, parse_run};
 
-/// Width of the zero-padded version numbers in keys, so they sort numerically.
-const VERSION_WIDTH: usize = 12;
-
-fn logged_key(id: &str) -> String {
-    format!("logged_model/{id}")
-}
-
-fn registered_key(name: &str) -> String {
-    format!("registered/{name}")
-}
-
-fn version_prefix(name: &str) -> String {
-    format!("version/{name}/")
-}
-
-fn version_key(name: &str, version: i64) -> String {
-    format!(
-        "{}{version:0width$}",
-        version_prefix(name),
-        width = VERSION_WIDTH
-    )
-}
+use runbase_engine::tracking::mlflow::{
+    logged_model_key as logged_key, model_version_key as version_key,
+    model_version_prefix as version_prefix, registered_model_key as registered_key,
+};
 
 /// Tags as `[{key, value}]` from a `{key: value}` document field.
 fn tag_list(doc: &Value) -> Vec<Value> {
@@ -757,35 +739,11 @@ pub(super) async fn download_uri(
     .await
 }
 
-/// The artifact location a version's `source` names: `models:/m-…` (a logged model),
-/// `runs:/<run>/<path>` (a run's artifacts), or the source itself.
+/// The artifact location a version's `source` names (a logged model's or a run's
+/// artifact directory, or the source itself when it names neither).
 fn resolve_source(t: &Tracking, source: &str) -> Result<String, MlflowError> {
-    if let Some(id) = source
-        .strip_prefix("models:/")
-        .filter(|s| s.starts_with("m-"))
-    {
-        let id = id.trim_end_matches('/');
-        let doc = logged(t, id)?;
-        return Ok(doc
-            .get("artifact_uri")
-            .and_then(Value::as_str)
-            .unwrap_or(source)
-            .to_string());
-    }
-    if let Some(rest) = source.strip_prefix("runs:/") {
-        let (run, path) = rest.split_once('/').unwrap_or((rest, ""));
-        let run = parse_run(run)?;
-        let r = super::existing_run(t, &run)?;
-        let base = format!(
-            "mlflow-artifacts:/{}/{}/artifacts",
-            r.experiment_id,
-            run.simple()
-        );
-        return Ok(if path.is_empty() {
-            base
-        } else {
-            format!("{base}/{path}")
-        });
+    if source.starts_with("models:/") || source.starts_with("runs:/") {
+        return Ok(format!("mlflow-artifacts:/{}", t.mlflow_model_dir(source)?));
     }
     Ok(source.to_string())
 }
