@@ -60,11 +60,12 @@ fi
 # runbase's tables from the local store and the bucket (tests/tests/interop.rs): deltalake,
 # polars, DuckDB with its delta and httpfs extensions (loaded from the wheels, offline) and
 # pysail with the Spark Connect client it talks to.
-if ! "$RUNBASE_TORCH_VENV/bin/python3" -c 'import moto, deltalake, polars, duckdb, duckdb_extension_delta, duckdb_extension_httpfs, pysail, pyspark, pyarrow' >/dev/null 2>&1; then
+if ! "$RUNBASE_TORCH_VENV/bin/python3" -c 'import moto, deltalake, polars, duckdb, duckdb_extension_delta, duckdb_extension_httpfs, duckdb_extension_postgres_scanner, pysail, pyspark, pyarrow' >/dev/null 2>&1; then
   echo "setup: installing moto and the Delta readers into $RUNBASE_TORCH_VENV" >&2
   "$RUNBASE_TORCH_VENV/bin/pip" install -q --disable-pip-version-check \
     'moto[server]==5.2.*' 'deltalake==1.6.*' 'polars==1.44.*' 'pyarrow==26.*' \
     'duckdb==1.5.5' 'duckdb-extension-delta==1.5.5' 'duckdb-extension-httpfs==1.5.5' \
+    'duckdb-extension-postgres-scanner==1.5.5' \
     'pysail==0.7.2' 'pyspark-client==4.2.0'
 fi
 
@@ -87,6 +88,18 @@ if ! "$RUNBASE_MLFLOW_VENV/bin/python3" -c 'import mlflow, psycopg, sys; sys.exi
   mkdir -p "$RUNBASE_CACHE"
   python3 -m venv "$RUNBASE_MLFLOW_VENV"
   "$RUNBASE_MLFLOW_VENV/bin/pip" install -q --disable-pip-version-check mlflow==3.17.2 'psycopg[binary]==3.2.*'
+fi
+
+# The newest releases of the Python clients, unpinned, for the client matrix's "newest"
+# row (tests/tests/clients.rs): what a user installing today gets. Refreshed once a day.
+newest="$RUNBASE_CACHE/clients-newest"
+if [ ! -x "$newest/bin/python3" ] || [ -n "$(find "$newest" -maxdepth 0 -mtime +0 2>/dev/null)" ]; then
+  echo "setup: installing the newest Python clients into $newest" >&2
+  python3 -m venv "$newest"
+  "$newest/bin/pip" install -q --disable-pip-version-check --upgrade \
+    'psycopg[binary]' psycopg2-binary asyncpg sqlalchemy pandas \
+    'duckdb==1.5.5' 'duckdb-extension-postgres-scanner==1.5.5'
+  touch "$newest"
 fi
 
 # node-postgres for the client matrix, pinned by tests/clients/node/package-lock.json.

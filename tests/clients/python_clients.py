@@ -292,7 +292,37 @@ def pandas_():
     engine.dispose()
 
 
+def duckdb_():
+    """DuckDB's postgres extension (from its PyPI wheel, loaded offline) attaching runbase."""
+    import glob
+    import os
+
+    import duckdb
+    import duckdb_extension_postgres_scanner as ext
+    import psycopg
+
+    with psycopg.connect(host="127.0.0.1", port=PORT, user="matrix", dbname="runbase", autocommit=True) as conn:
+        conn.execute(f"DROP TABLE IF EXISTS {TABLE}")
+        conn.execute(f"CREATE TABLE {TABLE} (id bigint, name text, score double precision)")
+        conn.execute(f"INSERT INTO {TABLE} VALUES (1, 'a', 0.5), (2, NULL, 1.5)")
+        run = conn.execute("SELECT start_run('duck', 'r1')").fetchone()[0]
+        conn.execute("SELECT log_metric(%s, 'loss', 0.25, 0)", (run,))
+    path = glob.glob(os.path.join(os.path.dirname(ext.__file__), "extensions", "**", "*.duckdb_extension"), recursive=True)[0]
+    con = duckdb.connect()
+    con.execute(f"LOAD '{path}'")
+    # runbase has no ctid: DuckDB's parallel scan by ctid ranges is turned off.
+    con.execute("SET pg_use_ctid_scan = false")
+    con.execute(f"ATTACH 'host=127.0.0.1 port={PORT} user=matrix dbname=runbase' AS rb (TYPE postgres, READ_ONLY)")
+    rows = con.execute(f"SELECT id, name, score FROM rb.public.{TABLE} ORDER BY id").fetchall()
+    assert rows == [(1, "a", 0.5), (2, None, 1.5)], rows
+    metrics = con.execute("SELECT key, value FROM rb.runbase.metrics WHERE run_id = ?", [str(run)]).fetchall()
+    assert metrics == [("loss", 0.25)], metrics
+    tables = {r[0] for r in con.execute("SELECT table_name FROM duckdb_tables() WHERE database_name = 'rb'").fetchall()}
+    assert TABLE in tables and "runs" in tables, tables
+
+
 DRIVERS = {
+    "duckdb": duckdb_,
     "psycopg": psycopg3,
     "psycopg2": psycopg2_,
     "asyncpg": asyncpg_,

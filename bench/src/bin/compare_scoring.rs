@@ -117,10 +117,16 @@ impl Serve {
 
 impl Drop for Serve {
     fn drop(&mut self) {
-        // The whole process group: the server and its workers.
+        // The whole process group (the server and its workers); `--` so the group id is
+        // not read as an option.
         let _ = Command::new("kill")
-            .args(["-TERM", &format!("-{}", self.child.id())])
+            .args(["-TERM", "--", &format!("-{}", self.child.id())])
             .status();
+        std::thread::sleep(Duration::from_millis(500));
+        let _ = Command::new("kill")
+            .args(["-KILL", "--", &format!("-{}", self.child.id())])
+            .status();
+        let _ = self.child.kill();
         let _ = self.child.wait();
     }
 }

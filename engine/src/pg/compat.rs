@@ -6,6 +6,8 @@
 //! - `pg_get_expr(expr, relation)`: its first argument (NULL stays NULL).
 //! - `pg_function_is_visible(oid)`, `pg_type_is_visible(oid)`: true (psql's `\df`,
 //!   SQLAlchemy's type listing), as `pg_table_is_visible` is.
+//! - `pg_get_serial_sequence(table, column)`: NULL — runbase has no sequences
+//!   (SQLAlchemy 2.1's `inspect().get_columns()` asks for each column).
 
 use std::sync::Arc;
 
@@ -107,6 +109,23 @@ fn null_text(name: &str) -> ScalarUDF {
     )
 }
 
+/// `pg_get_serial_sequence(table, column)`: NULL, the answer for a column without a
+/// sequence (runbase has none).
+fn pg_get_serial_sequence() -> ScalarUDF {
+    create_udf(
+        "pg_get_serial_sequence",
+        vec![DataType::Utf8, DataType::Utf8],
+        DataType::Utf8,
+        Volatility::Stable,
+        Arc::new(|args: &[ColumnarValue]| {
+            let arrays = ColumnarValue::values_to_arrays(args)?;
+            let none: StringArray = (0..arrays[0].len()).map(|_| None::<&str>).collect();
+            let out: ArrayRef = Arc::new(none);
+            Ok(ColumnarValue::Array(out))
+        }),
+    )
+}
+
 /// `pg_get_expr(expr, relation [, pretty])`: the expression's text as stored (NULL for
 /// NULL, as in PostgreSQL; runbase keeps no column defaults, so there is nothing to
 /// decompile). Takes any argument types, as drivers pass oids as int4 or int8.
@@ -152,6 +171,7 @@ fn pg_get_expr() -> ScalarUDF {
 pub(crate) fn register(ctx: &SessionContext) {
     ctx.register_udf(to_regtype());
     ctx.register_udf(pg_get_expr());
+    ctx.register_udf(pg_get_serial_sequence());
     for name in ["pg_function_is_visible", "pg_type_is_visible"] {
         ctx.register_udf(always_visible(name));
     }

@@ -9,14 +9,16 @@
 //! - a scalar subquery over `pg_catalog` tables that returns one row by construction is
 //!   aggregated with `first_value` (SQLAlchemy's column listing);
 //! - `oid::regtype::text` is the type's name, as `format_type` spells it (asyncpg's
-//!   introspection, tools that show column types), not the oid's digits.
+//!   introspection, tools that show column types), not the oid's digits;
+//! - an unqualified `pg_indexes` is `pg_catalog.pg_indexes`, as on PostgreSQL's search
+//!   path (DuckDB's postgres extension reads it while attaching).
 
 use std::ops::ControlFlow;
 
 use datafusion::sql::sqlparser::ast::{
     BinaryOperator, DataType as SqlType, Expr as SqlExpr, GroupByExpr, Ident, LimitClause,
-    OrderByKind, Query, Select, SelectItem, SetExpr, SetOperator, SetQuantifier, Statement,
-    TableAliasColumnDef, TableFactor, Value, visit_expressions_mut,
+    ObjectNamePart, OrderByKind, Query, Select, SelectItem, SetExpr, SetOperator, SetQuantifier,
+    Statement, TableAliasColumnDef, TableFactor, Value, visit_expressions_mut, visit_relations_mut,
 };
 use datafusion::sql::sqlparser::dialect::PostgreSqlDialect;
 use datafusion::sql::sqlparser::parser::Parser;
@@ -25,6 +27,7 @@ use crate::error::{Error, Result};
 
 /// Applies every rewrite to `statement`.
 pub(crate) fn compatibility(statement: &mut Statement) -> Result<()> {
+    qualify_catalog_relations(statement);
     let flow = visit_expressions_mut(statement, |e| {
         let step = decode_bytea_literal(e)
             .and_then(|()| rewrite_like_escape(e))
@@ -42,6 +45,24 @@ pub(crate) fn compatibility(statement: &mut Statement) -> Result<()> {
         ControlFlow::Break(err) => Err(err),
         ControlFlow::Continue(()) => Ok(()),
     }
+}
+
+/// The `pg_catalog` relations runbase adds that the catalog library does not qualify.
+const RUNBASE_CATALOG_RELATIONS: [&str; 1] = ["pg_indexes"];
+
+/// Qualifies unqualified [`RUNBASE_CATALOG_RELATIONS`] with `pg_catalog`.
+fn qualify_catalog_relations(statement: &mut Statement) {
+    let _ = visit_relations_mut(statement, |name| {
+        if let [ObjectNamePart::Identifier(id)] = name.0.as_slice()
+            && RUNBASE_CATALOG_RELATIONS
+                .iter()
+                .any(|r| r.eq_ignore_ascii_case(&id.value))
+        {
+            name.0
+                .insert(0, ObjectNamePart::Identifier(Ident::new("pg_catalog")));
+        }
+        ControlFlow::<()>::Continue(())
+    });
 }
 
 /// Parses one SQL expression (built by a rewrite, so a failure is a bug here).

@@ -198,7 +198,9 @@ impl SchemaProvider for UserSchema {
     }
 }
 
-/// `pg_catalog` with `pg_views` listing runbase's views (the library's is empty).
+/// `pg_catalog` with `pg_views` listing runbase's views (the library's is empty), and
+/// `pg_indexes`, empty (runbase keeps no indexes; DuckDB's postgres extension and other
+/// tools read it while attaching).
 #[derive(Debug)]
 pub(crate) struct PgCatalogWithViews {
     inner: Arc<dyn SchemaProvider>,
@@ -239,21 +241,48 @@ impl PgCatalogWithViews {
     }
 }
 
+/// `pg_indexes` as PostgreSQL has it, with no rows.
+fn pg_indexes() -> DfResult<Arc<dyn TableProvider>> {
+    use datafusion::arrow::datatypes::{DataType, Field, Schema};
+    let schema = Arc::new(Schema::new(
+        [
+            "schemaname",
+            "tablename",
+            "indexname",
+            "tablespace",
+            "indexdef",
+        ]
+        .map(|n| Field::new(n, DataType::Utf8, true))
+        .to_vec(),
+    ));
+    Ok(Arc::new(datafusion::datasource::MemTable::try_new(
+        schema,
+        vec![vec![]],
+    )?))
+}
+
 #[async_trait]
 impl SchemaProvider for PgCatalogWithViews {
     fn table_names(&self) -> Vec<String> {
-        self.inner.table_names()
+        let mut names = self.inner.table_names();
+        if !names.iter().any(|n| n == "pg_indexes") {
+            names.push("pg_indexes".into());
+        }
+        names
     }
 
     async fn table(&self, name: &str) -> DfResult<Option<Arc<dyn TableProvider>>> {
         if name == "pg_views" {
             return self.pg_views().map(Some);
         }
+        if name == "pg_indexes" {
+            return pg_indexes().map(Some);
+        }
         self.inner.table(name).await
     }
 
     fn table_exist(&self, name: &str) -> bool {
-        self.inner.table_exist(name)
+        name == "pg_indexes" || self.inner.table_exist(name)
     }
 }
 
