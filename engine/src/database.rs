@@ -110,6 +110,8 @@ struct Inner {
     stats: Arc<Stats>,
     kv: Kv,
     notifications: Arc<Notifications>,
+    /// runbase's own functions, as `pg_proc` and psql's `\df` show them.
+    function_docs: crate::pg::functions::SharedFunctionDocs,
 }
 
 impl Database {
@@ -231,7 +233,23 @@ impl Database {
         let threads = options
             .cpu_threads
             .unwrap_or_else(|| std::thread::available_parallelism().map_or(2, |n| n.get()));
-        let template = template_state(user.clone(), system.clone(), threads)?;
+        let function_docs = crate::pg::functions::SharedFunctionDocs::default();
+        for doc in functions::docs() {
+            function_docs.add(doc);
+        }
+        function_docs.add(crate::pg::functions::FunctionDoc::new(
+            "table_at",
+            &[("table_name", "text"), ("version_or_time", "anyelement")],
+            2,
+            "TABLE(like the table)",
+        ));
+        let (template, pg_catalog) =
+            template_state(user.clone(), system.clone(), threads, function_docs.clone())?;
+        // The static rows `pg_proc` extends are read here, not while a statement is
+        // planned (where reading a table can stall).
+        if let Some(pg) = pg_catalog {
+            pg.warm().await.map_err(Error::DataFusion)?;
+        }
         let ctx = SessionContext::new_with_state(template);
         for f in functions::all(&tracking, &user, &Caller::default()) {
             ctx.register_udf(f);
@@ -265,6 +283,7 @@ impl Database {
                 stats,
                 kv,
                 notifications,
+                function_docs,
             }),
         };
         let weak = db.downgrade();
@@ -282,6 +301,12 @@ impl Database {
     /// A handle that does not keep the database open, for functions registered in it.
     pub fn downgrade(&self) -> WeakDatabase {
         WeakDatabase(Arc::downgrade(&self.inner))
+    }
+
+    /// Documents `doc`, one of the functions a crate on top registers, for the catalog
+    /// (`pg_proc`, psql's `\df`).
+    pub fn document_function(&self, doc: crate::pg::functions::FunctionDoc) {
+        self.inner.function_docs.add(doc);
     }
 
     /// The `LISTEN`/`NOTIFY` channels.
@@ -499,7 +524,11 @@ fn template_state(
     user: Arc<UserSchema>,
     system: Arc<MemorySchemaProvider>,
     threads: usize,
-) -> Result<SessionState> {
+    function_docs: crate::pg::functions::SharedFunctionDocs,
+) -> Result<(
+    SessionState,
+    Option<Arc<crate::storage::schema::PgCatalogWithViews>>,
+)> {
     let mut config = SessionConfig::new()
         .with_default_catalog_and_schema(DATABASE_NAME, PUBLIC_SCHEMA)
         .with_create_default_catalog_and_schema(false)
@@ -547,15 +576,19 @@ fn template_state(
         datafusion_pg_catalog::pg_catalog::context::EmptyContextProvider,
     )
     .map_err(|e| Error::DataFusion(*e))?;
+    let mut pg_catalog = None;
     if let Some(catalog) = ctx.catalog(DATABASE_NAME)
         && let Some(pg) = catalog.schema("pg_catalog")
     {
-        catalog.register_schema(
-            "pg_catalog",
-            Arc::new(crate::storage::schema::PgCatalogWithViews::new(pg, views)),
-        )?;
+        let ours = Arc::new(crate::storage::schema::PgCatalogWithViews::new(
+            pg,
+            views,
+            function_docs.clone(),
+        ));
+        catalog.register_schema("pg_catalog", ours.clone())?;
+        pg_catalog = Some(ours);
     }
-    crate::pg::compat::register(&ctx);
+    crate::pg::compat::register(&ctx, function_docs);
     crate::pg::oid_array::register(&ctx);
-    Ok(ctx.state())
+    Ok((ctx.state(), pg_catalog))
 }

@@ -173,8 +173,27 @@ fn psql_meta_commands_expanded_output_and_copy() {
     );
     let dn = psql_ok(&server, &["-c", "\\dn"]);
     assert!(dn.contains("public") && dn.contains("runbase"), "{dn}");
+    // \df lists runbase's own functions, with their arguments and results.
     let df = psql_ok(&server, &["-c", "\\df"]);
     assert!(df.contains("List of functions"), "{df}");
+    for expected in [
+        "log_metric",
+        "run_id text, key text, value double precision, step bigint DEFAULT NULL",
+        "start_run",
+        "train",
+        "model_name text, query text, target text, options_json text DEFAULT NULL",
+        "predict",
+        "import_model",
+        "mlflow_model_file",
+        "table_at",
+    ] {
+        assert!(df.contains(expected), "\\df lacks {expected}: {df}");
+    }
+    let dfs = psql_ok(&server, &["-c", "\\df log_*"]);
+    assert!(
+        dfs.contains("log_param") && !dfs.contains("start_run"),
+        "{dfs}"
+    );
     let x = psql_ok(&server, &["-c", "\\x", "-c", "SELECT 1 AS a, 'two' AS b"]);
     assert!(x.contains("-[ RECORD 1 ]") && x.contains("b | two"), "{x}");
     // \copy: client-side files through COPY FROM STDIN / TO STDOUT.

@@ -153,7 +153,58 @@ pub fn register(db: &runbase_engine::Database, options: UdfsOptions) -> Result<S
         );
         Ok(())
     })?;
+    document(db);
     Ok(Services { trainer, inference })
+}
+
+/// Documents this crate's functions for the catalog (`pg_proc`, psql's `\df`).
+fn document(db: &runbase_engine::Database) {
+    use runbase_engine::pg::functions::FunctionDoc;
+    for doc in [
+        FunctionDoc::new(
+            "train",
+            &[
+                ("model_name", "text"),
+                ("query", "text"),
+                ("target", "text"),
+                ("options_json", "text"),
+            ],
+            3,
+            "TABLE(model text, version bigint, run_id text, metrics text)",
+        ),
+        FunctionDoc::new("reproduce", &[("run_id", "text")], 1, "TABLE(like train)"),
+        FunctionDoc::new(
+            "predict",
+            &[("model", "text"), ("query", "text")],
+            2,
+            "TABLE(query columns, prediction, probabilities)",
+        ),
+        FunctionDoc::new(
+            "predict",
+            &[("model", "text"), ("VARIADIC columns", "anyelement[]")],
+            2,
+            "anyelement",
+        ),
+        FunctionDoc::new(
+            "evaluate",
+            &[("model", "text"), ("query", "text"), ("target", "text")],
+            2,
+            "TABLE(metric text, value double precision)",
+        ),
+        FunctionDoc::new(
+            "import_model",
+            &[
+                ("name", "text"),
+                ("torchscript", "bytea"),
+                ("spec_json", "text"),
+            ],
+            3,
+            "bigint",
+        ),
+        FunctionDoc::new("export_model", &[("model", "text")], 1, "bytea"),
+    ] {
+        db.document_function(doc);
+    }
 }
 
 /// The libtorch version this crate was built against.

@@ -6,6 +6,9 @@
 //! - `pg_get_expr(expr, relation)`: its first argument (NULL stays NULL).
 //! - `pg_function_is_visible(oid)`, `pg_type_is_visible(oid)`: true (psql's `\df`,
 //!   SQLAlchemy's type listing), as `pg_table_is_visible` is.
+//! - `pg_get_function_result(oid)`, `pg_get_function_arguments(oid)`,
+//!   `pg_get_function_identity_arguments(oid)`: for runbase's own functions (psql's
+//!   `\df`), NULL for others.
 //! - `pg_get_serial_sequence(table, column)`: NULL — runbase has no sequences
 //!   (SQLAlchemy 2.1's `inspect().get_columns()` asks for each column).
 
@@ -92,23 +95,6 @@ fn always_visible(name: &str) -> ScalarUDF {
     )
 }
 
-/// A function of an oid that has no answer here: NULL (`pg_get_function_result` and
-/// friends, which psql's `\df` asks for; runbase's functions are not in `pg_proc`).
-fn null_text(name: &str) -> ScalarUDF {
-    create_udf(
-        name,
-        vec![DataType::Int32],
-        DataType::Utf8,
-        Volatility::Stable,
-        Arc::new(|args: &[ColumnarValue]| {
-            let arrays = ColumnarValue::values_to_arrays(args)?;
-            let none: StringArray = (0..arrays[0].len()).map(|_| None::<&str>).collect();
-            let out: ArrayRef = Arc::new(none);
-            Ok(ColumnarValue::Array(out))
-        }),
-    )
-}
-
 /// `pg_get_serial_sequence(table, column)`: NULL, the answer for a column without a
 /// sequence (runbase has none).
 fn pg_get_serial_sequence() -> ScalarUDF {
@@ -167,21 +153,57 @@ fn pg_get_expr() -> ScalarUDF {
     })
 }
 
-/// Registers the functions in `ctx`.
-pub(crate) fn register(ctx: &SessionContext) {
+/// Registers the functions in `ctx`; `docs` answers `pg_get_function_*` for runbase's
+/// own functions.
+pub(crate) fn register(ctx: &SessionContext, docs: super::functions::SharedFunctionDocs) {
     ctx.register_udf(to_regtype());
     ctx.register_udf(pg_get_expr());
     ctx.register_udf(pg_get_serial_sequence());
     for name in ["pg_function_is_visible", "pg_type_is_visible"] {
         ctx.register_udf(always_visible(name));
     }
-    for name in [
-        "pg_get_function_result",
+    ctx.register_udf(function_text("pg_get_function_result", docs.clone(), |d| {
+        d.result.clone()
+    }));
+    ctx.register_udf(function_text(
         "pg_get_function_arguments",
+        docs.clone(),
+        |d| d.arguments(),
+    ));
+    ctx.register_udf(function_text(
         "pg_get_function_identity_arguments",
-    ] {
-        ctx.register_udf(null_text(name));
-    }
+        docs,
+        |d| d.identity_arguments(),
+    ));
+}
+
+/// `name(oid)`: `text` of runbase's function with that oid, NULL for any other oid.
+fn function_text(
+    name: &str,
+    docs: super::functions::SharedFunctionDocs,
+    text: fn(&super::functions::FunctionDoc) -> String,
+) -> ScalarUDF {
+    create_udf(
+        name,
+        vec![DataType::Int64],
+        DataType::Utf8,
+        Volatility::Stable,
+        Arc::new(move |args: &[ColumnarValue]| {
+            let arrays = ColumnarValue::values_to_arrays(args)?;
+            let oids = arrays[0]
+                .as_any()
+                .downcast_ref::<datafusion::arrow::array::Int64Array>()
+                .ok_or_else(|| {
+                    datafusion::error::DataFusionError::Internal("oid is not int8".into())
+                })?;
+            let out: StringArray = oids
+                .iter()
+                .map(|oid| oid.and_then(|o| docs.by_oid(o)).map(|d| text(&d)))
+                .collect();
+            let out: ArrayRef = Arc::new(out);
+            Ok(ColumnarValue::Array(out))
+        }),
+    )
 }
 
 #[cfg(test)]

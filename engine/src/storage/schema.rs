@@ -5,6 +5,8 @@ use std::collections::BTreeMap;
 use std::sync::{Arc, OnceLock, RwLock};
 
 use async_trait::async_trait;
+use datafusion::arrow::array::RecordBatch;
+use datafusion::arrow::datatypes::SchemaRef;
 use datafusion::catalog::view::ViewTable;
 use datafusion::catalog::{CatalogProvider, MemorySchemaProvider, SchemaProvider, TableProvider};
 use datafusion::error::{DataFusionError, Result as DfResult};
@@ -205,11 +207,63 @@ impl SchemaProvider for UserSchema {
 pub(crate) struct PgCatalogWithViews {
     inner: Arc<dyn SchemaProvider>,
     user: Arc<UserSchema>,
+    functions: crate::pg::functions::SharedFunctionDocs,
+    /// The library's `pg_proc` rows (static) and the oid of `public`, read once.
+    builtin_procs: tokio::sync::OnceCell<(SchemaRef, Vec<RecordBatch>, i32)>,
 }
 
 impl PgCatalogWithViews {
-    pub(crate) fn new(inner: Arc<dyn SchemaProvider>, user: Arc<UserSchema>) -> Self {
-        Self { inner, user }
+    pub(crate) fn new(
+        inner: Arc<dyn SchemaProvider>,
+        user: Arc<UserSchema>,
+        functions: crate::pg::functions::SharedFunctionDocs,
+    ) -> Self {
+        Self {
+            inner,
+            user,
+            functions,
+            builtin_procs: tokio::sync::OnceCell::new(),
+        }
+    }
+
+    /// Reads the library's `pg_proc` rows and the oid of `public` once, for
+    /// [`Self::pg_proc`]. Run at open: reading tables while a statement is being planned
+    /// can stall (some planners call `table` where spawned tasks cannot run).
+    pub(crate) async fn warm(&self) -> DfResult<()> {
+        let Some(builtin) = self.inner.table("pg_proc").await? else {
+            return Ok(());
+        };
+        self.builtin_procs
+            .get_or_try_init(|| async {
+                let ctx = datafusion::prelude::SessionContext::new();
+                let schema = builtin.schema();
+                let batches = ctx.read_table(builtin.clone())?.collect().await?;
+                let public = match self.inner.table("pg_namespace").await? {
+                    Some(ns) => namespace_oid(&ctx, ns, "public").await?,
+                    None => None,
+                };
+                Ok::<_, datafusion::error::DataFusionError>((
+                    schema,
+                    batches,
+                    public.unwrap_or(2200),
+                ))
+            })
+            .await?;
+        Ok(())
+    }
+
+    /// `pg_proc`: the library's rows and runbase's own functions, in `public` (the
+    /// library's alone until [`Self::warm`] ran).
+    async fn pg_proc(&self) -> DfResult<Option<Arc<dyn TableProvider>>> {
+        let Some((schema, batches, public)) = self.builtin_procs.get() else {
+            return self.inner.table("pg_proc").await;
+        };
+        let mut all = batches.clone();
+        all.push(self.functions.pg_proc_rows(schema, *public)?);
+        Ok(Some(Arc::new(datafusion::datasource::MemTable::try_new(
+            schema.clone(),
+            vec![all],
+        )?)))
     }
 
     fn pg_views(&self) -> DfResult<Arc<dyn TableProvider>> {
@@ -239,6 +293,34 @@ impl PgCatalogWithViews {
             vec![vec![batch]],
         )?))
     }
+}
+
+/// The oid of namespace `name` in the `pg_namespace` table `ns`.
+async fn namespace_oid(
+    ctx: &datafusion::prelude::SessionContext,
+    ns: Arc<dyn TableProvider>,
+    name: &str,
+) -> DfResult<Option<i32>> {
+    use datafusion::arrow::array::{Array, Int32Array, StringArray};
+    for batch in ctx.read_table(ns)?.collect().await? {
+        let (Some(oids), Some(names)) =
+            (batch.column_by_name("oid"), batch.column_by_name("nspname"))
+        else {
+            continue;
+        };
+        let (Some(oids), Some(names)) = (
+            oids.as_any().downcast_ref::<Int32Array>(),
+            names.as_any().downcast_ref::<StringArray>(),
+        ) else {
+            continue;
+        };
+        for i in 0..batch.num_rows() {
+            if !names.is_null(i) && names.value(i) == name && !oids.is_null(i) {
+                return Ok(Some(oids.value(i)));
+            }
+        }
+    }
+    Ok(None)
 }
 
 /// `pg_indexes` as PostgreSQL has it, with no rows.
@@ -277,6 +359,9 @@ impl SchemaProvider for PgCatalogWithViews {
         }
         if name == "pg_indexes" {
             return pg_indexes().map(Some);
+        }
+        if name == "pg_proc" {
+            return self.pg_proc().await;
         }
         self.inner.table(name).await
     }

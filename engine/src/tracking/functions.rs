@@ -217,6 +217,27 @@ pub(crate) fn all(
         .collect()
 }
 
+/// The functions as the catalog documents them (`pg_proc`, psql's `\df`).
+pub(crate) fn docs() -> Vec<crate::pg::functions::FunctionDoc> {
+    use crate::pg::functions::{FunctionDoc, pg_type_name};
+    Kind::ALL
+        .iter()
+        .map(|k| {
+            let (names, types, required) = k.args();
+            FunctionDoc {
+                name: k.name().to_string(),
+                args: names
+                    .iter()
+                    .zip(&types)
+                    .map(|(n, t)| (n.to_string(), pg_type_name(t).to_string()))
+                    .collect(),
+                required,
+                result: pg_type_name(&k.returns()).to_string(),
+            }
+        })
+        .collect()
+}
+
 /// The names of the functions that write (every one but `artifact`, `should_stop` and
 /// `mlflow_model_file`).
 pub(crate) fn writing_names() -> std::collections::HashSet<String> {
