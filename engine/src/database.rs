@@ -111,7 +111,7 @@ struct Inner {
     kv: Kv,
     notifications: Arc<Notifications>,
     /// runbase's own functions, as `pg_proc` and psql's `\df` show them.
-    function_docs: crate::pg::functions::SharedFunctionDocs,
+    function_docs: crate::functions::SharedFunctionDocs,
 }
 
 impl Database {
@@ -233,11 +233,11 @@ impl Database {
         let threads = options
             .cpu_threads
             .unwrap_or_else(|| std::thread::available_parallelism().map_or(2, |n| n.get()));
-        let function_docs = crate::pg::functions::SharedFunctionDocs::default();
+        let function_docs = crate::functions::SharedFunctionDocs::default();
         for doc in functions::docs() {
             function_docs.add(doc);
         }
-        function_docs.add(crate::pg::functions::FunctionDoc::new(
+        function_docs.add(crate::functions::FunctionDoc::new(
             "table_at",
             &[("table_name", "text"), ("version_or_time", "anyelement")],
             2,
@@ -305,7 +305,7 @@ impl Database {
 
     /// Documents `doc`, one of the functions a crate on top registers, for the catalog
     /// (`pg_proc`, psql's `\df`).
-    pub fn document_function(&self, doc: crate::pg::functions::FunctionDoc) {
+    pub fn document_function(&self, doc: crate::functions::FunctionDoc) {
         self.inner.function_docs.add(doc);
     }
 
@@ -524,7 +524,7 @@ fn template_state(
     user: Arc<UserSchema>,
     system: Arc<MemorySchemaProvider>,
     threads: usize,
-    function_docs: crate::pg::functions::SharedFunctionDocs,
+    function_docs: crate::functions::SharedFunctionDocs,
 ) -> Result<(
     SessionState,
     Option<Arc<crate::storage::schema::PgCatalogWithViews>>,

@@ -11,6 +11,8 @@
 //!   registering functions and system tables, DDL.
 //! - [`error`]: [`Error`], [`Result`] and the protocol-neutral [`error::ErrorCode`].
 //! - [`executor`]: the CPU runtime queries run on, and the blocking-work helpers.
+//! - [`functions`]: runbase's own SQL functions as the catalog documents them (`pg_proc`,
+//!   psql's `\df`).
 //! - [`kv`]: RocksDB: opening, column families, the write policy, async-safe writes.
 //! - [`catalog`]: the table catalog in RocksDB.
 //! - [`users`]: users and roles ([`Database::users`]); [`scram`]: their verifiers.
@@ -43,6 +45,7 @@ pub mod catalog;
 pub mod database;
 pub mod error;
 pub mod executor;
+pub mod functions;
 pub mod kv;
 pub mod notify;
 pub mod pg;

@@ -159,7 +159,7 @@ pub fn register(db: &runbase_engine::Database, options: UdfsOptions) -> Result<S
 
 /// Documents this crate's functions for the catalog (`pg_proc`, psql's `\df`).
 fn document(db: &runbase_engine::Database) {
-    use runbase_engine::pg::functions::FunctionDoc;
+    use runbase_engine::functions::FunctionDoc;
     for doc in [
         FunctionDoc::new(
             "train",

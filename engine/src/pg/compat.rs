@@ -155,7 +155,7 @@ fn pg_get_expr() -> ScalarUDF {
 
 /// Registers the functions in `ctx`; `docs` answers `pg_get_function_*` for runbase's
 /// own functions.
-pub(crate) fn register(ctx: &SessionContext, docs: super::functions::SharedFunctionDocs) {
+pub(crate) fn register(ctx: &SessionContext, docs: crate::functions::SharedFunctionDocs) {
     ctx.register_udf(to_regtype());
     ctx.register_udf(pg_get_expr());
     ctx.register_udf(pg_get_serial_sequence());
@@ -180,8 +180,8 @@ pub(crate) fn register(ctx: &SessionContext, docs: super::functions::SharedFunct
 /// `name(oid)`: `text` of runbase's function with that oid, NULL for any other oid.
 fn function_text(
     name: &str,
-    docs: super::functions::SharedFunctionDocs,
-    text: fn(&super::functions::FunctionDoc) -> String,
+    docs: crate::functions::SharedFunctionDocs,
+    text: fn(&crate::functions::FunctionDoc) -> String,
 ) -> ScalarUDF {
     create_udf(
         name,

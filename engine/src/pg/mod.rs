@@ -6,10 +6,8 @@
 //! - [`compat`]: PostgreSQL functions drivers call while discovering a server.
 //! - [`oid_array`]: `oid[]`/`regtype[]` typed as PostgreSQL types them.
 //! - [`copy`]: `COPY … FROM STDIN` / `TO STDOUT` formats (text, CSV, binary).
-//! - [`functions`]: runbase's own functions in `pg_proc` (psql's `\df`).
 
 pub mod compat;
 pub mod copy;
-pub mod functions;
 pub mod oid_array;
 pub(crate) mod rewrite;

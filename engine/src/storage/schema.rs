@@ -207,7 +207,7 @@ impl SchemaProvider for UserSchema {
 pub(crate) struct PgCatalogWithViews {
     inner: Arc<dyn SchemaProvider>,
     user: Arc<UserSchema>,
-    functions: crate::pg::functions::SharedFunctionDocs,
+    functions: crate::functions::SharedFunctionDocs,
     /// The library's `pg_proc` rows (static) and the oid of `public`, read once.
     builtin_procs: tokio::sync::OnceCell<(SchemaRef, Vec<RecordBatch>, i32)>,
 }
@@ -216,7 +216,7 @@ impl PgCatalogWithViews {
     pub(crate) fn new(
         inner: Arc<dyn SchemaProvider>,
         user: Arc<UserSchema>,
-        functions: crate::pg::functions::SharedFunctionDocs,
+        functions: crate::functions::SharedFunctionDocs,
     ) -> Self {
         Self {
             inner,

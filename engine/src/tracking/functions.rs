@@ -218,8 +218,8 @@ pub(crate) fn all(
 }
 
 /// The functions as the catalog documents them (`pg_proc`, psql's `\df`).
-pub(crate) fn docs() -> Vec<crate::pg::functions::FunctionDoc> {
-    use crate::pg::functions::{FunctionDoc, pg_type_name};
+pub(crate) fn docs() -> Vec<crate::functions::FunctionDoc> {
+    use crate::functions::{FunctionDoc, pg_type_name};
     Kind::ALL
         .iter()
         .map(|k| {
