@@ -174,6 +174,35 @@ impl Drop for Runbase {
     }
 }
 
+/// Whether `GET path` on loopback `port` answers 200 (within 5 s).
+pub fn answers_ok(port: u16, path: &str) -> bool {
+    use std::io::{Read, Write};
+    let Ok(mut stream) = std::net::TcpStream::connect(("127.0.0.1", port)) else {
+        return false;
+    };
+    let _ = stream.set_read_timeout(Some(Duration::from_secs(5)));
+    let request = format!("GET {path} HTTP/1.0\r\nHost: 127.0.0.1:{port}\r\n\r\n");
+    let mut response = String::new();
+    stream.write_all(request.as_bytes()).is_ok()
+        && stream.read_to_string(&mut response).is_ok()
+        && response.split_whitespace().nth(1) == Some("200")
+}
+
+/// Ends the process group `child` leads (spawned with `process_group(0)`): TERM, then
+/// KILL half a second later; `--` so the negative group id is not read as an option.
+pub fn stop_group(child: &mut Child) {
+    for signal in ["-TERM", "-KILL"] {
+        let _ = Command::new("kill")
+            .args([signal, "--", &format!("-{}", child.id())])
+            .status();
+        if signal == "-TERM" {
+            std::thread::sleep(Duration::from_millis(500));
+        }
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+}
+
 /// A PostgreSQL 15 cluster in a temporary directory (Debian's server binaries).
 pub struct Postgres {
     bin: PathBuf,
@@ -381,19 +410,7 @@ impl Mlflow {
     }
 
     fn healthy(&self) -> bool {
-        use std::io::{Read, Write};
-        let Ok(mut stream) = std::net::TcpStream::connect(("127.0.0.1", self.port)) else {
-            return false;
-        };
-        let _ = stream.set_read_timeout(Some(Duration::from_secs(5)));
-        let request = format!(
-            "GET /health HTTP/1.0\r\nHost: 127.0.0.1:{}\r\n\r\n",
-            self.port
-        );
-        let mut response = String::new();
-        stream.write_all(request.as_bytes()).is_ok()
-            && stream.read_to_string(&mut response).is_ok()
-            && response.split_whitespace().nth(1) == Some("200")
+        answers_ok(self.port, "/health")
     }
 
     /// The tracking URI.
@@ -426,14 +443,6 @@ impl Mlflow {
 impl Drop for Mlflow {
     fn drop(&mut self) {
         // `mlflow server` runs uvicorn and its workers as children: end the whole group.
-        let _ = Command::new("kill")
-            .args(["-TERM", "--", &format!("-{}", self.child.id())])
-            .status();
-        std::thread::sleep(Duration::from_millis(500));
-        let _ = Command::new("kill")
-            .args(["-KILL", "--", &format!("-{}", self.child.id())])
-            .status();
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        stop_group(&mut self.child);
     }
 }

@@ -23,7 +23,9 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use clap::Parser;
-use runbase_bench::peers::{Mlflow, Runbase, free_port, python_json, python_json_with};
+use runbase_bench::peers::{
+    Mlflow, Runbase, answers_ok, free_port, python_json, python_json_with, stop_group,
+};
 use runbase_bench::report::{Row, Table, median};
 
 /// Sizes of the comparison.
@@ -102,32 +104,14 @@ impl Serve {
     }
 
     fn ready(&self) -> bool {
-        use std::io::{Read, Write};
-        let Ok(mut s) = std::net::TcpStream::connect(("127.0.0.1", self.port)) else {
-            return false;
-        };
-        let _ = s.set_read_timeout(Some(Duration::from_secs(5)));
-        let mut answer = String::new();
-        s.write_all(b"GET /ping HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n")
-            .is_ok()
-            && s.read_to_string(&mut answer).is_ok()
-            && answer.split_whitespace().nth(1) == Some("200")
+        answers_ok(self.port, "/ping")
     }
 }
 
 impl Drop for Serve {
     fn drop(&mut self) {
-        // The whole process group (the server and its workers); `--` so the group id is
-        // not read as an option.
-        let _ = Command::new("kill")
-            .args(["-TERM", "--", &format!("-{}", self.child.id())])
-            .status();
-        std::thread::sleep(Duration::from_millis(500));
-        let _ = Command::new("kill")
-            .args(["-KILL", "--", &format!("-{}", self.child.id())])
-            .status();
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        // The whole process group: the server and its workers.
+        stop_group(&mut self.child);
     }
 }
 

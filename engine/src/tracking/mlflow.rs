@@ -96,8 +96,12 @@ impl Tracking {
         self.commit(batch)
     }
 
-    /// Runs `f` holding the registry's lock (version numbers, aliases).
-    pub fn with_registry_lock<T>(&self, f: impl FnOnce() -> Result<T>) -> Result<T> {
+    /// Runs `f` holding the registry's lock (version numbers, aliases); `f`'s error is
+    /// the caller's own.
+    pub fn with_registry_lock<T, E>(
+        &self,
+        f: impl FnOnce() -> std::result::Result<T, E>,
+    ) -> std::result::Result<T, E> {
         let _guard = self.lock_models();
         f()
     }

@@ -7,7 +7,9 @@ use serde_json::{Value, json};
 
 use super::super::AppState;
 use super::super::auth::Caller;
-use super::{Fields, MlflowError, blocking, empty, experiment_by_id, experiment_json};
+use super::{
+    Fields, MlflowError, blocking, empty, experiment_by_id, experiment_json, set_next_page,
+};
 
 /// Longest experiment name, as in MLflow.
 const MAX_NAME_LEN: usize = 500;
@@ -113,9 +115,7 @@ pub(super) async fn search(
             .map(experiment_json)
             .collect();
         let mut out = json!({ "experiments": page });
-        if offset + max < all.len() {
-            out["next_page_token"] = json!((offset + max).to_string());
-        }
+        set_next_page(&mut out, offset + max, all.len());
         Ok(Json(out))
     })
     .await

@@ -248,6 +248,15 @@ impl Fields {
         parse_run(&id)
     }
 
+    /// Field `key` as a list of texts (numbers as their text; absent: empty).
+    fn texts(&self, key: &str) -> Result<Vec<String>, MlflowError> {
+        Ok(self
+            .list(key)?
+            .iter()
+            .map(|v| v.as_str().map_or_else(|| v.to_string(), str::to_string))
+            .collect())
+    }
+
     /// Field `key` as an array (absent: empty).
     fn list(&self, key: &str) -> Result<Vec<Value>, MlflowError> {
         match self.0.get(key) {
@@ -453,6 +462,13 @@ fn experiment_by_id(t: &Tracking, id: &str) -> Result<Experiment, MlflowError> {
 fn existing_run(t: &Tracking, id: &Uuid) -> Result<Run, MlflowError> {
     t.run(id)?
         .ok_or_else(|| MlflowError::missing(format!("Run with id={} not found", id.simple())))
+}
+
+/// Adds `next_page_token` to a search answer when rows from `next` on remain of `total`.
+fn set_next_page(out: &mut Value, next: usize, total: usize) {
+    if next < total {
+        out["next_page_token"] = json!(next.to_string());
+    }
 }
 
 /// The JSON object answer `{}` of MLflow's logging calls.

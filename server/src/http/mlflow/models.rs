@@ -12,8 +12,10 @@ use uuid::Uuid;
 
 use super::super::AppState;
 use super::super::auth::Caller;
-use super::experiments::{parse_clauses, tag_pairs};
-use super::{Fields, MlflowError, blocking, empty, experiment_by_id, now_ms, parse_run};
+use super::experiments::{Clause, parse_clauses, tag_pairs};
+use super::{
+    Fields, MlflowError, blocking, empty, experiment_by_id, now_ms, parse_run, set_next_page,
+};
 
 use runbase_engine::tracking::mlflow::{
     logged_model_key as logged_key, model_version_key as version_key,
@@ -30,6 +32,30 @@ fn tag_list(doc: &Value) -> Vec<Value> {
                 .collect()
         })
         .unwrap_or_default()
+}
+
+/// Sets `doc[field][key]` to `value`, making `doc[field]` an object first if it is not.
+fn set_entry(doc: &mut Value, field: &str, key: &str, value: Value) {
+    if !doc.get(field).is_some_and(Value::is_object) {
+        doc[field] = json!({});
+    }
+    doc[field][key] = value;
+}
+
+/// Whether `doc` (a record with string attributes and a `tags` object) meets every
+/// clause.
+fn doc_matches(clauses: &[Clause], doc: &Value) -> bool {
+    clauses.iter().all(|c| {
+        c.matches_with(
+            |a| doc.get(a).and_then(Value::as_str).map(str::to_string),
+            |k| {
+                doc.get("tags")
+                    .and_then(|m| m.get(k))
+                    .and_then(Value::as_str)
+                    .map(str::to_string)
+            },
+        )
+    })
 }
 
 fn tag_map(pairs: Vec<(String, String)>) -> Map<String, Value> {
@@ -188,13 +214,8 @@ pub(super) async fn tag_logged(
     let tags = tag_pairs(&fields.list("tags")?)?;
     blocking(&state, move |t| {
         let mut doc = logged(t, &id)?;
-        let map = doc
-            .as_object_mut()
-            .map(|o| o.entry("tags").or_insert_with(|| json!({})));
-        if let Some(Value::Object(m)) = map {
-            for (k, v) in tags {
-                m.insert(k, Value::String(v));
-            }
+        for (k, v) in tags {
+            set_entry(&mut doc, "tags", &k, Value::String(v));
         }
         t.put_mlflow_records(&[(logged_key(&id), Some(doc))])?;
         Ok(empty())
@@ -225,11 +246,7 @@ pub(super) async fn search_logged(
     _caller: Caller,
     fields: Fields,
 ) -> Result<Json<Value>, MlflowError> {
-    let experiments: Vec<String> = fields
-        .list("experiment_ids")?
-        .iter()
-        .map(|v| v.as_str().map_or_else(|| v.to_string(), str::to_string))
-        .collect();
+    let experiments = fields.texts("experiment_ids")?;
     let clauses = parse_clauses(
         fields.text("filter").as_deref().unwrap_or(""),
         &["name", "source_run_id", "status", "model_type"],
@@ -245,17 +262,7 @@ pub(super) async fn search_logged(
             .filter(|d| {
                 let exp = d.get("experiment_id").and_then(Value::as_str).unwrap_or("");
                 (experiments.is_empty() || experiments.iter().any(|e| e == exp))
-                    && clauses.iter().all(|c| {
-                        c.matches_with(
-                            |a| d.get(a).and_then(Value::as_str).map(str::to_string),
-                            |k| {
-                                d.get("tags")
-                                    .and_then(|m| m.get(k))
-                                    .and_then(Value::as_str)
-                                    .map(str::to_string)
-                            },
-                        )
-                    })
+                    && doc_matches(&clauses, d)
             })
             .collect();
         docs.sort_by_key(|d| {
@@ -268,9 +275,7 @@ pub(super) async fn search_logged(
             .map(logged_json)
             .collect();
         let mut out = json!({ "models": page });
-        if offset + max < docs.len() {
-            out["next_page_token"] = json!((offset + max).to_string());
-        }
+        set_next_page(&mut out, offset + max, docs.len());
         Ok(Json(out))
     })
     .await
@@ -362,10 +367,10 @@ pub(super) async fn create_registered(
     let tags = tag_map(tag_pairs(&fields.list("tags")?)?);
     let description = fields.text("description");
     blocking(&state, move |t| {
-        t.with_registry_lock(|| {
+        t.with_registry_lock(|| -> Result<_, MlflowError> {
             if t.mlflow_record(&registered_key(&name))?.is_some() {
-                return Err(runbase_engine::Error::UniqueViolation(format!(
-                    "Registered Model (name={name}) already exists."
+                return Err(MlflowError::from(runbase_engine::Error::UniqueViolation(
+                    format!("Registered Model (name={name}) already exists."),
                 )));
             }
             let now = now_ms();
@@ -377,7 +382,7 @@ pub(super) async fn create_registered(
                 "tags": tags,
                 "aliases": {},
             }));
-            t.put_mlflow_records(&[(registered_key(&name), Some(doc))])
+            Ok(t.put_mlflow_records(&[(registered_key(&name), Some(doc))])?)
         })?;
         let doc = registered(t, &name)?;
         Ok(Json(
@@ -419,19 +424,7 @@ pub(super) async fn search_registered(
             .mlflow_records("registered/")?
             .into_iter()
             .map(|(_, d)| d)
-            .filter(|d| {
-                clauses.iter().all(|c| {
-                    c.matches_with(
-                        |a| d.get(a).and_then(Value::as_str).map(str::to_string),
-                        |k| {
-                            d.get("tags")
-                                .and_then(|m| m.get(k))
-                                .and_then(Value::as_str)
-                                .map(str::to_string)
-                        },
-                    )
-                })
-            })
+            .filter(|d| doc_matches(&clauses, d))
             .collect();
         let page = docs
             .iter()
@@ -440,9 +433,7 @@ pub(super) async fn search_registered(
             .map(|d| registered_json(t, d))
             .collect::<Result<Vec<_>, _>>()?;
         let mut out = json!({ "registered_models": page });
-        if offset + max < docs.len() {
-            out["next_page_token"] = json!((offset + max).to_string());
-        }
+        set_next_page(&mut out, offset + max, docs.len());
         Ok(Json(out))
     })
     .await
@@ -464,14 +455,9 @@ pub(super) async fn create_version(
     let description = fields.text("description");
     let creator = caller.user.clone();
     blocking(&state, move |t| {
-        let doc = t.with_registry_lock(|| {
-            if t.mlflow_record(&registered_key(&name))?.is_none() {
-                return Err(runbase_engine::Error::ObjectNotFound(format!(
-                    "Registered Model with name={name} not found"
-                )));
-            }
-            let next = versions(t, &name)
-                .map_err(|e| runbase_engine::Error::Internal(e.message))?
+        let doc = t.with_registry_lock(|| -> Result<_, MlflowError> {
+            let mut registered_doc = registered(t, &name)?;
+            let next = versions(t, &name)?
                 .last()
                 .and_then(|d| {
                     d.get("version")
@@ -495,9 +481,6 @@ pub(super) async fn create_version(
                 "status": "READY",
                 "tags": tags,
             }));
-            let mut registered_doc = t
-                .mlflow_record(&registered_key(&name))?
-                .unwrap_or_else(|| json!({}));
             registered_doc["last_updated_timestamp"] = json!(now);
             t.put_mlflow_records(&[
                 (version_key(&name, next), Some(doc.clone())),
@@ -568,19 +551,7 @@ pub(super) async fn search_versions(
             .mlflow_records("version/")?
             .into_iter()
             .map(|(_, d)| d)
-            .filter(|d| {
-                clauses.iter().all(|c| {
-                    c.matches_with(
-                        |a| d.get(a).and_then(Value::as_str).map(str::to_string),
-                        |k| {
-                            d.get("tags")
-                                .and_then(|m| m.get(k))
-                                .and_then(Value::as_str)
-                                .map(str::to_string)
-                        },
-                    )
-                })
-            })
+            .filter(|d| doc_matches(&clauses, d))
             .take(max)
             .map(|d| {
                 let name = d.get("name").and_then(Value::as_str).unwrap_or("");
@@ -623,14 +594,10 @@ pub(super) async fn set_version_tag(
     let key = fields.required("key")?;
     let value = fields.text("value").unwrap_or_default();
     blocking(&state, move |t| {
-        t.with_registry_lock(|| {
-            let mut doc = version_doc(t, &name, version)
-                .map_err(|e| runbase_engine::Error::ObjectNotFound(e.message))?;
-            if !doc.get("tags").is_some_and(Value::is_object) {
-                doc["tags"] = json!({});
-            }
-            doc["tags"][key.as_str()] = json!(value);
-            t.put_mlflow_records(&[(version_key(&name, version), Some(doc))])
+        t.with_registry_lock(|| -> Result<_, MlflowError> {
+            let mut doc = version_doc(t, &name, version)?;
+            set_entry(&mut doc, "tags", &key, json!(value));
+            Ok(t.put_mlflow_records(&[(version_key(&name, version), Some(doc))])?)
         })?;
         Ok(empty())
     })
@@ -650,17 +617,11 @@ pub(super) async fn set_alias(
     let version = version_number(&fields)?;
     runbase_engine::tracking::models::validate_alias(&alias)?;
     blocking(&state, move |t| {
-        t.with_registry_lock(|| {
-            version_doc(t, &name, version)
-                .map_err(|e| runbase_engine::Error::ObjectNotFound(e.message))?;
-            let mut doc = t
-                .mlflow_record(&registered_key(&name))?
-                .unwrap_or_else(|| json!({}));
-            if !doc.get("aliases").is_some_and(Value::is_object) {
-                doc["aliases"] = json!({});
-            }
-            doc["aliases"][alias.as_str()] = json!(version.to_string());
-            t.put_mlflow_records(&[(registered_key(&name), Some(doc))])
+        t.with_registry_lock(|| -> Result<_, MlflowError> {
+            version_doc(t, &name, version)?;
+            let mut doc = registered(t, &name)?;
+            set_entry(&mut doc, "aliases", &alias, json!(version.to_string()));
+            Ok(t.put_mlflow_records(&[(registered_key(&name), Some(doc))])?)
         })?;
         Ok(empty())
     })
@@ -677,16 +638,12 @@ pub(super) async fn delete_alias(
     let name = fields.required("name")?;
     let alias = fields.required("alias")?;
     blocking(&state, move |t| {
-        t.with_registry_lock(|| {
-            let mut doc = t.mlflow_record(&registered_key(&name))?.ok_or_else(|| {
-                runbase_engine::Error::ObjectNotFound(format!(
-                    "Registered Model with name={name} not found"
-                ))
-            })?;
+        t.with_registry_lock(|| -> Result<_, MlflowError> {
+            let mut doc = registered(t, &name)?;
             if let Some(m) = doc.get_mut("aliases").and_then(Value::as_object_mut) {
                 m.remove(&alias);
             }
-            t.put_mlflow_records(&[(registered_key(&name), Some(doc))])
+            Ok(t.put_mlflow_records(&[(registered_key(&name), Some(doc))])?)
         })?;
         Ok(empty())
     })

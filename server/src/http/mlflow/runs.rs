@@ -18,7 +18,7 @@ use super::super::auth::Caller;
 use super::experiments::tag_pairs;
 use super::{
     Fields, MlflowError, blocking, double_json, double_of, empty, existing_run, experiment_by_id,
-    int_of, ms, parse_run, run_info, run_json,
+    int_of, ms, parse_run, run_info, run_json, set_next_page,
 };
 
 /// Longest param value MLflow keeps; longer values are cut to it.
@@ -556,14 +556,7 @@ pub(super) async fn search(
     _caller: Caller,
     fields: Fields,
 ) -> Result<Json<Value>, MlflowError> {
-    let experiments: Vec<String> = fields
-        .list("experiment_ids")?
-        .iter()
-        .map(|v| match v {
-            Value::String(s) => s.clone(),
-            other => other.to_string(),
-        })
-        .collect();
+    let experiments = fields.texts("experiment_ids")?;
     let view = match fields.text("run_view_type").as_deref() {
         None | Some("ACTIVE_ONLY") | Some("1") => ViewType::Active,
         Some("DELETED_ONLY") | Some("2") => ViewType::Deleted,
@@ -658,9 +651,7 @@ pub(super) async fn search(
             }
         }
         let mut body = json!({ "runs": out });
-        if offset + ids.len() < page.total {
-            body["next_page_token"] = json!((offset + ids.len()).to_string());
-        }
+        set_next_page(&mut body, offset + ids.len(), page.total);
         Ok(Json(body))
     })
     .await
