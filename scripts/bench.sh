@@ -40,7 +40,7 @@ if ! mlflow_ok; then
   mlflow_ok
 fi
 
-comparisons=(compare_tracking compare_mlflow compare_train compare_predict compare_durability compare_load compare_dashboard compare_scoring)
+comparisons=(compare_tracking compare_mlflow compare_train compare_search compare_predict compare_durability compare_load compare_dashboard compare_scoring)
 
 if $quick; then
   cargo build --workspace --bins

@@ -354,6 +354,111 @@ async fn a_search_runs_each_trial_as_a_child_run_and_keeps_the_best() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_halving_search_continues_only_the_best_trials_at_each_rung() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let server = TestServer::start(dir.path());
+    let c = server.connect().await;
+    load_csv(&c, "wine", "wine", "cultivar", "bigint").await;
+    // 9 candidates, eta 3, 27 epochs: 9 train 3 epochs, the best 3 go on to 9, the best one to 27.
+    let (parent, version, metrics, epochs, _) = train(
+        &c,
+        r#"SELECT * FROM train('wine', 'SELECT * FROM wine', 'cultivar', '{"epochs": 27, "seed": 3, "search": {"method": "halving", "eta": 3, "space": {"learning_rate": [0.0003, 0.003, 0.03], "hidden_layers": [[8], [32], [32, 16]]}}}')"#,
+    )
+    .await;
+    assert_eq!(version, 1);
+    assert_eq!(epochs, 27);
+    let rows = c
+        .query(
+            "SELECT r.run_id, r.status, max(m.step) AS epochs, \
+                    min(m.value) FILTER (WHERE m.step <= 3) AS loss_at_3, \
+                    min(m.value) FILTER (WHERE m.step <= 9) AS loss_at_9 \
+             FROM runbase.runs r JOIN runbase.metrics m ON m.run_id = r.run_id \
+             WHERE r.parent_run_id = $1 AND m.key = 'val_loss' \
+             GROUP BY r.run_id, r.status",
+            &[&parent],
+        )
+        .await
+        .expect("children");
+    assert_eq!(rows.len(), 9);
+    assert!(rows.iter().all(|r| r.get::<_, String>(1) == "FINISHED"));
+    let mut trained: Vec<i64> = rows.iter().map(|r| r.get(2)).collect();
+    trained.sort_unstable();
+    assert_eq!(trained, [3, 3, 3, 3, 3, 3, 9, 9, 27]);
+    // The three that went on had the three lowest val_loss by epoch 3; the one that went on
+    // from there, the lowest of those by epoch 9.
+    let mut at_3: Vec<(f64, i64)> = rows.iter().map(|r| (r.get(3), r.get(2))).collect();
+    at_3.sort_by(|a, b| a.0.total_cmp(&b.0));
+    assert!(at_3[..3].iter().all(|(_, e)| *e > 3), "{at_3:?}");
+    let mut at_9: Vec<(f64, i64)> = rows
+        .iter()
+        .filter(|r| r.get::<_, i64>(2) > 3)
+        .map(|r| (r.get(4), r.get(2)))
+        .collect();
+    at_9.sort_by(|a, b| a.0.total_cmp(&b.0));
+    assert_eq!(at_9[0].1, 27, "{at_9:?}");
+    // The winner is the trial that trained all 27 epochs; its model is the version stored.
+    let best: String = scalar(
+        &c,
+        "SELECT value FROM runbase.tags WHERE run_id = $1 AND key = 'best_trial_run_id'",
+        &[&parent],
+    )
+    .await;
+    let winner = rows
+        .iter()
+        .find(|r| r.get::<_, i64>(2) == 27)
+        .map(|r| r.get::<_, String>(0));
+    assert_eq!(Some(best.clone()), winner);
+    let best_loss: f64 = scalar(
+        &c,
+        "SELECT min(value) FROM runbase.metrics WHERE run_id = $1 AND key = 'val_loss'",
+        &[&best],
+    )
+    .await;
+    assert_eq!(metrics["val_loss"].as_f64(), Some(best_loss));
+    // The TRAIN run records the schedule, each trial's rung and epochs and why it stopped,
+    // and the epochs the whole search cost: 9×3 + 3×6 + 1×18 = 63 instead of a grid's 243.
+    let rungs: String = scalar(
+        &c,
+        "SELECT value FROM runbase.params WHERE run_id = $1 AND key = 'rungs'",
+        &[&parent],
+    )
+    .await;
+    assert_eq!(rungs, "[3,9,27]");
+    let cost: f64 = scalar(
+        &c,
+        "SELECT value FROM runbase.metrics WHERE run_id = $1 AND key = 'search_epochs_trained'",
+        &[&parent],
+    )
+    .await;
+    assert_eq!(cost, 63.0);
+    let per_trial = c
+        .query(
+            "SELECT step, value FROM runbase.metrics WHERE run_id = $1 AND key = 'trial_rung' ORDER BY step",
+            &[&parent],
+        )
+        .await
+        .expect("rungs");
+    let mut rung_counts = [0; 4];
+    for r in &per_trial {
+        rung_counts[r.get::<_, f64>(1) as usize] += 1;
+    }
+    assert_eq!(rung_counts, [0, 6, 2, 1]);
+    let reasons = c
+        .query(
+            "SELECT key, value FROM runbase.tags WHERE run_id = $1 AND key LIKE 'search.trial_%'",
+            &[&parent],
+        )
+        .await
+        .expect("reasons");
+    assert_eq!(reasons.len(), 9);
+    let stopped = reasons
+        .iter()
+        .filter(|r| r.get::<_, String>(1).starts_with("halving: ranked"))
+        .count();
+    assert_eq!(stopped, 8, "{reasons:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn progress_is_visible_live_and_as_notices_in_psql() {
     let dir = tempfile::tempdir().expect("tempdir");
     let server = TestServer::start(dir.path());
@@ -532,6 +637,11 @@ async fn bad_input_gets_clear_errors_and_the_server_keeps_serving() {
             "SELECT * FROM train('m', 'SELECT * FROM iris', 'species', '{\"hidden_layers\": [65536, 65536]}')",
             "22023",
             "weights",
+        ),
+        (
+            "SELECT * FROM train('m', 'SELECT * FROM iris', 'species', '{\"search\": {\"method\": \"halving\", \"space\": {\"epochs\": [5, 50]}}}')",
+            "22023",
+            "decides how many epochs",
         ),
     ];
     for (sql, code, message) in cases {

@@ -642,13 +642,115 @@ fn train_blocking(
         });
     }
     // A search: one child run per trial; keep the best by the monitored metric.
-    let count = trials.len() as u32;
-    let mut best: Option<(f64, Uuid, u32, Outcome)> = None;
-    for (i, trial) in trials.iter().enumerate() {
-        let n = i as u32 + 1;
-        let settings = Settings::resolve(trial, task, seed, binary)?;
+    let search = options
+        .search
+        .as_ref()
+        .ok_or_else(|| Error::Engine(runbase_engine::Error::Internal("no search".into())))?;
+    let data = trainer::TrainData::new(&ds, device)?;
+    let searcher = Search {
+        ctx,
+        data: &data,
+        trials: &trials,
+        seed,
+        device_name: &device_name,
+        monitor: Settings::resolve(&trials[0], task, seed, binary)?
+            .monitor()
+            .to_string(),
+    };
+    let settings: Vec<Settings> = trials
+        .iter()
+        .map(|t| Settings::resolve(t, task, seed, binary))
+        .collect::<Result<_>>()?;
+    let (winner, n, outcome, epochs_trained) = match search.method {
+        options::SearchMethod::Halving => {
+            let eta = search.eta.unwrap_or(options::DEFAULT_ETA);
+            let rungs =
+                options::halving_rungs(trials.len(), settings[0].epochs, eta, search.min_epochs);
+            let budgets: Vec<u32> = rungs.iter().map(|r| r.epochs).collect();
+            ctx.tracking.log_params(
+                &ctx.run,
+                &[
+                    ("search_method".into(), "halving".into()),
+                    ("eta".into(), eta.to_string()),
+                    ("rungs".into(), Value::from(budgets).to_string()),
+                ],
+            )?;
+            searcher.halving(&settings, &rungs)?
+        }
+        method => {
+            ctx.tracking
+                .log_params(&ctx.run, &[("search_method".into(), json_name(&method))])?;
+            searcher.one_by_one(&settings)?
+        }
+    };
+    ctx.tracking.set_tags(&[
+        (ctx.run, "best_trial_run_id".into(), winner.to_string()),
+        (ctx.run, "best_trial".into(), n.to_string()),
+    ])?;
+    ctx.tracking.log_params(
+        &ctx.run,
+        &[
+            ("task".into(), task.as_str().into()),
+            ("trials".into(), trials.len().to_string()),
+            ("device".into(), device_name.clone()),
+        ],
+    )?;
+    let mut final_points: Vec<MetricPoint> = outcome
+        .metrics
+        .iter()
+        .map(|(k, v)| MetricPoint {
+            run: ctx.run,
+            key: k.clone(),
+            step: Some(i64::from(outcome.best_epoch)),
+            ts_us: None,
+            value: *v,
+        })
+        .collect();
+    final_points.push(MetricPoint {
+        run: ctx.run,
+        key: "search_epochs_trained".into(),
+        step: Some(0),
+        ts_us: None,
+        value: f64::from(epochs_trained),
+    });
+    ctx.tracking.log_metrics(&final_points)?;
+    Ok(Trained {
+        outcome,
+        spec: ds.spec,
+        device: device_name,
+    })
+}
+
+/// A search's trials over one dataset: each a child run of the TRAIN run.
+struct Search<'a> {
+    ctx: &'a BlockingCtx,
+    data: &'a trainer::TrainData<'a>,
+    trials: &'a [TrainOptions],
+    seed: u64,
+    device_name: &'a str,
+    /// The metric that ranks trials (the same for every trial: it is not searchable).
+    monitor: String,
+}
+
+/// What a search keeps: the winner's run, its number (from 1), its outcome, and the epochs
+/// every trial trained together.
+type SearchResult = (Uuid, u32, Outcome, u32);
+
+/// A trial in progress.
+struct Trial<'a> {
+    n: u32,
+    run: Uuid,
+    training: trainer::Training<'a>,
+    sink: RunSink<'a>,
+}
+
+impl<'a> Search<'a> {
+    /// Starts trial `n` (from 1): its child run and a fresh model.
+    fn start(&self, n: u32, settings: &Settings) -> Result<Trial<'a>> {
+        let ctx = self.ctx;
+        let trial = &self.trials[n as usize - 1];
         let recorded = TrainOptions {
-            seed: Some(seed),
+            seed: Some(self.seed),
             ..trial.clone()
         };
         let mut params: Vec<(String, String)> = ctx
@@ -658,7 +760,7 @@ fn train_blocking(
             .cloned()
             .collect();
         params.push(("options".into(), recorded.to_json()));
-        params.extend(settings_params(&settings, trial, &device_name));
+        params.extend(settings_params(settings, trial, self.device_name));
         let child = ctx.tracking.start_run(
             &ctx.experiment,
             NewRun {
@@ -672,71 +774,201 @@ fn train_blocking(
             },
         )?;
         ctx.tracking.watch_stop(&child.run_id, ctx.cancel.clone());
-        ctx.job.start_trial(n, count, settings.epochs);
-        let sink = RunSink {
-            ctx,
-            run: child.run_id,
-            label: format!("trial {n}/{count} "),
-            last_notice: Default::default(),
-        };
-        let outcome = match trainer::train(&ds, &settings, device, &sink, &ctx.cancel) {
-            Ok(o) => o,
+        let training = match trainer::Training::new(self.data, settings) {
+            Ok(t) => t,
             Err(e) => {
-                let e = stopped_by_alert(&ctx.tracking, child.run_id, e);
                 end_with_error(&ctx.tracking, child.run_id, &e);
                 return Err(e);
             }
         };
-        ctx.tracking.end_run(&child.run_id, RunStatus::Finished)?;
-        let monitor = settings.monitor().to_string();
-        ctx.tracking.log_metrics(&[MetricPoint {
+        Ok(Trial {
+            n,
+            run: child.run_id,
+            training,
+            sink: RunSink {
+                ctx,
+                run: child.run_id,
+                label: format!("trial {n}/{} ", self.trials.len()),
+                last_notice: Default::default(),
+            },
+        })
+    }
+
+    /// Trains `trial` until `epochs`; an error ends its run (and is returned).
+    fn advance(&self, trial: &mut Trial<'a>, epochs: u32) -> Result<()> {
+        let ctx = self.ctx;
+        ctx.job
+            .start_trial(trial.n, self.trials.len() as u32, epochs.max(1));
+        trial
+            .training
+            .run(epochs, &trial.sink, &ctx.cancel)
+            .map_err(|e| {
+                let e = stopped_by_alert(&ctx.tracking, trial.run, e);
+                end_with_error(&ctx.tracking, trial.run, &e);
+                e
+            })
+    }
+
+    /// Ends `trial`'s run FINISHED: its rung and why it stopped go on the child run and, as
+    /// `trial_*` metrics at step n and a `search.trial_n` tag, on the TRAIN run.
+    fn end(&self, trial: &Trial<'a>, rung: usize, why: &str) -> Result<()> {
+        let ctx = self.ctx;
+        let n = i64::from(trial.n);
+        ctx.tracking.set_tags(&[
+            (trial.run, "search.rung".into(), rung.to_string()),
+            (trial.run, "search.stopped".into(), why.to_string()),
+            (ctx.run, format!("search.trial_{n}"), why.to_string()),
+        ])?;
+        ctx.tracking.end_run(&trial.run, RunStatus::Finished)?;
+        let point = |key: String, value: f64| MetricPoint {
             run: ctx.run,
-            key: format!("trial_{monitor}"),
-            step: Some(i64::from(n)),
+            key,
+            step: Some(n),
             ts_us: None,
-            value: outcome.monitored,
-        }])?;
-        let better = match &best {
-            None => true,
-            Some((b, ..)) if options::higher_is_better(&monitor) => outcome.monitored > *b,
-            Some((b, ..)) => outcome.monitored < *b,
+            value,
         };
-        if better {
-            best = Some((outcome.monitored, child.run_id, n, outcome));
+        ctx.tracking.log_metrics(&[
+            point(
+                format!("trial_{}", self.monitor),
+                trial.training.monitored(),
+            ),
+            point("trial_rung".into(), rung as f64),
+            point(
+                "trial_epochs".into(),
+                f64::from(trial.training.epochs_run()),
+            ),
+        ])?;
+        Ok(())
+    }
+
+    /// Whether `a`'s monitored value beats `b`'s (NaN never does).
+    fn beats(&self, a: f64, b: f64) -> bool {
+        if b.is_nan() {
+            return !a.is_nan();
+        }
+        if options::higher_is_better(&self.monitor) {
+            a > b
+        } else {
+            a < b
         }
     }
-    let (_, winner, n, outcome) = best.ok_or_else(|| {
-        Error::Engine(runbase_engine::Error::Internal(
-            "the search ran no trial".into(),
-        ))
-    })?;
-    ctx.tracking.set_tags(&[
-        (ctx.run, "best_trial_run_id".into(), winner.to_string()),
-        (ctx.run, "best_trial".into(), n.to_string()),
-    ])?;
-    ctx.tracking.log_params(
-        &ctx.run,
-        &[
-            ("task".into(), task.as_str().into()),
-            ("trials".into(), count.to_string()),
-            ("device".into(), device_name.clone()),
-        ],
-    )?;
-    let final_points: Vec<MetricPoint> = outcome
-        .metrics
-        .iter()
-        .map(|(k, v)| MetricPoint {
-            run: ctx.run,
-            key: k.clone(),
-            step: Some(i64::from(outcome.best_epoch)),
-            ts_us: None,
-            value: *v,
-        })
-        .collect();
-    ctx.tracking.log_metrics(&final_points)?;
-    Ok(Trained {
-        outcome,
-        spec: ds.spec,
-        device: device_name,
-    })
+
+    /// Grid and random search: each trial trains all its epochs, one after another.
+    fn one_by_one(&self, settings: &[Settings]) -> Result<SearchResult> {
+        let mut best: Option<Trial<'a>> = None;
+        let mut epochs_trained = 0;
+        for (i, s) in settings.iter().enumerate() {
+            let mut trial = self.start(i as u32 + 1, s)?;
+            self.advance(&mut trial, s.epochs)?;
+            epochs_trained += trial.training.epochs_run();
+            let why = match trial.training.stopped_early() {
+                Some(reason) => format!("{reason} after {} epochs", trial.training.epochs_run()),
+                None => format!("trained all {} epochs", trial.training.epochs_run()),
+            };
+            self.end(&trial, 1, &why)?;
+            let better = best
+                .as_ref()
+                .is_none_or(|b| self.beats(trial.training.monitored(), b.training.monitored()));
+            if better {
+                best = Some(trial);
+            }
+        }
+        let best = best.ok_or_else(|| {
+            Error::Engine(runbase_engine::Error::Internal(
+                "the search ran no trial".into(),
+            ))
+        })?;
+        let (run, n) = (best.run, best.n);
+        Ok((run, n, best.training.finish()?, epochs_trained))
+    }
+
+    /// Successive halving: all trials train to the first rung's epochs; the best `keep` go on
+    /// to the next rung, the others end there; the last rung's best is kept.
+    fn halving(&self, settings: &[Settings], rungs: &[options::Rung]) -> Result<SearchResult> {
+        let mut alive: Vec<Trial<'a>> = Vec::with_capacity(settings.len());
+        let result = (|| -> Result<SearchResult> {
+            for (i, s) in settings.iter().enumerate() {
+                alive.push(self.start(i as u32 + 1, s)?);
+            }
+            let mut epochs_trained = 0;
+            let last = rungs.len().saturating_sub(1);
+            for (k, rung) in rungs.iter().enumerate() {
+                for trial in alive.iter_mut() {
+                    let before = trial.training.epochs_run();
+                    self.advance(trial, rung.epochs)?;
+                    epochs_trained += trial.training.epochs_run() - before;
+                }
+                // Best first; NaN last; ties keep the earlier trial.
+                alive.sort_by(|a, b| {
+                    let (x, y) = (a.training.monitored(), b.training.monitored());
+                    if self.beats(x, y) {
+                        std::cmp::Ordering::Less
+                    } else if self.beats(y, x) {
+                        std::cmp::Ordering::Greater
+                    } else {
+                        a.n.cmp(&b.n)
+                    }
+                });
+                let keep = if k == last { 1 } else { rung.keep.max(1) };
+                let ranked = alive.len();
+                let stopped = alive.split_off(keep.min(ranked));
+                for (r, trial) in stopped.iter().enumerate() {
+                    let early = trial
+                        .training
+                        .stopped_early()
+                        .map(|e| {
+                            format!(
+                                " (its own {e} ended it after {} epochs)",
+                                trial.training.epochs_run()
+                            )
+                        })
+                        .unwrap_or_default();
+                    let why = format!(
+                        "halving: ranked {} of {ranked} by {} = {} at rung {} ({} epochs); the best {keep} went on{early}",
+                        keep + r + 1,
+                        self.monitor,
+                        trial.training.monitored(),
+                        k + 1,
+                        rung.epochs,
+                    );
+                    self.end(trial, k + 1, &why)?;
+                }
+                if k == last {
+                    let winner = &alive[0];
+                    let why = format!(
+                        "halving: the best of {ranked} by {} = {} at the last rung ({} epochs)",
+                        self.monitor,
+                        winner.training.monitored(),
+                        rung.epochs,
+                    );
+                    self.end(winner, k + 1, &why)?;
+                }
+            }
+            let winner = alive.pop().ok_or_else(|| {
+                Error::Engine(runbase_engine::Error::Internal(
+                    "the search ran no trial".into(),
+                ))
+            })?;
+            let (run, n) = (winner.run, winner.n);
+            Ok((run, n, winner.training.finish()?, epochs_trained))
+        })();
+        if let Err(e) = &result {
+            // Trials still open when the search failed end with it.
+            for trial in &alive {
+                if run_is_open(&self.ctx.tracking, trial.run) {
+                    end_with_error(&self.ctx.tracking, trial.run, e);
+                }
+            }
+        }
+        result
+    }
+}
+
+/// Whether `run` has not ended yet.
+fn run_is_open(tracking: &Tracking, run: Uuid) -> bool {
+    tracking
+        .run(&run)
+        .ok()
+        .flatten()
+        .is_some_and(|r| r.status == RunStatus::Running)
 }

@@ -105,7 +105,7 @@ fn default_monitor() -> String {
     "val_loss".into()
 }
 
-/// Grid or random search.
+/// How a search picks and trains its trials.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum SearchMethod {
@@ -113,6 +113,9 @@ pub enum SearchMethod {
     Grid,
     /// `trials` combinations drawn with the run's seed.
     Random,
+    /// Successive halving: every candidate trains a few epochs, the best `1/eta` continue for
+    /// `eta` times as many, and so on until the survivors train all their epochs.
+    Halving,
 }
 
 /// A hyper-parameter search: every trial is a child run; the best by the monitored metric
@@ -125,13 +128,75 @@ pub struct Search {
     pub method: SearchMethod,
     /// Option name → list of values to try.
     pub space: serde_json::Map<String, Value>,
-    /// Number of trials (random: default 10; grid: a cap).
+    /// Number of trials (random: default 10; grid: a cap; halving: that many combinations
+    /// drawn without repetition, default every combination).
     pub trials: Option<u32>,
+    /// Halving: one in `eta` trials continues at each rung (default 3).
+    pub eta: Option<u32>,
+    /// Halving: epochs of the first rung (default: the epochs divided by `eta` once per
+    /// halving, at least 1).
+    pub min_epochs: Option<u32>,
+}
+
+/// One rung of a successive-halving search: every trial still in trains until `epochs`, then
+/// the best `keep` go on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Rung {
+    /// Epochs trained by the end of the rung.
+    pub epochs: u32,
+    /// Trials that continue after it (1 after the last rung: the winner).
+    pub keep: usize,
+}
+
+/// The default `eta` of a halving search.
+pub const DEFAULT_ETA: u32 = 3;
+
+/// The rungs of a successive-halving search over `trials` candidates that each train at most
+/// `max_epochs` epochs: after each rung the best `max(1, n / eta)` continue, and the last rung
+/// trains the survivors to `max_epochs`.
+pub fn halving_rungs(
+    trials: usize,
+    max_epochs: u32,
+    eta: u32,
+    min_epochs: Option<u32>,
+) -> Vec<Rung> {
+    let eta = eta.max(2);
+    let mut halvings = 0u32;
+    let mut n = trials.max(1);
+    while n > 1 {
+        n = (n / eta as usize).max(1);
+        halvings += 1;
+    }
+    let first = min_epochs
+        .unwrap_or_else(|| max_epochs / eta.saturating_pow(halvings))
+        .clamp(1, max_epochs.max(1));
+    let mut rungs = Vec::new();
+    let mut alive = trials.max(1);
+    let mut budget = first;
+    loop {
+        if alive <= 1 || budget >= max_epochs {
+            rungs.push(Rung {
+                epochs: max_epochs,
+                keep: 1,
+            });
+            return rungs;
+        }
+        let keep = (alive / eta as usize).max(1);
+        rungs.push(Rung {
+            epochs: budget,
+            keep,
+        });
+        alive = keep;
+        budget = budget.saturating_mul(eta);
+    }
 }
 
 fn default_method() -> SearchMethod {
     SearchMethod::Grid
 }
+
+/// Most combinations a halving search enumerates.
+const MAX_HALVING_GRID: usize = 100_000;
 
 /// Options that a search may vary.
 pub const SEARCHABLE: &[&str] = &[
@@ -276,6 +341,31 @@ impl TrainOptions {
             if search.trials == Some(0) {
                 return bad("search.trials must be at least 1".into());
             }
+            let halving = search.method == SearchMethod::Halving;
+            if !halving && (search.eta.is_some() || search.min_epochs.is_some()) {
+                return bad(
+                    "search.eta and search.min_epochs apply to \"method\": \"halving\" only".into(),
+                );
+            }
+            if search.eta.is_some_and(|e| !(2..=100).contains(&e)) {
+                return bad("search.eta must be between 2 and 100".into());
+            }
+            if search.min_epochs == Some(0) {
+                return bad("search.min_epochs must be at least 1".into());
+            }
+            if let (Some(m), Some(e)) = (search.min_epochs, self.epochs.or(Some(100)))
+                && halving
+                && m > e
+            {
+                return bad(format!(
+                    "search.min_epochs ({m}) is more than the epochs each trial may train ({e})"
+                ));
+            }
+            if halving && search.space.contains_key("epochs") {
+                return bad(
+                    "a halving search decides how many epochs each trial trains; set \"epochs\" (the most a trial trains) outside search.space".into(),
+                );
+            }
         }
         if let (Some(Task::Regression), Some(SplitKind::Stratified)) = (self.task, self.split) {
             return bad("a stratified split needs a classification task".into());
@@ -297,8 +387,11 @@ impl TrainOptions {
             .collect();
         let mut combos: Vec<Vec<usize>> = Vec::new();
         match search.method {
-            SearchMethod::Grid => {
-                let cap = search.trials.map_or(usize::MAX, |t| t as usize);
+            SearchMethod::Grid | SearchMethod::Halving => {
+                let cap = match search.method {
+                    SearchMethod::Grid => search.trials.map_or(usize::MAX, |t| t as usize),
+                    _ => MAX_HALVING_GRID,
+                };
                 let mut idx = vec![0usize; keys.len()];
                 'outer: while combos.len() < cap {
                     combos.push(idx.clone());
@@ -317,6 +410,24 @@ impl TrainOptions {
                 for _ in 0..search.trials.unwrap_or(10) {
                     combos.push(values.iter().map(|v| rng.below(v.len())).collect());
                 }
+            }
+        }
+        if search.method == SearchMethod::Halving {
+            if combos.len() >= MAX_HALVING_GRID {
+                return Err(invalid_argument(format!(
+                    "search.space has more than {MAX_HALVING_GRID} combinations; a halving search needs fewer"
+                )));
+            }
+            // `trials` of them, drawn without repetition with the seed, in grid order.
+            if let Some(t) = search.trials.map(|t| t as usize)
+                && t < combos.len()
+            {
+                let mut rng = super::rng::Rng::new(seed ^ 0x0a1f_1a6e);
+                let mut order: Vec<usize> = (0..combos.len()).collect();
+                rng.shuffle(&mut order);
+                order.truncate(t);
+                order.sort_unstable();
+                combos = order.into_iter().map(|i| combos[i].clone()).collect();
             }
         }
         let base = serde_json::to_value(TrainOptions {
@@ -554,5 +665,92 @@ mod tests {
         .expect("ok");
         assert_eq!(random.trials(7).expect("ok"), random.trials(7).expect("ok"));
         assert_eq!(random.trials(7).expect("ok").len(), 4);
+    }
+
+    #[test]
+    fn halving_rungs_keep_one_in_eta_and_end_at_the_full_epochs() {
+        let epochs = |rungs: &[Rung]| rungs.iter().map(|r| r.epochs).collect::<Vec<_>>();
+        let keeps = |rungs: &[Rung]| rungs.iter().map(|r| r.keep).collect::<Vec<_>>();
+        // 9 trials, eta 3: 9 → 3 → 1 at 3, 9 and 27 epochs.
+        let r = halving_rungs(9, 27, 3, None);
+        assert_eq!(epochs(&r), [3, 9, 27]);
+        assert_eq!(keeps(&r), [3, 1, 1]);
+        // 8 trials, eta 2, 40 epochs: 8 → 4 → 2 → 1 from 40 / 2^3 = 5 epochs.
+        let r = halving_rungs(8, 40, 2, None);
+        assert_eq!(epochs(&r), [5, 10, 20, 40]);
+        assert_eq!(keeps(&r), [4, 2, 1, 1]);
+        // A first rung given: the budget grows until it reaches the epochs.
+        let r = halving_rungs(27, 10, 3, Some(2));
+        assert_eq!(epochs(&r), [2, 6, 10]);
+        assert_eq!(keeps(&r), [9, 3, 1]);
+        // Too few epochs to halve: every rung is at least one epoch.
+        assert_eq!(epochs(&halving_rungs(81, 5, 3, None)), [1, 3, 5]);
+        // One trial trains once, fully.
+        assert_eq!(
+            halving_rungs(1, 30, 3, None),
+            [Rung {
+                epochs: 30,
+                keep: 1
+            }]
+        );
+        // Full trainings cost at most trials × epochs, halving far less.
+        let r = halving_rungs(27, 81, 3, None);
+        let mut alive = 27;
+        let mut cost = 0;
+        let mut done = 0;
+        for rung in &r {
+            cost += alive * (rung.epochs - done) as usize;
+            done = rung.epochs;
+            alive = rung.keep;
+        }
+        assert!(cost * 4 < 27 * 81, "{cost}");
+    }
+
+    #[test]
+    fn halving_options_are_checked_and_draw_distinct_trials() {
+        let space =
+            r#""space": {"learning_rate": [0.1, 0.01, 0.001], "hidden_layers": [[4], [8], [16]]}"#;
+        let all = TrainOptions::parse(Some(&format!(
+            r#"{{"epochs": 9, "search": {{"method": "halving", {space}}}}}"#
+        )))
+        .expect("ok");
+        assert_eq!(all.trials(1).expect("ok").len(), 9);
+        let some = TrainOptions::parse(Some(&format!(
+            r#"{{"epochs": 9, "search": {{"method": "halving", "trials": 5, "eta": 2, {space}}}}}"#
+        )))
+        .expect("ok");
+        let drawn = some.trials(4).expect("ok");
+        assert_eq!(drawn.len(), 5);
+        assert_eq!(drawn, some.trials(4).expect("ok"));
+        for (i, a) in drawn.iter().enumerate() {
+            for b in &drawn[i + 1..] {
+                assert_ne!(a, b, "a combination drawn twice");
+            }
+        }
+        for (bad, says) in [
+            (
+                r#"{"search": {"method": "halving", "space": {"epochs": [5, 10]}}}"#,
+                "decides how many epochs",
+            ),
+            (
+                r#"{"search": {"method": "grid", "eta": 3, "space": {"dropout": [0.1]}}}"#,
+                "halving\" only",
+            ),
+            (
+                r#"{"search": {"method": "halving", "eta": 1, "space": {"dropout": [0.1]}}}"#,
+                "eta must be between 2 and 100",
+            ),
+            (
+                r#"{"epochs": 5, "search": {"method": "halving", "min_epochs": 6, "space": {"dropout": [0.1]}}}"#,
+                "more than the epochs",
+            ),
+            (
+                r#"{"search": {"method": "asha", "space": {"dropout": [0.1]}}}"#,
+                "unknown variant",
+            ),
+        ] {
+            let err = TrainOptions::parse(Some(bad)).expect_err(bad);
+            assert!(err.to_string().contains(says), "{bad}: {err}");
+        }
     }
 }

@@ -129,196 +129,321 @@ pub fn train(
     sink: &dyn EpochSink,
     cancel: &AtomicBool,
 ) -> Result<Outcome> {
-    let started = Instant::now();
-    // All randomness (initial weights, shuffles, dropout masks) comes from the run's own
-    // generators, never libtorch's global one, so concurrent trainings cannot disturb it.
-    let mut rng = Rng::new(settings.seed);
-    let mut dropout_rng = Rng::new(settings.seed ^ 0xd40_9047);
-    let spec = &ds.spec;
-    let classification = matches!(spec.output, TargetSpec::Classification { .. });
-    let encoder = Encoder::new(&spec.inputs, Device::Cpu);
-    check_size(ds, settings)?;
-    let (x_all, x_train, y_train, x_val, y_val) = tch::no_grad(|| {
-        let x = encoder.encode(&ds.raw);
-        let tr = Tensor::from_slice(&ds.train);
-        let va = Tensor::from_slice(&ds.val);
-        (
-            x.shallow_clone(),
-            x.index_select(0, &tr).to_device(device),
-            ds.y.index_select(0, &tr).to_device(device),
-            x.index_select(0, &va).to_device(device),
-            ds.y.index_select(0, &va).to_device(device),
-        )
-    });
-    drop(x_all);
-    let inputs = spec.encoded_width() as i64;
-    let outputs = spec.output.outputs();
-    let mut vs = nn::VarStore::new(Device::Cpu);
-    let mut net = Net::new(&vs.root(), inputs, &settings.hidden, outputs, &mut rng);
-    net.activation = settings.activation;
-    net.dropout = settings.dropout;
-    vs.set_device(device);
-    let lr = settings.learning_rate;
-    let wd = settings.weight_decay;
-    let mut opt = match settings.optimizer {
-        OptimizerKind::Adam => nn::Adam {
-            wd,
-            ..Default::default()
-        }
-        .build(&vs, lr),
-        OptimizerKind::Adamw => nn::AdamW {
-            wd,
-            ..Default::default()
-        }
-        .build(&vs, lr),
-        OptimizerKind::Sgd => nn::Sgd {
-            momentum: 0.9,
-            wd,
-            ..Default::default()
-        }
-        .build(&vs, lr),
-    }?;
-    let loss_of = |out: &Tensor, y: &Tensor| -> Tensor {
-        if classification {
+    let data = TrainData::new(ds, device)?;
+    let mut training = Training::new(&data, settings)?;
+    training.run(settings.epochs, sink, cancel)?;
+    training.finish()
+}
+
+/// A dataset's tensors on the training device, shared by every trial of a search.
+pub struct TrainData<'a> {
+    ds: &'a Dataset,
+    device: Device,
+    x_train: Tensor,
+    y_train: Tensor,
+    x_val: Tensor,
+    y_val: Tensor,
+    /// Validation labels (classification).
+    val_labels: Vec<i64>,
+    /// Validation targets in their own units (regression).
+    val_actual: Vec<f64>,
+}
+
+impl<'a> TrainData<'a> {
+    /// Encodes `ds` and moves its training and validation rows to `device`.
+    pub fn new(ds: &'a Dataset, device: Device) -> Result<Self> {
+        check_rows(ds)?;
+        let encoder = Encoder::new(&ds.spec.inputs, Device::Cpu);
+        let (x_train, y_train, x_val, y_val) = tch::no_grad(|| {
+            let x = encoder.encode(&ds.raw);
+            let tr = Tensor::from_slice(&ds.train);
+            let va = Tensor::from_slice(&ds.val);
+            (
+                x.index_select(0, &tr).to_device(device),
+                ds.y.index_select(0, &tr).to_device(device),
+                x.index_select(0, &va).to_device(device),
+                ds.y.index_select(0, &va).to_device(device),
+            )
+        });
+        let val_labels: Vec<i64> = match ds.spec.output {
+            TargetSpec::Classification { .. } => {
+                Vec::<i64>::try_from(&y_val.to_device(Device::Cpu)).map_err(Error::Torch)?
+            }
+            TargetSpec::Regression { .. } => vec![],
+        };
+        let val_actual: Vec<f64> = match ds.spec.output {
+            TargetSpec::Regression { mean, std } => Vec::<f64>::try_from(
+                &(y_val.to_device(Device::Cpu).to_kind(Kind::Double) * std + mean),
+            )
+            .map_err(Error::Torch)?,
+            TargetSpec::Classification { .. } => vec![],
+        };
+        Ok(Self {
+            ds,
+            device,
+            x_train,
+            y_train,
+            x_val,
+            y_val,
+            val_labels,
+            val_actual,
+        })
+    }
+
+    fn classification(&self) -> bool {
+        matches!(self.ds.spec.output, TargetSpec::Classification { .. })
+    }
+
+    fn loss(&self, out: &Tensor, y: &Tensor) -> Tensor {
+        if self.classification() {
             out.cross_entropy_for_logits(y)
         } else {
             out.squeeze_dim(1).mse_loss(y, tch::Reduction::Mean)
         }
-    };
+    }
+}
 
-    let n_train = ds.train.len();
-    let batch = settings.batch_size.max(1) as usize;
-    let monitor = settings.monitor().to_string();
-    let higher = higher_is_better(&monitor);
-    let mut best: Option<(f64, u32, Metrics, Vec<Tensor>)> = None;
-    let mut since_best = 0u32;
-    let mut stopped_early = None;
-    let mut epochs_run = 0;
-    let mut order: Vec<i64> = (0..n_train as i64).collect();
-    let val_labels: Vec<i64> = if classification {
-        Vec::<i64>::try_from(&y_val.to_device(Device::Cpu)).map_err(Error::Torch)?
-    } else {
-        vec![]
-    };
-    let val_actual: Vec<f64> = match spec.output {
-        TargetSpec::Regression { mean, std } => {
-            Vec::<f64>::try_from(&(y_val.to_device(Device::Cpu).to_kind(Kind::Double) * std + mean))
-                .map_err(Error::Torch)?
-        }
-        _ => vec![],
-    };
-    for epoch in 1..=settings.epochs {
-        rng.shuffle(&mut order);
-        let mut loss_sum = Tensor::zeros([], (Kind::Float, device));
-        for chunk in order.chunks(batch) {
-            if cancel.load(Ordering::Relaxed) {
-                return Err(Error::Engine(runbase_engine::Error::Canceled(
-                    "canceling statement due to user request".into(),
+/// The best epoch so far: its monitored value, number, metrics and weights.
+type Best = (f64, u32, Metrics, Vec<Tensor>);
+
+/// One model in training. It can be trained a few epochs at a time ([`Training::run`]), so a
+/// successive-halving search trains many side by side and continues only the promising ones.
+pub struct Training<'a> {
+    data: &'a TrainData<'a>,
+    settings: Settings,
+    vs: nn::VarStore,
+    net: Net,
+    opt: nn::Optimizer,
+    rng: Rng,
+    dropout_rng: Rng,
+    order: Vec<i64>,
+    best: Option<Best>,
+    since_best: u32,
+    epochs_run: u32,
+    stopped_early: Option<&'static str>,
+    /// Time spent training this model (what `max_seconds` limits).
+    spent: std::time::Duration,
+}
+
+impl<'a> Training<'a> {
+    /// A freshly initialized network and optimizer for `settings` over `data`.
+    pub fn new(data: &'a TrainData<'a>, settings: &Settings) -> Result<Self> {
+        check_weights(data.ds, settings)?;
+        // All randomness (initial weights, shuffles, dropout masks) comes from the run's own
+        // generators, never libtorch's global one, so concurrent trainings cannot disturb it.
+        let mut rng = Rng::new(settings.seed);
+        let dropout_rng = Rng::new(settings.seed ^ 0xd40_9047);
+        let spec = &data.ds.spec;
+        let inputs = spec.encoded_width() as i64;
+        let outputs = spec.output.outputs();
+        let mut vs = nn::VarStore::new(Device::Cpu);
+        let mut net = Net::new(&vs.root(), inputs, &settings.hidden, outputs, &mut rng);
+        net.activation = settings.activation;
+        net.dropout = settings.dropout;
+        vs.set_device(data.device);
+        let lr = settings.learning_rate;
+        let wd = settings.weight_decay;
+        let opt = match settings.optimizer {
+            OptimizerKind::Adam => nn::Adam {
+                wd,
+                ..Default::default()
+            }
+            .build(&vs, lr),
+            OptimizerKind::Adamw => nn::AdamW {
+                wd,
+                ..Default::default()
+            }
+            .build(&vs, lr),
+            OptimizerKind::Sgd => nn::Sgd {
+                momentum: 0.9,
+                wd,
+                ..Default::default()
+            }
+            .build(&vs, lr),
+        }?;
+        Ok(Self {
+            data,
+            settings: settings.clone(),
+            vs,
+            net,
+            opt,
+            rng,
+            dropout_rng,
+            order: (0..data.ds.train.len() as i64).collect(),
+            best: None,
+            since_best: 0,
+            epochs_run: 0,
+            stopped_early: None,
+            spent: std::time::Duration::ZERO,
+        })
+    }
+
+    /// Epochs trained so far.
+    pub fn epochs_run(&self) -> u32 {
+        self.epochs_run
+    }
+
+    /// Whether training is over: all its epochs ran, or it stopped early.
+    pub fn done(&self) -> bool {
+        self.stopped_early.is_some() || self.epochs_run >= self.settings.epochs
+    }
+
+    /// Why it stopped before its epochs: `early_stopping` or `max_seconds`.
+    pub fn stopped_early(&self) -> Option<&'static str> {
+        self.stopped_early
+    }
+
+    /// The monitored metric's best value so far (NaN before the first epoch).
+    pub fn monitored(&self) -> f64 {
+        self.best.as_ref().map_or(f64::NAN, |b| b.0)
+    }
+
+    /// The best epoch so far and its metrics.
+    pub fn best(&self) -> Option<(u32, &Metrics)> {
+        self.best.as_ref().map(|b| (b.1, &b.2))
+    }
+
+    /// Trains epochs until `until` have run (at most the settings' epochs), or early stopping
+    /// or `max_seconds` ends the training.
+    pub fn run(&mut self, until: u32, sink: &dyn EpochSink, cancel: &AtomicBool) -> Result<()> {
+        let until = until.min(self.settings.epochs);
+        let data = self.data;
+        let device = data.device;
+        let n_train = data.ds.train.len();
+        let batch = self.settings.batch_size.max(1) as usize;
+        let monitor = self.settings.monitor().to_string();
+        let higher = higher_is_better(&monitor);
+        let outputs = data.ds.spec.output.outputs();
+        while !self.done() && self.epochs_run < until {
+            let started = Instant::now();
+            let epoch = self.epochs_run + 1;
+            self.rng.shuffle(&mut self.order);
+            let mut loss_sum = Tensor::zeros([], (Kind::Float, device));
+            for chunk in self.order.chunks(batch) {
+                if cancel.load(Ordering::Relaxed) {
+                    return Err(Error::Engine(runbase_engine::Error::Canceled(
+                        "canceling statement due to user request".into(),
+                    )));
+                }
+                let idx = Tensor::from_slice(chunk).to_device(device);
+                let xb = data.x_train.index_select(0, &idx);
+                let yb = data.y_train.index_select(0, &idx);
+                let loss = data.loss(&self.net.forward(&xb, Some(&mut self.dropout_rng)), &yb);
+                self.opt.backward_step(&loss);
+                loss_sum += loss.detach() * chunk.len() as f64;
+            }
+            let train_loss = loss_sum.double_value(&[]) / n_train as f64;
+            let mut m: Metrics = vec![("train_loss".into(), train_loss)];
+            tch::no_grad(|| -> Result<()> {
+                let out = self.net.forward(&data.x_val, None);
+                m.push((
+                    "val_loss".into(),
+                    data.loss(&out, &data.y_val).double_value(&[]),
+                ));
+                let out = out.to_device(Device::Cpu).to_kind(Kind::Float).contiguous();
+                match data.ds.spec.output {
+                    TargetSpec::Classification { .. } => {
+                        let logits = Vec::<f32>::try_from(&out.view([-1])).map_err(Error::Torch)?;
+                        m.extend(metrics::classification(
+                            &logits,
+                            outputs as usize,
+                            &data.val_labels,
+                        ));
+                    }
+                    TargetSpec::Regression { mean, std } => {
+                        let pred = Vec::<f64>::try_from(
+                            &(out.view([-1]).to_kind(Kind::Double) * std + mean),
+                        )
+                        .map_err(Error::Torch)?;
+                        m.extend(metrics::regression(&pred, &data.val_actual));
+                    }
+                }
+                Ok(())
+            })?;
+            self.epochs_run = epoch;
+            let value = m
+                .iter()
+                .find(|(k, _)| *k == monitor)
+                .map_or(f64::NAN, |(_, v)| *v);
+            if !train_loss.is_finite() {
+                return Err(Error::Engine(runbase_engine::Error::InvalidArgument(
+                    format!(
+                        "training diverged at epoch {epoch} (train_loss is {train_loss}); try a smaller learning_rate"
+                    ),
                 )));
             }
-            let idx = Tensor::from_slice(chunk).to_device(device);
-            let xb = x_train.index_select(0, &idx);
-            let yb = y_train.index_select(0, &idx);
-            let loss = loss_of(&net.forward(&xb, Some(&mut dropout_rng)), &yb);
-            opt.backward_step(&loss);
-            loss_sum += loss.detach() * chunk.len() as f64;
-        }
-        let train_loss = loss_sum.double_value(&[]) / n_train as f64;
-        let mut m: Metrics = vec![("train_loss".into(), train_loss)];
-        tch::no_grad(|| -> Result<()> {
-            let out = net.forward(&x_val, None);
-            m.push(("val_loss".into(), loss_of(&out, &y_val).double_value(&[])));
-            let out = out.to_device(Device::Cpu).to_kind(Kind::Float).contiguous();
-            match spec.output {
-                TargetSpec::Classification { .. } => {
-                    let logits = Vec::<f32>::try_from(&out.view([-1])).map_err(Error::Torch)?;
-                    m.extend(metrics::classification(
-                        &logits,
-                        outputs as usize,
-                        &val_labels,
-                    ));
-                }
-                TargetSpec::Regression { mean, std } => {
-                    let pred =
-                        Vec::<f64>::try_from(&(out.view([-1]).to_kind(Kind::Double) * std + mean))
-                            .map_err(Error::Torch)?;
-                    m.extend(metrics::regression(&pred, &val_actual));
-                }
+            let min_delta = self
+                .settings
+                .early_stopping
+                .as_ref()
+                .map_or(0.0, |e| e.min_delta);
+            let improved = match &self.best {
+                None => true,
+                Some((b, ..)) if higher => value > b + min_delta,
+                Some((b, ..)) => value < b - min_delta,
+            };
+            sink.epoch(epoch, self.settings.epochs, &m)?;
+            if improved {
+                let snapshot = tch::no_grad(|| {
+                    self.vs
+                        .trainable_variables()
+                        .iter()
+                        .map(Tensor::copy)
+                        .collect()
+                });
+                self.best = Some((value, epoch, m, snapshot));
+                self.since_best = 0;
+            } else {
+                self.since_best += 1;
             }
-            Ok(())
-        })?;
-        epochs_run = epoch;
-        let value = m
-            .iter()
-            .find(|(k, _)| *k == monitor)
-            .map_or(f64::NAN, |(_, v)| *v);
-        if !train_loss.is_finite() {
-            return Err(Error::Engine(runbase_engine::Error::InvalidArgument(
-                format!(
-                    "training diverged at epoch {epoch} (train_loss is {train_loss}); try a smaller learning_rate"
-                ),
-            )));
+            self.spent += started.elapsed();
+            if let Some(es) = &self.settings.early_stopping
+                && self.since_best >= es.patience
+            {
+                self.stopped_early = Some("early_stopping");
+            } else if let Some(limit) = self.settings.max_seconds
+                && self.spent.as_secs_f64() >= limit
+                && epoch < self.settings.epochs
+            {
+                self.stopped_early = Some("max_seconds");
+            }
         }
-        let min_delta = settings
-            .early_stopping
-            .as_ref()
-            .map_or(0.0, |e| e.min_delta);
-        let improved = match &best {
-            None => true,
-            Some((b, ..)) if higher => value > b + min_delta,
-            Some((b, ..)) => value < b - min_delta,
-        };
-        sink.epoch(epoch, settings.epochs, &m)?;
-        if improved {
-            let snapshot =
-                tch::no_grad(|| vs.trainable_variables().iter().map(Tensor::copy).collect());
-            best = Some((value, epoch, m, snapshot));
-            since_best = 0;
-        } else {
-            since_best += 1;
-        }
-        if let Some(es) = &settings.early_stopping
-            && since_best >= es.patience
-        {
-            stopped_early = Some("early_stopping");
-            break;
-        }
-        if let Some(limit) = settings.max_seconds
-            && started.elapsed().as_secs_f64() >= limit
-            && epoch < settings.epochs
-        {
-            stopped_early = Some("max_seconds");
-            break;
-        }
+        Ok(())
     }
-    let (monitored, best_epoch, metrics, snapshot) =
-        best.ok_or_else(|| Error::Engine(runbase_engine::Error::Internal("no epoch ran".into())))?;
-    tch::no_grad(|| {
-        for (v, s) in vs.trainable_variables().iter().zip(&snapshot) {
-            v.shallow_clone().copy_(s);
-        }
-    });
-    vs.set_device(Device::Cpu);
-    // Weights go into the trace as constants, which must not require gradients.
-    vs.freeze();
-    let torchscript = export(&net, spec, &ds.raw)?;
-    Ok(Outcome {
-        epochs_run,
-        best_epoch,
-        metrics,
-        monitored,
-        stopped_early,
-        torchscript,
-    })
+
+    /// Keeps the best epoch's weights and exports the model.
+    pub fn finish(mut self) -> Result<Outcome> {
+        let (monitored, best_epoch, metrics, snapshot) = self
+            .best
+            .take()
+            .ok_or_else(|| Error::Engine(runbase_engine::Error::Internal("no epoch ran".into())))?;
+        tch::no_grad(|| {
+            for (v, s) in self.vs.trainable_variables().iter().zip(&snapshot) {
+                v.shallow_clone().copy_(s);
+            }
+        });
+        self.vs.set_device(Device::Cpu);
+        // Weights go into the trace as constants, which must not require gradients.
+        self.vs.freeze();
+        let torchscript = export(&self.net, &self.data.ds.spec, &self.data.ds.raw)?;
+        Ok(Outcome {
+            epochs_run: self.epochs_run,
+            best_epoch,
+            metrics,
+            monitored,
+            stopped_early: self.stopped_early,
+            torchscript,
+        })
+    }
 }
 
 /// Most network inputs held in memory at once (rows × encoded width), and most weights.
 const MAX_INPUT_VALUES: usize = 1 << 30;
 const MAX_WEIGHTS: usize = 100_000_000;
 
-/// Refuses a training that would not fit in memory, before allocating it: a clear error
+/// Refuses a dataset that would not fit in memory, before allocating it: a clear error
 /// instead of the server being killed for memory.
-fn check_size(ds: &Dataset, settings: &Settings) -> Result<()> {
+fn check_rows(ds: &Dataset) -> Result<()> {
     let width = ds.spec.encoded_width();
     let rows = ds.train.len() + ds.val.len();
     if rows.saturating_mul(width) > MAX_INPUT_VALUES {
@@ -328,7 +453,12 @@ fn check_size(ds: &Dataset, settings: &Settings) -> Result<()> {
             ),
         )));
     }
-    let mut widths = vec![width];
+    Ok(())
+}
+
+/// Refuses a network with more weights than TRAIN allows.
+fn check_weights(ds: &Dataset, settings: &Settings) -> Result<()> {
+    let mut widths = vec![ds.spec.encoded_width()];
     widths.extend(settings.hidden.iter().map(|w| *w as usize));
     widths.push(ds.spec.output.outputs() as usize);
     let weights: usize = widths
