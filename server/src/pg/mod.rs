@@ -5,6 +5,8 @@
 //!   on shutdown; TLS loading and the start-up policy checks.
 //! - [`socket`]: the per-connection message loop (pgwire's, plus notifications pushed
 //!   to idle clients).
+//! - [`frames`]: the guard that lets only whole, well-formed frontend messages reach
+//!   pgwire's decoder.
 //! - [`startup`]: connection start-up: TLS policy, trust or SCRAM-SHA-256, the session's
 //!   role.
 //! - [`connection`]: one connection's state (its engine session, the COPY in progress) and
@@ -23,6 +25,7 @@ pub mod connection;
 pub mod copy;
 pub mod error;
 pub mod extended;
+pub mod frames;
 pub mod listener;
 pub mod notices;
 pub mod response;

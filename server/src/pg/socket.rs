@@ -8,19 +8,24 @@
 //! `notifies()`, asyncpg's listeners and JDBC's `getNotifications` wait for exactly that).
 //! Otherwise it is pgwire's loop: TLS negotiation, the start-up timeout, one message at a
 //! time through `process_message`, errors through `process_error` (the connection's
-//! handlers have no error hook of their own), `Terminate` closes.
+//! handlers have no error hook of their own), `Terminate` closes. Under pgwire's decoder the
+//! socket is [`Guarded`]: a malformed message is answered with 08P01 and the connection
+//! closes, instead of a panic in the decoder.
 
 use std::time::Duration;
 
 use futures::{SinkExt, StreamExt};
 use pgwire::api::{ClientInfo, PgWireConnectionState};
-use pgwire::messages::PgWireFrontendMessage;
+use pgwire::error::{ErrorInfo, PgWireError};
 use pgwire::messages::response::TransactionStatus;
+use pgwire::messages::{PgWireBackendMessage, PgWireFrontendMessage};
 use pgwire::tokio::server::{negotiate_tls, process_error, process_message};
 use runbase_engine::Prepared;
 use tokio::net::TcpStream;
+use tokio_util::codec::{Framed, FramedParts};
 
 use super::connection::ConnectionHandlers;
+use super::frames::{Guarded, malformed};
 
 /// How long a client has to finish TLS and authentication (pgwire's figure).
 const STARTUP_TIMEOUT: Duration = Duration::from_secs(60);
@@ -38,9 +43,18 @@ pub async fn process_socket(
         s = negotiate_tls::<Prepared>(socket, tls) => s?,
     };
     // A direct TLS start without TLS configured: nothing to talk about.
-    let Some(mut socket) = negotiated else {
+    let Some(socket) = negotiated else {
         return Ok(());
     };
+    // The same codec (and its connection state) over the guarded socket; bytes pgwire has
+    // read ahead already go through the guard too.
+    let parts = socket.into_parts();
+    let mut guarded = FramedParts::new::<PgWireBackendMessage>(
+        Guarded::new(parts.io, parts.read_buf),
+        parts.codec,
+    );
+    guarded.write_buf = parts.write_buf;
+    let mut socket = Framed::from_parts(guarded);
     let (startup, connection, cancel) = handlers.parts();
     let listener = handlers.session().listener().clone();
     let session = handlers.session().clone();
@@ -75,8 +89,19 @@ pub async fn process_socket(
         } else {
             socket.next().await
         };
-        let Some(Ok(msg)) = msg else {
-            break;
+        let msg = match msg {
+            Some(Ok(msg)) => msg,
+            Some(Err(PgWireError::IoError(e))) if malformed(&e).is_some() => {
+                // As PostgreSQL: a FATAL protocol_violation, then the connection closes.
+                let message = malformed(&e).unwrap_or_default();
+                tracing::debug!(%message, "closing a connection after a malformed message");
+                let info = ErrorInfo::new("FATAL".into(), "08P01".into(), message);
+                let _ = socket
+                    .send(PgWireBackendMessage::ErrorResponse(info.into()))
+                    .await;
+                break;
+            }
+            _ => break,
         };
         if matches!(msg, PgWireFrontendMessage::Terminate(_)) {
             break;

@@ -24,7 +24,7 @@ use pgwire::api::{
     RandomPidSecretKeyGenerator,
 };
 use pgwire::error::{PgWireError, PgWireResult};
-use pgwire::messages::startup::Authentication;
+use pgwire::messages::startup::{Authentication, PasswordMessageFamily};
 use pgwire::messages::{PgWireBackendMessage, PgWireFrontendMessage};
 use runbase_engine::error::ErrorCode;
 use runbase_engine::scram::Verifier;
@@ -320,6 +320,11 @@ impl StartupHandler for Startup {
                 let mut exchange = self.exchange.lock().await;
                 match &*exchange {
                     Exchange::Start => {
+                        // pgwire reads this message's length field unchecked.
+                        if let PasswordMessageFamily::Raw(body) = &msg {
+                            super::frames::check_sasl_initial(body)
+                                .map_err(|e| protocol(e.to_string()))?;
+                        }
                         let initial = msg.into_sasl_initial_response()?;
                         if initial.auth_method != "SCRAM-SHA-256" {
                             return Err(fatal(
