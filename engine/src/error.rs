@@ -47,6 +47,10 @@ pub enum Error {
     #[error("{0}")]
     ValueTooLong(String),
 
+    /// A statement whose expressions nest deeper than runbase plans (54001).
+    #[error("{0}")]
+    TooComplex(String),
+
     /// `COPY` data with the wrong shape: missing or extra columns (22P04).
     #[error("{0}")]
     BadCopyData(String),
@@ -189,6 +193,7 @@ impl Error {
             Error::InvalidArgument(_) => C::InvalidArgument,
             Error::InvalidText(_) => C::InvalidText,
             Error::ValueTooLong(_) => C::ValueTooLong,
+            Error::TooComplex(_) => C::TooComplex,
             Error::BadCopyData(_) => C::BadCopyData,
             Error::InvalidBinary(_) => C::InvalidBinary,
             Error::NullValue(_) => C::NullValue,

@@ -22,6 +22,12 @@ use crate::error::{Error, Result};
 /// Batches buffered between the CPU runtime and the consumer.
 const CHANNEL_DEPTH: usize = 4;
 
+/// Stack size of the threads that plan and run statements (the server's async workers and
+/// this runtime's): planning, cloning and dropping a statement recurse once per level of
+/// expression nesting, which is bounded (`MAX_EXPR_DEPTH`) but can still need more than the
+/// 2 MiB tokio gives a thread by default. Only the pages a thread touches are committed.
+pub const THREAD_STACK_SIZE: usize = 16 * 1024 * 1024;
+
 /// Owns the CPU runtime.
 #[derive(Debug)]
 pub struct CpuExecutor {
@@ -34,6 +40,7 @@ impl CpuExecutor {
         let runtime = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(threads.max(1))
             .thread_name("runbase-cpu")
+            .thread_stack_size(THREAD_STACK_SIZE)
             .enable_all()
             .build()?;
         Ok(Self {

@@ -7,8 +7,18 @@ use clap::Parser;
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
-#[tokio::main]
-async fn main() {
+fn main() {
     let cli = runbase_server::config::Cli::parse();
-    std::process::exit(runbase_server::run(cli).await);
+    // Worker threads with room for deep plans (see `runbase_engine::executor::THREAD_STACK_SIZE`).
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .thread_stack_size(runbase_engine::executor::THREAD_STACK_SIZE)
+        .build();
+    match runtime {
+        Ok(runtime) => std::process::exit(runtime.block_on(runbase_server::run(cli))),
+        Err(e) => {
+            eprintln!("runbase: cannot start the async runtime: {e}");
+            std::process::exit(1);
+        }
+    }
 }

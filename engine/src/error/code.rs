@@ -53,6 +53,8 @@ pub enum ErrorCode {
     InvalidBinary,
     /// A value longer than allowed.
     ValueTooLong,
+    /// A statement nested deeper than runbase plans (54001).
+    TooComplex,
     /// `COPY` data of the wrong shape.
     BadCopyData,
     /// A NULL where a value is required (an argument).
@@ -168,9 +170,9 @@ impl ErrorCode {
                 C::AlreadyExists
             }
             Syntax | InvalidStatement | AmbiguousColumn | InvalidArgument | InvalidText
-            | InvalidBinary | ValueTooLong | BadCopyData | NullValue | NotNullViolation
-            | DivisionByZero | NumericOverflow | DatatypeMismatch | WrongObjectType
-            | ProtocolViolation => C::InvalidInput,
+            | InvalidBinary | ValueTooLong | TooComplex | BadCopyData | NullValue
+            | NotNullViolation | DivisionByZero | NumericOverflow | DatatypeMismatch
+            | WrongObjectType | ProtocolViolation => C::InvalidInput,
             AuthenticationFailed => C::Unauthenticated,
             PermissionDenied | AuthorizationRejected => C::PermissionDenied,
             Unsupported => C::Unsupported,
@@ -204,6 +206,7 @@ impl ErrorCode {
             InvalidText => "invalid_text",
             InvalidBinary => "invalid_binary",
             ValueTooLong => "value_too_long",
+            TooComplex => "statement_too_complex",
             BadCopyData => "bad_copy_data",
             NullValue => "null_value",
             NotNullViolation => "not_null_violation",
@@ -260,6 +263,11 @@ pub(crate) fn datafusion_code(e: &DataFusionError) -> ErrorCode {
         DataFusionError::NotImplemented(_) => ErrorCode::Unsupported,
         DataFusionError::ArrowError(arrow, _) => arrow_code(arrow),
         DataFusionError::Configuration(_) => ErrorCode::InvalidArgument,
+        // DataFusion's own definition: "an error happens during execution due to a
+        // malformed input, for example the user passed invalid arguments to a function"
+        // (`sqrt(-1)`, `substr(s, 1, -1)`, `date_trunc('fortnight', …)`); its bugs are
+        // `Internal`.
+        DataFusionError::Execution(_) => ErrorCode::InvalidArgument,
         DataFusionError::ResourcesExhausted(_) => ErrorCode::ResourceExhausted,
         DataFusionError::ParquetError(_)
         | DataFusionError::ObjectStore(_)
@@ -326,7 +334,9 @@ pub(crate) fn arrow_code(e: &ArrowError) -> ErrorCode {
         ArrowError::CastError(_) | ArrowError::ParseError(_) => ErrorCode::InvalidText,
         ArrowError::DivideByZero => ErrorCode::DivisionByZero,
         ArrowError::ArithmeticOverflow(_) => ErrorCode::NumericOverflow,
-        ArrowError::InvalidArgumentError(_) => ErrorCode::InvalidArgument,
+        ArrowError::InvalidArgumentError(_) | ArrowError::ComputeError(_) => {
+            ErrorCode::InvalidArgument
+        }
         ArrowError::ExternalError(inner) => external_code(inner.as_ref()),
         ArrowError::IoError(..) => ErrorCode::Io,
         _ => ErrorCode::Internal,

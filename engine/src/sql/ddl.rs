@@ -48,6 +48,12 @@ impl Database {
         } else {
             crate::storage::nullable(input.schema().as_arrow())
         };
+        if schema.fields().is_empty() {
+            // A Delta table needs a column (PostgreSQL allows none; runbase does not).
+            return Err(Error::NotSupported(format!(
+                "a table without columns (\"{table_name}\")"
+            )));
+        }
         let (delta_schema, arrow_schema) = storable_schema(&schema)?;
         let id = uuid::Uuid::new_v4().to_string();
         let location = format!("tables/{id}");

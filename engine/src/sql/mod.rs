@@ -26,6 +26,7 @@ mod alter;
 mod authorize;
 mod copy;
 mod ddl;
+mod depth;
 mod diagnose;
 mod direct_call;
 mod extensions;
@@ -43,6 +44,7 @@ pub use extensions::{ClientIdentity, Identity, Notices, PlannedQueries, SessionV
 pub use maintenance::Maintenance;
 pub use prepared::{CommandTag, PinnedQuery, Prepared, QueryOutput, Statement};
 pub use session::Session;
+pub use settings::parse_duration;
 
 use diagnose::*;
 use direct_call::*;

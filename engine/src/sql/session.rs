@@ -198,9 +198,11 @@ impl Session {
 
     /// Parses `sql` with the SQL parser.
     pub(crate) fn parse_ast(&self, sql: &str) -> Result<Vec<AstStatement>> {
-        self.parser.parse(sql).map_err(|e| {
+        super::depth::check_text(sql)?;
+        let statements = self.parser.parse(sql).map_err(|e| {
             Error::DataFusion(datafusion::error::DataFusionError::SQL(Box::new(e), None))
-        })
+        })?;
+        super::depth::check(statements)
     }
 
     /// The role this session's statements are authorized as.
@@ -565,8 +567,21 @@ impl Session {
             LogicalPlan::Statement(PlanStatement::SetVariable(set)) => {
                 let name = set.variable.to_lowercase();
                 if name.starts_with("datafusion.") {
-                    self.ctx.execute_logical_plan(plan).await?;
+                    self.ctx.execute_logical_plan(plan).await.map_err(|e| {
+                        Error::InvalidArgument(format!(
+                            "invalid value for parameter \"{name}\": {}",
+                            Error::DataFusion(e).client_message()
+                        ))
+                    })?;
                 } else {
+                    if super::settings::is_duration(&name)
+                        && super::settings::parse_duration(&set.value).is_none()
+                    {
+                        return Err(Error::InvalidArgument(format!(
+                            "invalid value for parameter \"{name}\": \"{}\" (a number of milliseconds, or a number with a unit: us, ms, s, min, h, d)",
+                            set.value
+                        )));
+                    }
                     self.variables.set(name, set.value.clone());
                 }
                 CommandTag::plain("SET")

@@ -37,6 +37,36 @@ pub(super) fn default_variable(name: &str) -> Option<String> {
     )
 }
 
+/// Whether setting `name` is a duration (`statement_timeout` and its kin).
+pub(super) fn is_duration(name: &str) -> bool {
+    matches!(
+        name,
+        "statement_timeout" | "lock_timeout" | "idle_in_transaction_session_timeout"
+    )
+}
+
+/// A duration setting as PostgreSQL reads it: a number of milliseconds, or a number with a
+/// unit (`us`, `ms`, `s`, `min`, `h`, `d`), optionally quoted; `0` is zero (no limit).
+/// None for anything else, negative numbers included.
+pub fn parse_duration(text: &str) -> Option<std::time::Duration> {
+    let t = text.trim().trim_matches('\'').trim();
+    let split = t
+        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+        .unwrap_or(t.len());
+    let (number, unit) = t.split_at(split);
+    let n: f64 = number.parse().ok()?;
+    let ms = match unit.trim().to_ascii_lowercase().as_str() {
+        "" | "ms" => n,
+        "us" => n / 1000.0,
+        "s" => n * 1000.0,
+        "min" => n * 60_000.0,
+        "h" => n * 3_600_000.0,
+        "d" => n * 86_400_000.0,
+        _ => return None,
+    };
+    (ms.is_finite() && ms < 1e15).then(|| std::time::Duration::from_micros((ms * 1000.0) as u64))
+}
+
 impl Session {
     /// The value of setting `name` (lower case) in this session: what `SET` gave it, else
     /// its default; None for a setting runbase does not have.

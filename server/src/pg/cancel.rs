@@ -40,25 +40,10 @@ impl Connection {
     }
 }
 
-/// `statement_timeout` as PostgreSQL reads it: a number of milliseconds, or a number
-/// with a unit (`us`, `ms`, `s`, `min`, `h`, `d`); 0 means none.
+/// `statement_timeout` as PostgreSQL reads it ([`runbase_engine::sql::parse_duration`]);
+/// 0 means none.
 fn parse_timeout(text: &str) -> Option<std::time::Duration> {
-    let t = text.trim().trim_matches('\'').trim();
-    let split = t
-        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
-        .unwrap_or(t.len());
-    let (number, unit) = t.split_at(split);
-    let n: f64 = number.parse().ok()?;
-    let ms = match unit.trim().to_ascii_lowercase().as_str() {
-        "" | "ms" => n,
-        "us" => n / 1000.0,
-        "s" => n * 1000.0,
-        "min" => n * 60_000.0,
-        "h" => n * 3_600_000.0,
-        "d" => n * 86_400_000.0,
-        _ => return None,
-    };
-    (ms > 0.0 && ms.is_finite()).then(|| std::time::Duration::from_micros((ms * 1000.0) as u64))
+    runbase_engine::sql::parse_duration(text).filter(|d| !d.is_zero())
 }
 
 fn timeout_error() -> runbase_engine::Error {

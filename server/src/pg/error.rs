@@ -73,6 +73,7 @@ pub fn sqlstate(code: ErrorCode) -> &'static str {
         C::InvalidText => "22P02",
         C::InvalidBinary => "22P03",
         C::ValueTooLong => "22001",
+        C::TooComplex => "54001",
         C::BadCopyData => "22P04",
         C::NullValue => "22004",
         C::NotNullViolation => "23502",
