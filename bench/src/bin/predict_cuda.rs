@@ -1,8 +1,12 @@
-//! PREDICT on a GPU: the same scoring on CPU and CUDA, checked to agree, with rows/s.
+//! TRAIN and PREDICT on a GPU: the same work on CPU and CUDA, checked to agree, with epochs/s
+//! and rows/s (`scripts/gpu-check.sh` runs it).
 //!
-//! Starts a server, creates the scoring table (`--rows`, default 1M), trains an MLP on the
-//! CPU, then scores every row with `SET runbase.device = 'cpu'` and again with `'cuda'`;
-//! the predicted labels must be identical and the probabilities within 1e-4. On a machine
+//! Starts a server and creates the scoring table (`--rows`, default 1M). TRAIN: the same MLP,
+//! seed and rows trained with `"device": "cpu"` and `"device": "cuda"`; every epoch's
+//! `train_loss` and `val_loss` must agree within 1% (float sums run in another order on a
+//! GPU). PREDICT: the CPU-trained model scores every row with `SET runbase.device = 'cpu'`
+//! and again with `'cuda'`; the predicted labels must be identical (bar rows whose two
+//! probabilities are within float noise) and the probabilities within 1e-4. On a machine
 //! where libtorch sees no CUDA device it says so and exits successfully.
 //!
 //! ```sh
@@ -27,6 +31,49 @@ struct Args {
     /// Feature columns.
     #[arg(long, default_value_t = 32)]
     features: usize,
+    /// Rows TRAIN trains on.
+    #[arg(long, default_value_t = 50_000)]
+    train_rows: usize,
+    /// Epochs TRAIN trains.
+    #[arg(long, default_value_t = 5)]
+    epochs: u32,
+}
+
+/// Trains `model` on `device`; returns each epoch's (train_loss, val_loss) and epochs/s.
+async fn train_on(
+    client: &tokio_postgres::Client,
+    args: &Args,
+    model: &str,
+    device: &str,
+) -> (Vec<(f64, f64)>, f64) {
+    let features: Vec<String> = (0..args.features).map(|k| format!("f{k}")).collect();
+    let start = Instant::now();
+    let run: String = client
+        .query_one(
+            &format!(
+                "SELECT run_id FROM train('{model}', 'SELECT {}, label FROM data WHERE id <= {}', 'label', \
+                 '{{\"hidden_layers\": [128, 64], \"epochs\": {}, \"batch_size\": 256, \"seed\": 1, \"device\": \"{device}\"}}')",
+                features.join(", "),
+                args.train_rows,
+                args.epochs,
+            ),
+            &[],
+        )
+        .await
+        .unwrap_or_else(|e| panic!("train on {device}: {e}"))
+        .get(0);
+    let seconds = start.elapsed().as_secs_f64();
+    let rows = client
+        .query(
+            "SELECT t.value, v.value FROM runbase.metrics t JOIN runbase.metrics v \
+             ON v.run_id = t.run_id AND v.step = t.step AND v.key = 'val_loss' \
+             WHERE t.run_id = $1 AND t.key = 'train_loss' ORDER BY t.step",
+            &[&run],
+        )
+        .await
+        .expect("losses");
+    let losses: Vec<(f64, f64)> = rows.iter().map(|r| (r.get(0), r.get(1))).collect();
+    (losses, f64::from(args.epochs) / seconds)
 }
 
 type Scored = Vec<(i64, i64, Vec<f64>)>;
@@ -92,6 +139,24 @@ async fn main() {
         .batch_execute(&scoring_table_sql("data", args.rows, args.features))
         .await
         .expect("create data");
+    let (cpu_losses, cpu_eps) = train_on(&client, &args, "gpu_train_cpu", "cpu").await;
+    let (gpu_losses, gpu_eps) = train_on(&client, &args, "gpu_train_cuda", "cuda").await;
+    assert_eq!(cpu_losses.len(), args.epochs as usize);
+    assert_eq!(gpu_losses.len(), args.epochs as usize);
+    let mut worst_loss = 0.0f64;
+    for (c, g) in cpu_losses.iter().zip(&gpu_losses) {
+        for (a, b) in [(c.0, g.0), (c.1, g.1)] {
+            worst_loss = worst_loss.max((a - b).abs() / a.abs().max(1e-12));
+        }
+    }
+    println!(
+        "TRAIN: cpu {cpu_eps:.2} epochs/s; cuda ({name}) {gpu_eps:.2} epochs/s ({} rows, MLP 128-64, batch 256); largest relative loss difference {worst_loss:.2e}",
+        args.train_rows
+    );
+    assert!(
+        worst_loss < 1e-2,
+        "CPU and GPU training losses differ by {worst_loss:.2e} (relative): {cpu_losses:?} vs {gpu_losses:?}"
+    );
     let features: Vec<String> = (0..args.features).map(|k| format!("f{k}")).collect();
     client
         .query_one(
@@ -118,7 +183,7 @@ async fn main() {
         }
     }
     println!(
-        "cpu: {:.0} rows/s; cuda ({name}): {:.0} rows/s; largest probability difference {worst:.2e}; labels differing {label_diffs}",
+        "PREDICT: cpu {:.0} rows/s; cuda ({name}) {:.0} rows/s; largest probability difference {worst:.2e}; labels differing {label_diffs}",
         args.rows as f64 / cpu_s,
         args.rows as f64 / gpu_s
     );
@@ -128,5 +193,5 @@ async fn main() {
         label_diffs <= args.rows / 100_000,
         "{label_diffs} labels differ between CPU and GPU"
     );
-    println!("OK: CPU and GPU agree");
+    println!("OK: CPU and GPU agree on TRAIN and PREDICT");
 }
