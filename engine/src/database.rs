@@ -141,6 +141,11 @@ impl Database {
         // Counted from the first request on; registered with the other figures below.
         let store_requests = crate::storage::RequestCounts::default();
         let root = root.metered(store_requests.clone());
+        let root = if crate::failpoints::ENABLED {
+            root.faulty()
+        } else {
+            root
+        };
         root.check_reachable().await?;
         catalog.check_object_store(&root.identity())?;
         let user = Arc::new(UserSchema::default());
@@ -243,8 +248,13 @@ impl Database {
             2,
             "TABLE(like the table)",
         ));
-        let (template, pg_catalog) =
-            template_state(user.clone(), system.clone(), threads, function_docs.clone())?;
+        let (template, pg_catalog) = template_state(
+            user.clone(),
+            system.clone(),
+            threads,
+            function_docs.clone(),
+            &root,
+        )?;
         // The static rows `pg_proc` extends are read here, not while a statement is
         // planned (where reading a table can stall).
         if let Some(pg) = pg_catalog {
@@ -258,6 +268,9 @@ impl Database {
         ctx.register_udf(datafusion::logical_expr::ScalarUDF::new_from_impl(
             BackupFunction::new(backups.clone()),
         ));
+        if crate::failpoints::ENABLED {
+            ctx.register_udf(failpoint_function());
+        }
         let template = ctx.state();
         info!(data_dir = %options.data_dir.display(), object_store = %root.url, tables = count, "database opened");
         let db = Self {
@@ -278,7 +291,9 @@ impl Database {
                     names.insert("backup".to_string());
                     names
                 }),
-                superuser_functions: RwLock::new(["backup".to_string()].into()),
+                superuser_functions: RwLock::new(
+                    ["backup".to_string(), "runbase_failpoint".to_string()].into(),
+                ),
                 backups,
                 stats,
                 kv,
@@ -525,6 +540,7 @@ fn template_state(
     system: Arc<MemorySchemaProvider>,
     threads: usize,
     function_docs: crate::functions::SharedFunctionDocs,
+    root: &ObjectStoreRoot,
 ) -> Result<(
     SessionState,
     Option<Arc<crate::storage::schema::PgCatalogWithViews>>,
@@ -549,9 +565,13 @@ fn template_state(
         DATABASE_NAME.to_string(),
         catalog,
     );
+    // Scans read table files through runbase's store (counted, synced, faults injected in
+    // tests), not through a default store DataFusion would pick for the URL's scheme.
+    let runtime = RuntimeEnv::default();
+    runtime.register_object_store(&root.url, root.store.clone());
     let state = SessionStateBuilder::new()
         .with_config(config)
-        .with_runtime_env(Arc::new(RuntimeEnv::default()))
+        .with_runtime_env(Arc::new(runtime))
         .with_catalog_list(catalogs)
         .with_default_features()
         .build();
@@ -591,4 +611,40 @@ fn template_state(
     crate::pg::compat::register(&ctx, function_docs);
     crate::pg::oid_array::register(&ctx);
     Ok((ctx.state(), pg_catalog))
+}
+
+/// `runbase_failpoint(name, actions)`: configures a [`crate::failpoints`] point (superuser
+/// only, in builds with the `failpoints` feature) and returns what it was set to.
+fn failpoint_function() -> datafusion::logical_expr::ScalarUDF {
+    use datafusion::arrow::array::{Array, ArrayRef, StringArray};
+    use datafusion::error::DataFusionError;
+    create_udf(
+        "runbase_failpoint",
+        vec![DataType::Utf8, DataType::Utf8],
+        DataType::Utf8,
+        Volatility::Volatile,
+        Arc::new(|args: &[ColumnarValue]| {
+            let arrays = ColumnarValue::values_to_arrays(args)?;
+            let text = |i: usize| {
+                arrays[i]
+                    .as_any()
+                    .downcast_ref::<StringArray>()
+                    .cloned()
+                    .ok_or_else(|| DataFusionError::Internal("failpoint arguments are text".into()))
+            };
+            let (names, actions) = (text(0)?, text(1)?);
+            let mut out = Vec::with_capacity(names.len());
+            for i in 0..names.len() {
+                if names.is_null(i) || actions.is_null(i) {
+                    out.push(None);
+                    continue;
+                }
+                crate::failpoints::configure(names.value(i), actions.value(i))
+                    .map_err(|e| DataFusionError::External(Box::new(Error::InvalidArgument(e))))?;
+                out.push(Some(actions.value(i).to_string()));
+            }
+            let out: ArrayRef = Arc::new(StringArray::from(out));
+            Ok(ColumnarValue::Array(out))
+        }),
+    )
 }

@@ -183,6 +183,37 @@ impl Error {
     /// The protocol-neutral code of this error: what front ends map to SQLSTATE or an
     /// HTTP status. Wrapped library errors are classified by their type and variant.
     pub fn code(&self) -> ErrorCode {
+        let code = self.variant_code();
+        if code == ErrorCode::Io && self.is_disk_full() {
+            ErrorCode::DiskFull
+        } else {
+            code
+        }
+    }
+
+    /// Whether a storage failure is the disk running out of space: an I/O error of kind
+    /// `StorageFull` anywhere in the chain of causes, or RocksDB's status for it (which
+    /// it only gives as text).
+    fn is_disk_full(&self) -> bool {
+        let mut cause: Option<&(dyn std::error::Error + 'static)> = Some(self);
+        while let Some(e) = cause {
+            if let Some(io) = e.downcast_ref::<std::io::Error>()
+                && io.kind() == std::io::ErrorKind::StorageFull
+            {
+                return true;
+            }
+            if let Some(rocks) = e.downcast_ref::<rocksdb::Error>()
+                && rocks.to_string().contains("No space left on device")
+            {
+                return true;
+            }
+            cause = e.source();
+        }
+        false
+    }
+
+    /// The code of this error's variant (and what it wraps).
+    fn variant_code(&self) -> ErrorCode {
         use ErrorCode as C;
         match self {
             Error::TableNotFound(_) => C::TableNotFound,

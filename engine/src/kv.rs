@@ -213,12 +213,14 @@ impl Kv {
     /// the wait happens.
     pub(crate) fn write(&self, batch: WriteBatch, durability: Durability) -> Result<()> {
         let opts = self.options(durability);
+        crate::failpoints::check_blocking("kv.write")?;
         if self.syncs(durability) {
             crate::executor::blocking(|| self.inner.db.write_opt(batch, opts))?;
         } else {
             // Unsynced: a memtable insert and a buffered WAL append, no wait for the disk.
             self.inner.db.write_opt(batch, opts)?;
         }
+        crate::failpoints::check_blocking("kv.write.after")?;
         Ok(())
     }
 

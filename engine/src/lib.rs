@@ -11,6 +11,7 @@
 //!   registering functions and system tables, DDL.
 //! - [`error`]: [`Error`], [`Result`] and the protocol-neutral [`error::ErrorCode`].
 //! - [`executor`]: the CPU runtime queries run on, and the blocking-work helpers.
+//! - [`failpoints`]: fault injection for tests (compiled in with the `failpoints` feature).
 //! - [`functions`]: runbase's own SQL functions as the catalog documents them (`pg_proc`,
 //!   psql's `\df`).
 //! - [`kv`]: RocksDB: opening, column families, the write policy, async-safe writes.
@@ -45,6 +46,7 @@ pub mod catalog;
 pub mod database;
 pub mod error;
 pub mod executor;
+pub mod failpoints;
 pub mod functions;
 pub mod kv;
 pub mod notify;

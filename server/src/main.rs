@@ -9,6 +9,10 @@ static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 fn main() {
     let cli = runbase_server::config::Cli::parse();
+    if let Err(e) = runbase_engine::failpoints::configure_from_env() {
+        eprintln!("runbase: {e}");
+        std::process::exit(2);
+    }
     // Worker threads with room for deep plans (see `runbase_engine::executor::THREAD_STACK_SIZE`).
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()

@@ -271,6 +271,13 @@ impl TestServer {
         cmd
     }
 
+    /// Whether the server process has exited (on its own: a failpoint's abort, a crash).
+    pub fn exited(&mut self) -> Option<std::process::ExitStatus> {
+        self.child
+            .as_mut()
+            .and_then(|c| c.try_wait().expect("wait for runbase"))
+    }
+
     /// Kills the server with SIGKILL: no shutdown code runs.
     pub fn kill9(&mut self) {
         if let Some(mut child) = self.child.take() {

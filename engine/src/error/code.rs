@@ -95,6 +95,8 @@ pub enum ErrorCode {
     ResourceExhausted,
     /// The server has as many clients as it allows.
     TooManyConnections,
+    /// The disk (or the volume of the data directory) is full.
+    DiskFull,
 
     // ---- failures ----
     /// Storage (RocksDB, the object store, the local disk) failed.
@@ -180,7 +182,7 @@ impl ErrorCode {
             Canceled => C::Canceled,
             Timeout => C::Timeout,
             Conflict => C::Conflict,
-            ResourceExhausted | TooManyConnections => C::ResourceExhausted,
+            ResourceExhausted | TooManyConnections | DiskFull => C::ResourceExhausted,
             Io => C::Io,
             Corrupt | Internal => C::Internal,
         }
@@ -225,6 +227,7 @@ impl ErrorCode {
             Conflict => "conflict",
             ResourceExhausted => "resource_exhausted",
             TooManyConnections => "too_many_connections",
+            DiskFull => "disk_full",
             Io => "io",
             Corrupt => "corrupt",
             Internal => "internal",
@@ -348,6 +351,8 @@ pub(crate) fn delta_code(e: &deltalake::DeltaTableError) -> ErrorCode {
     use deltalake::DeltaTableError as D;
     match e {
         D::ObjectStore { source } => object_store_code(source),
+        // The kernel names the store's error without making it the source.
+        D::KernelError(delta_kernel::Error::ObjectStore(source)) => object_store_code(source),
         D::Io { .. } => ErrorCode::Io,
         D::InvalidVersion(_) => ErrorCode::InvalidArgument,
         D::Arrow { source } => arrow_code(source),

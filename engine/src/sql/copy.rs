@@ -54,7 +54,14 @@ impl Session {
                     )));
                 }
                 // Fail now, not after the data, if the table does not exist.
-                self.ctx.table_provider(table.clone()).await?;
+                if let Err(e) = self.ctx.table_provider(table.clone()).await {
+                    return Err(match e.find_root() {
+                        datafusion::error::DataFusionError::Plan(_) => {
+                            Error::TableNotFound(resolved.table.to_string())
+                        }
+                        _ => e.into(),
+                    });
+                }
                 Ok(Prepared::CopyIn {
                     table,
                     columns: columns.into_iter().map(|c| c.value).collect(),

@@ -82,8 +82,21 @@ fn unqualified(expr: Expr) -> Result<Expr> {
 
 /// The `WHERE` of a statement as one predicate (`None`: every row).
 pub(crate) fn predicate(filters: Vec<Expr>) -> Result<Option<Expr>> {
-    conjunction(filters).map(unqualified).transpose()
+    let predicate = conjunction(filters).map(unqualified).transpose()?;
+    if let Some(p) = &predicate {
+        let nodes = super::provider::filter_nodes(p, MAX_DML_PREDICATE_NODES);
+        if nodes > MAX_DML_PREDICATE_NODES {
+            return Err(Error::TooComplex(format!(
+                "the WHERE clause of an UPDATE or DELETE has more than {MAX_DML_PREDICATE_NODES} terms (counting each IN-list value); split the statement, or join against a table of the keys"
+            )));
+        }
+    }
+    Ok(predicate)
 }
+
+/// The most terms an UPDATE's or DELETE's predicate may have: deltalake prunes files with
+/// it recursively, a stack frame per term (20,000 `IN` values aborted the server).
+const MAX_DML_PREDICATE_NODES: usize = 4_000;
 
 /// Assignments for deltalake: unqualified, and without the `c = c` DataFusion adds for
 /// every column the statement leaves alone.

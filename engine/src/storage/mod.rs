@@ -25,6 +25,7 @@
 
 mod delta;
 mod dml;
+mod faulty;
 mod metered;
 mod object_store;
 pub mod provider;
@@ -37,6 +38,7 @@ mod table;
 
 pub use delta::VersionInfo;
 pub use dml::OptimizeReport;
+pub use faulty::FaultyStore;
 pub use metered::{MeteredStore, RequestCounts, RequestLabels};
 pub use object_store::ObjectStoreRoot;
 pub use s3::S3Options;

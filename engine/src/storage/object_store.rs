@@ -130,6 +130,15 @@ impl ObjectStoreRoot {
         }
     }
 
+    /// The same root with every request passing the [`crate::failpoints`] first
+    /// ([`super::FaultyStore`]).
+    pub fn faulty(self) -> Self {
+        Self {
+            store: Arc::new(super::FaultyStore::new(self.store)),
+            ..self
+        }
+    }
+
     /// The local directory of a store on the local file system.
     pub fn local_dir(&self) -> Option<&std::path::Path> {
         self.local_dir.as_deref()

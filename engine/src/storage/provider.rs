@@ -42,6 +42,35 @@ async fn delta_scan(
     provider.scan(state, projection, filters, limit).await
 }
 
+/// The most expression nodes (counting each value of an `IN` list) a filter pushed into
+/// the Delta scan may have. deltalake turns a pushed filter into a file-pruning predicate
+/// recursively, one stack frame per operand: `a IN (…20,000 values…)` overflowed a
+/// worker's stack and aborted the server. Larger filters run above the scan instead.
+const MAX_PUSHED_FILTER_NODES: usize = 256;
+
+/// Whether `filter` is small enough to push into the Delta scan.
+fn prunes_safely(filter: &Expr) -> bool {
+    filter_nodes(filter, MAX_PUSHED_FILTER_NODES) <= MAX_PUSHED_FILTER_NODES
+}
+
+/// The nodes of `filter`, each value of an `IN` list counted; counting stops past `limit`.
+pub(crate) fn filter_nodes(filter: &Expr, limit: usize) -> usize {
+    use datafusion::common::tree_node::{TreeNode, TreeNodeRecursion};
+    let mut nodes = 0usize;
+    let _ = filter.apply(|e| {
+        nodes += match e {
+            Expr::InList(list) => list.list.len() + 1,
+            _ => 1,
+        };
+        Ok(if nodes > limit {
+            TreeNodeRecursion::Stop
+        } else {
+            TreeNodeRecursion::Continue
+        })
+    });
+    nodes
+}
+
 /// A user table as DataFusion sees it: the latest version, which takes `INSERT`s, or one
 /// past version (`table_at(name, version)`), which is read-only.
 #[derive(Debug)]
@@ -133,7 +162,16 @@ impl TableProvider for UserTableProvider {
         &self,
         filters: &[&Expr],
     ) -> DfResult<Vec<TableProviderFilterPushDown>> {
-        Ok(vec![TableProviderFilterPushDown::Inexact; filters.len()])
+        Ok(filters
+            .iter()
+            .map(|f| {
+                if prunes_safely(f) {
+                    TableProviderFilterPushDown::Inexact
+                } else {
+                    TableProviderFilterPushDown::Unsupported
+                }
+            })
+            .collect())
     }
 
     async fn scan(

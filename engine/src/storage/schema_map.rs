@@ -28,6 +28,16 @@ pub fn storable_schema(schema: &Schema) -> Result<(StructType, SchemaRef)> {
             ))
         })
         .collect::<Result<Vec<_>>>()?;
+    // Delta tells column names apart without case.
+    let mut seen = std::collections::HashSet::new();
+    for f in &fields {
+        if !seen.insert(f.name().to_lowercase()) {
+            return Err(Error::DuplicateColumn(format!(
+                "column \"{}\" specified more than once",
+                f.name()
+            )));
+        }
+    }
     let normalized = Schema::new(fields);
     let delta: StructType = (&normalized)
         .try_into_kernel()

@@ -95,24 +95,42 @@ async fn sync_path(
     let file = fs_path(location);
     let display = location.to_string();
     tokio::task::spawn_blocking(move || -> std::io::Result<()> {
-        std::fs::File::open(&file)?.sync_all()?;
-        record(journal.as_ref(), SyncEvent::SyncedFile(display));
-        let mut dir = file.parent();
-        while let Some(d) = dir {
-            sync_dir(d)?;
-            record(journal.as_ref(), SyncEvent::SyncedDir(dir_name(d)));
-            if d == root || !d.starts_with(&root) {
-                break;
-            }
-            dir = d.parent();
+        let synced = sync_file_and_dirs(&file, &root, journal.as_ref(), display);
+        if synced.is_err() {
+            // A failed fsync leaves the file's state on disk unknown, and it is never
+            // retried and trusted: the write fails, and the file goes, so that nothing
+            // reads what the caller was told did not happen.
+            let _ = std::fs::remove_file(&file);
         }
-        Ok(())
+        synced
     })
     .await?
     .map_err(|source| object_store::Error::Generic {
         store: "LocalFileSystem",
         source: Box::new(source),
     })
+}
+
+/// Syncs `file`, then the directories from its parent up to `root`.
+fn sync_file_and_dirs(
+    file: &FsPath,
+    root: &FsPath,
+    journal: Option<&SyncJournal>,
+    display: String,
+) -> std::io::Result<()> {
+    crate::failpoints::check_blocking("fsync")?;
+    std::fs::File::open(file)?.sync_all()?;
+    record(journal, SyncEvent::SyncedFile(display));
+    let mut dir = file.parent();
+    while let Some(d) = dir {
+        sync_dir(d)?;
+        record(journal, SyncEvent::SyncedDir(dir_name(d)));
+        if d == root || !d.starts_with(root) {
+            break;
+        }
+        dir = d.parent();
+    }
+    Ok(())
 }
 
 fn dir_name(dir: &FsPath) -> String {

@@ -90,6 +90,7 @@ pub fn sqlstate(code: ErrorCode) -> &'static str {
         C::Conflict => "40001",
         C::ResourceExhausted => "53200",
         C::TooManyConnections => "53300",
+        C::DiskFull => "53100",
         C::Io => "58030",
         C::Corrupt => "XX001",
         C::Internal => "XX000",

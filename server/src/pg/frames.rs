@@ -160,6 +160,20 @@ fn cstr(b: &mut &[u8], what: &str) -> Result<(), Malformed> {
     Ok(())
 }
 
+/// A NUL-terminated string that must be UTF-8: pgwire would decode it lossily, turning a
+/// query's invalid bytes into U+FFFD and storing them.
+fn utf8_cstr(b: &mut &[u8], what: &str) -> Result<(), Malformed> {
+    let text = *b;
+    cstr(b, what)?;
+    let len = text.len() - b.len() - 1;
+    std::str::from_utf8(&text[..len]).map(|_| ()).map_err(|e| {
+        bad(format!(
+            "invalid byte sequence for encoding \"UTF8\" in {what} at byte {}",
+            e.valid_up_to()
+        ))
+    })
+}
+
 fn take(b: &mut &[u8], n: usize, what: &str) -> Result<(), Malformed> {
     if b.len() < n {
         return Err(bad(format!("invalid message format: {what} is cut short")));
@@ -222,8 +236,8 @@ pub fn check_body(tag: u8, body: &[u8]) -> Result<(), Malformed> {
             take(b, results * 2, "the result formats")?;
         }
         b'P' => {
-            cstr(b, "the statement name")?;
-            cstr(b, "the query")?;
+            utf8_cstr(b, "the statement name")?;
+            utf8_cstr(b, "the query")?;
             let types = u16_of(b, "the parameter type count")?;
             take(b, types * 4, "the parameter types")?;
         }
@@ -235,9 +249,22 @@ pub fn check_body(tag: u8, body: &[u8]) -> Result<(), Malformed> {
             cstr(b, "the portal name")?;
             take(b, 4, "the row limit")?;
         }
-        b'Q' | b'f' => cstr(b, "the text")?,
+        b'Q' => utf8_cstr(b, "the query")?,
+        b'f' => cstr(b, "the text")?,
         b'S' | b'H' | b'X' | b'c' => {}
-        _ => return Ok(()),
+        // Passed through whole (CopyData, passwords and SASL: checked where read).
+        b'd' | b'p' => return Ok(()),
+        b'F' => {
+            return Err(bad(
+                "the FunctionCall message (fast-path function calls) is not supported; call the function in a query",
+            ));
+        }
+        other => {
+            return Err(bad(format!(
+                "invalid frontend message type {:?}",
+                char::from(other)
+            )));
+        }
     }
     end(b, tag)
 }

@@ -226,6 +226,13 @@ impl CopyIn {
         } else if !self.ended && !self.pending.is_empty() {
             self.pending.push(b'\n');
             self.parse_complete()?;
+            // With the line ended, only a quoted field still open is left over.
+            if !self.ended && !self.pending.is_empty() {
+                return Err(Error::BadCopyData(format!(
+                    "unterminated CSV quoted field ({})",
+                    self.context()
+                )));
+            }
         }
         self.flush()?;
         Ok(std::mem::take(&mut self.batches))
