@@ -15,6 +15,8 @@
 //! - `query_args`: queries passed as text to table functions.
 //! - `pinning`: plans over fixed table versions ([`Session::plan_pinned`]).
 //! - `settings`: `SET`, `SHOW`, `current_setting()`.
+//! - `subqueries`: select-list subqueries over user tables, kept as written (the
+//!   compatibility parser would drop them).
 //! - `copy`: planning `COPY` and committing a finished `COPY … FROM STDIN`.
 //! - `ddl`: `CREATE TABLE [AS]` and `DROP TABLE` (catalog and object store together).
 //! - `direct_call`: the fast path for `SELECT log_metric(…)`.
@@ -38,6 +40,7 @@ mod prepared;
 mod query_args;
 mod session;
 mod settings;
+mod subqueries;
 mod user_commands;
 
 pub use extensions::{ClientIdentity, Identity, Notices, PlannedQueries, SessionVariables};

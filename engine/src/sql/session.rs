@@ -202,6 +202,7 @@ impl Session {
         let statements = self.parser.parse(sql).map_err(|e| {
             Error::DataFusion(datafusion::error::DataFusionError::SQL(Box::new(e), None))
         })?;
+        let statements = super::subqueries::keep_user_subqueries(sql, statements);
         super::depth::check(statements)
     }
 

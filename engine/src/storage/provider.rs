@@ -39,6 +39,20 @@ async fn delta_scan(
         builder = builder.with_session(Arc::new(session.clone()));
     }
     let provider = builder.await?;
+    // A scan that reads no column (`SELECT 1 FROM t LIMIT 2`, `EXISTS (…)`) is answered
+    // from file metadata by an operator that ignores the limit while telling DataFusion
+    // to push it down past itself, so the limit vanished and every row came back. With a
+    // limit, read one column and project it away instead.
+    if limit.is_some()
+        && projection.is_some_and(|p| p.is_empty())
+        && !provider.schema().fields().is_empty()
+    {
+        let plan = provider.scan(state, Some(&vec![0]), filters, limit).await?;
+        let none: Vec<datafusion::physical_plan::projection::ProjectionExpr> = Vec::new();
+        return Ok(Arc::new(
+            datafusion::physical_plan::projection::ProjectionExec::try_new(none, plan)?,
+        ));
+    }
     provider.scan(state, projection, filters, limit).await
 }
 

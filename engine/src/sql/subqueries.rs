@@ -1,0 +1,154 @@
+//! Scalar subqueries in a select list over user tables.
+//!
+//! datafusion-pg-catalog's parser rewrites every select-list subquery so that clients'
+//! catalog queries plan: a correlated one becomes `NULL`, any other gets `LIMIT 1`. Over
+//! user tables that answers wrongly and silently — `SELECT a, (SELECT b FROM t t2 WHERE
+//! t2.a = t.a) FROM t` returned NULL on every row, and a subquery of several rows gave its
+//! first instead of an error. For statements that read no catalog table, runbase applies
+//! the parser's other rewrites but not that one. DataFusion then plans the subquery, or
+//! refuses it with an error.
+
+use std::ops::ControlFlow;
+
+use datafusion::sql::sqlparser::ast::{
+    Expr, ObjectName, Query, SelectItem, SetExpr, Statement, Visit, Visitor,
+};
+use datafusion::sql::sqlparser::dialect::PostgreSqlDialect;
+use datafusion::sql::sqlparser::parser::Parser;
+use datafusion_pg_catalog::sql::rules::{
+    AliasDuplicatedProjectionRewrite, CurrentUserVariableToSessionUserFunctionCall,
+    FixArrayLiteral, FixVersionColumnName, PrependUnqualifiedPgTableName,
+    ResolveUnqualifiedIdentifier, RewriteArrayAnyAllOperation, RewritePgCatalogOperator,
+    RewriteRegCastToSubquery, SqlStatementRewriteRule, StripCallableQualifier, StripCollate,
+};
+
+/// `rewritten` (the compatibility parser's statements for `sql`), with each statement that
+/// has a select-list subquery and reads no catalog table parsed again without the rewrite
+/// that drops such subqueries.
+pub(super) fn keep_user_subqueries(sql: &str, rewritten: Vec<Statement>) -> Vec<Statement> {
+    // Cheap first: a scalar subquery needs a second SELECT.
+    let lower = sql.to_ascii_lowercase();
+    if lower.matches("select").count() < 2 {
+        return rewritten;
+    }
+    let Ok(plain) = Parser::parse_sql(&PostgreSqlDialect {}, sql) else {
+        return rewritten;
+    };
+    if plain.len() != rewritten.len() {
+        return rewritten;
+    }
+    plain
+        .into_iter()
+        .zip(rewritten)
+        .map(|(plain, rewritten)| {
+            if has_select_list_subquery(&plain) && !reads_catalog(&plain) {
+                compatibility_rewrites(plain)
+            } else {
+                rewritten
+            }
+        })
+        .collect()
+}
+
+/// The compatibility parser's rewrites, in its order, but for the one that drops
+/// select-list subqueries.
+fn compatibility_rewrites(statement: Statement) -> Statement {
+    let rules: [&dyn SqlStatementRewriteRule; 11] = [
+        &AliasDuplicatedProjectionRewrite,
+        &ResolveUnqualifiedIdentifier,
+        &RewriteArrayAnyAllOperation,
+        &PrependUnqualifiedPgTableName,
+        &StripCallableQualifier,
+        &FixArrayLiteral,
+        &CurrentUserVariableToSessionUserFunctionCall,
+        &StripCollate,
+        &RewritePgCatalogOperator,
+        &RewriteRegCastToSubquery::new(),
+        &FixVersionColumnName,
+    ];
+    rules
+        .into_iter()
+        .fold(statement, |statement, rule| rule.rewrite(statement))
+}
+
+/// Whether some SELECT of `statement` has a subquery as a select-list item.
+fn has_select_list_subquery(statement: &Statement) -> bool {
+    struct Find;
+    impl Visitor for Find {
+        type Break = ();
+        fn pre_visit_query(&mut self, query: &Query) -> ControlFlow<()> {
+            if let SetExpr::Select(select) = query.body.as_ref() {
+                for item in &select.projection {
+                    if let SelectItem::UnnamedExpr(Expr::Subquery(_))
+                    | SelectItem::ExprWithAlias {
+                        expr: Expr::Subquery(_),
+                        ..
+                    } = item
+                    {
+                        return ControlFlow::Break(());
+                    }
+                }
+            }
+            ControlFlow::Continue(())
+        }
+    }
+    statement.visit(&mut Find).is_break()
+}
+
+/// Whether `statement` names a catalog relation (`pg_catalog.*`, `information_schema.*`,
+/// `pg_*`): what clients' introspection queries read.
+fn reads_catalog(statement: &Statement) -> bool {
+    struct Find;
+    impl Visitor for Find {
+        type Break = ();
+        fn pre_visit_relation(&mut self, relation: &ObjectName) -> ControlFlow<()> {
+            let catalog = relation.0.iter().any(|part| {
+                part.as_ident().is_some_and(|i| {
+                    let name = i.value.to_ascii_lowercase();
+                    name == "pg_catalog" || name == "information_schema" || name.starts_with("pg_")
+                })
+            });
+            if catalog {
+                ControlFlow::Break(())
+            } else {
+                ControlFlow::Continue(())
+            }
+        }
+    }
+    statement.visit(&mut Find).is_break()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use datafusion_pg_catalog::sql::PostgresCompatibilityParser;
+
+    fn parse(sql: &str) -> String {
+        let rewritten = PostgresCompatibilityParser::new()
+            .parse(sql)
+            .expect("parses");
+        keep_user_subqueries(sql, rewritten)
+            .iter()
+            .map(ToString::to_string)
+            .collect::<Vec<_>>()
+            .join("; ")
+    }
+
+    #[test]
+    fn subqueries_over_user_tables_are_kept() {
+        let sql = "SELECT a, (SELECT b FROM t t2 WHERE t2.a = t.a) FROM t";
+        assert!(parse(sql).contains("t2.a = t.a"), "{}", parse(sql));
+        let sql = "SELECT (SELECT b FROM t) AS x";
+        assert!(!parse(sql).contains("LIMIT"), "{}", parse(sql));
+    }
+
+    #[test]
+    fn catalog_queries_keep_the_compatibility_rewrite() {
+        let sql = "SELECT c.relname, (SELECT n.nspname FROM pg_catalog.pg_namespace n WHERE n.oid = c.relnamespace) FROM pg_catalog.pg_class c";
+        assert!(
+            !parse(sql).contains("n.oid = c.relnamespace"),
+            "{}",
+            parse(sql)
+        );
+    }
+}
