@@ -385,6 +385,73 @@ mod tests {
         f
     }
 
+    /// A random frontend message body built from the fields pgwire reads — strings,
+    /// 16-bit counts, 32-bit lengths (-1, 0, small, huge), raw bytes — so that some bodies
+    /// are well formed and many are near misses.
+    fn random_body(next: &mut impl FnMut() -> u64) -> Vec<u8> {
+        let mut body = Vec::new();
+        for _ in 0..next() % 8 {
+            match next() % 6 {
+                0 => body.extend_from_slice(b"s\0"),
+                1 => body.push(0),
+                2 => body.extend_from_slice(&((next() % 4) as u16).to_be_bytes()),
+                3 => {
+                    let v: i32 = match next() % 4 {
+                        0 => -1,
+                        1 => 0,
+                        2 => (next() % 8) as i32,
+                        _ => i32::MAX,
+                    };
+                    body.extend_from_slice(&v.to_be_bytes());
+                }
+                4 => body.push(b"SP"[(next() % 2) as usize]),
+                _ => body.extend((0..next() % 4).map(|_| next() as u8)),
+            }
+        }
+        body
+    }
+
+    /// The guard's promise, checked on random messages of every type: whatever it lets
+    /// through, pgwire decodes (or refuses) without panicking.
+    #[test]
+    fn whatever_the_guard_passes_pgwire_decodes_without_panicking() {
+        use pgwire::messages::{DecodeContext, PgWireFrontendMessage, ProtocolVersion};
+        let mut state = 0x9e37_79b9_7f4a_7c15_u64;
+        let mut next = move || {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            state
+        };
+        let tags = b"BPDCEQfSHXc";
+        let (mut passed, mut refused) = (0, 0);
+        for _ in 0..1_000_000 {
+            let tag = tags[(next() % tags.len() as u64) as usize];
+            let body = random_body(&mut next);
+            if check_body(tag, &body).is_err() {
+                refused += 1;
+                continue;
+            }
+            passed += 1;
+            let mut buf = BytesMut::from(&frame(tag, &body)[..]);
+            let mut ctx = DecodeContext::new(ProtocolVersion::default());
+            ctx.awaiting_frontend_ssl = false;
+            ctx.awaiting_frontend_startup = false;
+            let decoded = std::panic::catch_unwind(move || {
+                let _ = PgWireFrontendMessage::decode(&mut buf, &ctx);
+            });
+            assert!(
+                decoded.is_ok(),
+                "pgwire panicked on a {:?} message the guard passed: {body:?}",
+                char::from(tag)
+            );
+        }
+        assert!(
+            passed > 1_000 && refused > 1_000,
+            "{passed} passed, {refused} refused"
+        );
+    }
+
     /// Feeds `bytes` through a guard in `chunk`-sized reads; what came out, and the refusal.
     async fn through(bytes: &[u8], chunk: usize) -> (Vec<u8>, Option<String>) {
         use tokio::io::AsyncReadExt;
