@@ -159,6 +159,7 @@ pub(crate) fn register(ctx: &SessionContext, docs: crate::functions::SharedFunct
     ctx.register_udf(to_regtype());
     ctx.register_udf(pg_get_expr());
     ctx.register_udf(pg_get_serial_sequence());
+    ctx.register_udf(super::format::format_function());
     for name in ["pg_function_is_visible", "pg_type_is_visible"] {
         ctx.register_udf(always_visible(name));
     }

@@ -6,8 +6,10 @@
 //! - [`compat`]: PostgreSQL functions drivers call while discovering a server.
 //! - [`oid_array`]: `oid[]`/`regtype[]` typed as PostgreSQL types them.
 //! - [`copy`]: `COPY … FROM STDIN` / `TO STDOUT` formats (text, CSV, binary).
+//! - `format`: PostgreSQL's `format()` (`%s`, `%I`, `%L`).
 
 pub mod compat;
 pub mod copy;
+mod format;
 pub mod oid_array;
 pub(crate) mod rewrite;
