@@ -6,6 +6,7 @@
 //! - [`report`]: the side-by-side table with medians and ratios.
 //! - [`metrics_insert_sql`]: a multi-row `INSERT` of synthetic training metrics.
 //! - [`fixture`]: a database in a temporary directory with a filled `metrics` table.
+//! - [`ProcStatus`]: a server process's `/proc/<pid>/status` figures (memory, threads).
 //!
 //! # Example
 //! ```no_run
@@ -51,4 +52,25 @@ pub async fn fixture(rows: usize) -> (Database, tempfile::TempDir) {
             .expect("fill metrics");
     }
     (db, dir)
+}
+
+/// A process's `/proc/<pid>/status`, read once; empty if the process is gone.
+#[derive(Debug)]
+pub struct ProcStatus(String);
+
+impl ProcStatus {
+    /// Reads the status of process `pid`.
+    pub fn read(pid: u32) -> Self {
+        Self(std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default())
+    }
+
+    /// The number a field (`"VmRSS:"`, `"Threads:"`) holds, without its `kB` unit; 0 if
+    /// it is missing.
+    pub fn field(&self, name: &str) -> u64 {
+        self.0
+            .lines()
+            .find_map(|l| l.strip_prefix(name))
+            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
+            .unwrap_or(0)
+    }
 }

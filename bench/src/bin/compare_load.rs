@@ -46,16 +46,8 @@ struct Args {
 
 /// `VmRSS` and `VmHWM` of `pid`, in bytes.
 fn memory(pid: u32) -> (u64, u64) {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
-    let field = |name: &str| {
-        status
-            .lines()
-            .find_map(|l| l.strip_prefix(name))
-            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
-            .unwrap_or(0)
-            * 1024
-    };
-    (field("VmRSS:"), field("VmHWM:"))
+    let status = runbase_bench::ProcStatus::read(pid);
+    (status.field("VmRSS:") * 1024, status.field("VmHWM:") * 1024)
 }
 
 /// What one load measured.

@@ -45,20 +45,13 @@ struct Sample {
 }
 
 fn sample(pid: u32, at: f64) -> Sample {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
-    let field = |name: &str| {
-        status
-            .lines()
-            .find_map(|l| l.strip_prefix(name))
-            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
-            .unwrap_or(0)
-    };
+    let status = runbase_bench::ProcStatus::read(pid);
     let fds = std::fs::read_dir(format!("/proc/{pid}/fd")).map_or(0, |d| d.count());
     Sample {
         at,
-        rss_mb: field("VmRSS:") as f64 / 1024.0,
+        rss_mb: status.field("VmRSS:") as f64 / 1024.0,
         fds,
-        threads: field("Threads:") as usize,
+        threads: status.field("Threads:") as usize,
     }
 }
 
