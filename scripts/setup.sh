@@ -90,6 +90,16 @@ if ! "$RUNBASE_MLFLOW_VENV/bin/python3" -c 'import mlflow, psycopg, sys; sys.exi
   "$RUNBASE_MLFLOW_VENV/bin/pip" install -q --disable-pip-version-check mlflow==3.17.2 'psycopg[binary]==3.2.*'
 fi
 
+# schemathesis for tests/tests/openapi.rs: requests generated from the HTTP API's OpenAPI
+# document, in a venv of its own (its hypothesis pins stay out of the test venv).
+schemathesis_venv="${RUNBASE_SCHEMATHESIS_VENV:-$RUNBASE_CACHE/schemathesis-venv}"
+if ! "$schemathesis_venv/bin/python3" -c 'import schemathesis, sys; sys.exit(0 if schemathesis.__version__ == "4.32.5" else 1)' >/dev/null 2>&1; then
+  echo "setup: installing schemathesis 4.32.5 into $schemathesis_venv" >&2
+  mkdir -p "$RUNBASE_CACHE"
+  python3 -m venv "$schemathesis_venv"
+  "$schemathesis_venv/bin/pip" install -q --disable-pip-version-check 'schemathesis==4.32.5' 'hypothesis==6.170.27'
+fi
+
 # The newest releases of the Python clients, unpinned, for the client matrix's "newest"
 # row (tests/tests/clients.rs): what a user installing today gets. Refreshed once a day.
 newest="$RUNBASE_CACHE/clients-newest"

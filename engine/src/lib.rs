@@ -14,6 +14,8 @@
 //! - [`failpoints`]: fault injection for tests (compiled in with the `failpoints` feature).
 //! - [`functions`]: runbase's own SQL functions as the catalog documents them (`pg_proc`,
 //!   psql's `\df`).
+//! - [`fuzzing`]: entry points the fuzz targets (`fuzz/`) drive the parsers of untrusted
+//!   bytes through (COPY data, SQL text, model references and other arguments).
 //! - [`kv`]: RocksDB: opening, column families, the write policy, async-safe writes.
 //! - [`catalog`]: the table catalog in RocksDB.
 //! - [`users`]: users and roles ([`Database::users`]); [`scram`]: their verifiers.
@@ -48,6 +50,7 @@ pub mod error;
 pub mod executor;
 pub mod failpoints;
 pub mod functions;
+pub mod fuzzing;
 pub mod kv;
 pub mod notify;
 pub mod pg;

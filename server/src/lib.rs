@@ -11,6 +11,8 @@
 //! - [`http`]: the HTTP front end (axum): `GET /health`, `/ready`, `/metrics`, engine
 //!   errors as JSON with an HTTP status.
 //! - [`webhooks`]: alert events POSTed to the webhooks their rules name.
+//! - [`fuzzing`]: entry points the fuzz targets (`fuzz/`) feed network bytes through (the
+//!   PostgreSQL frontend stream, HTTP requests).
 //! - [`embedded`]: `runbase sql`, statements run in-process and printed as tables.
 //! - [`backup`]: `runbase backup` / `runbase restore`, and scheduled backups.
 //! - [`logging`]: the `tracing` subscriber.
@@ -32,6 +34,7 @@
 pub mod backup;
 pub mod config;
 pub mod embedded;
+pub mod fuzzing;
 pub mod http;
 pub mod logging;
 pub mod pg;

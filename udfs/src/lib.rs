@@ -23,6 +23,7 @@
 //! ```
 
 pub mod devices;
+pub mod fuzzing;
 pub mod inference;
 pub mod stats;
 pub mod train;

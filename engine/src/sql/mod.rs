@@ -47,6 +47,7 @@ pub use extensions::{ClientIdentity, Identity, Notices, PlannedQueries, SessionV
 pub use maintenance::Maintenance;
 pub use prepared::{CommandTag, PinnedQuery, Prepared, QueryOutput, Statement};
 pub use session::Session;
+pub(crate) use session::parse_statements;
 pub use settings::parse_duration;
 
 use diagnose::*;

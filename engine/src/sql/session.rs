@@ -172,38 +172,12 @@ impl Session {
     }
 
     fn parse_unmetered(&self, sql: &str) -> Result<Vec<Statement>> {
-        if let Some(maintenance) = super::maintenance::parse(sql) {
-            return Ok(vec![Statement::Maintenance(maintenance?)]);
-        }
-        if let Some(chunks) = crate::users::split_user_commands(sql) {
-            let mut out = Vec::with_capacity(chunks.len());
-            for chunk in chunks {
-                match chunk {
-                    crate::users::Chunk::User(cmd) => out.push(Statement::User(cmd?)),
-                    crate::users::Chunk::Sql(text) => out.extend(
-                        self.parse_ast(&text)?
-                            .into_iter()
-                            .map(|s| Statement::Sql(Box::new(s))),
-                    ),
-                }
-            }
-            return Ok(out);
-        }
-        Ok(self
-            .parse_ast(sql)?
-            .into_iter()
-            .map(|s| Statement::Sql(Box::new(s)))
-            .collect())
+        parse_statements(&self.parser, sql)
     }
 
     /// Parses `sql` with the SQL parser.
     pub(crate) fn parse_ast(&self, sql: &str) -> Result<Vec<AstStatement>> {
-        super::depth::check_text(sql)?;
-        let statements = self.parser.parse(sql).map_err(|e| {
-            Error::DataFusion(datafusion::error::DataFusionError::SQL(Box::new(e), None))
-        })?;
-        let statements = super::subqueries::keep_user_subqueries(sql, statements);
-        super::depth::check(statements)
+        parse_sql(&self.parser, sql)
     }
 
     /// The role this session's statements are authorized as.
@@ -635,4 +609,43 @@ fn channel_name(channel: &datafusion::sql::sqlparser::ast::Ident) -> String {
         Some(_) => channel.value.clone(),
         None => channel.value.to_lowercase(),
     }
+}
+
+/// Parses `sql` into statements with `parser`: SQL, or the user-management and
+/// maintenance statements runbase parses itself. Planning nothing, it reads no catalog.
+pub(crate) fn parse_statements(
+    parser: &PostgresCompatibilityParser,
+    sql: &str,
+) -> Result<Vec<Statement>> {
+    if let Some(maintenance) = super::maintenance::parse(sql) {
+        return Ok(vec![Statement::Maintenance(maintenance?)]);
+    }
+    if let Some(chunks) = crate::users::split_user_commands(sql) {
+        let mut out = Vec::with_capacity(chunks.len());
+        for chunk in chunks {
+            match chunk {
+                crate::users::Chunk::User(cmd) => out.push(Statement::User(cmd?)),
+                crate::users::Chunk::Sql(text) => out.extend(
+                    parse_sql(parser, &text)?
+                        .into_iter()
+                        .map(|s| Statement::Sql(Box::new(s))),
+                ),
+            }
+        }
+        return Ok(out);
+    }
+    Ok(parse_sql(parser, sql)?
+        .into_iter()
+        .map(|s| Statement::Sql(Box::new(s)))
+        .collect())
+}
+
+/// Parses `sql` with the SQL parser, within the nesting limits.
+fn parse_sql(parser: &PostgresCompatibilityParser, sql: &str) -> Result<Vec<AstStatement>> {
+    super::depth::check_text(sql)?;
+    let statements = parser.parse(sql).map_err(|e| {
+        Error::DataFusion(datafusion::error::DataFusionError::SQL(Box::new(e), None))
+    })?;
+    let statements = super::subqueries::keep_user_subqueries(sql, statements);
+    super::depth::check(statements)
 }

@@ -143,7 +143,15 @@ impl Tracking {
         let object = self.mlflow_object(path)?;
         let sha256 = hex(&sha2::Sha256::digest(&data));
         let size_bytes = i64::try_from(data.len()).unwrap_or(i64::MAX);
-        self.inner.root.store.put(&object, data.into()).await?;
+        match self.inner.root.store.put(&object, data.into()).await {
+            Ok(_) => {}
+            Err(e) if path_collision(&e) => {
+                return Err(Error::Conflict(format!(
+                    "artifact \"{path}\" collides with an artifact's file or directory of that name"
+                )));
+            }
+            Err(e) => return Err(e.into()),
+        }
         let Some((run, file)) = mlflow_run_artifact(path) else {
             return Ok(None);
         };
@@ -193,7 +201,10 @@ impl Tracking {
         let object = self.mlflow_object(path)?;
         match self.inner.root.store.get(&object).await {
             Ok(got) => Ok(got.bytes().await?),
-            Err(datafusion::object_store::Error::NotFound { .. }) => {
+            Err(e)
+                if matches!(e, datafusion::object_store::Error::NotFound { .. })
+                    || path_collision(&e) =>
+            {
                 Err(Error::ObjectNotFound(format!("no artifact at \"{path}\"")))
             }
             Err(e) => Err(e.into()),
@@ -210,12 +221,18 @@ impl Tracking {
             validate_mlflow_artifact_path(path)?;
             self.mlflow_object(path)?
         };
-        let listing = self
+        let listing = match self
             .inner
             .root
             .store
             .list_with_delimiter(Some(&prefix))
-            .await?;
+            .await
+        {
+            Ok(listing) => listing,
+            // A file's path, not a directory's: no such directory.
+            Err(e) if path_collision(&e) => return Ok(vec![]),
+            Err(e) => return Err(e.into()),
+        };
         let mut out: Vec<ArtifactEntry> = listing
             .common_prefixes
             .iter()
@@ -236,4 +253,23 @@ impl Tracking {
         out.sort_by(|a, b| a.name.cmp(&b.name));
         Ok(out)
     }
+}
+
+/// Whether `e` is a local store's file-versus-directory clash (a path under a file, or a
+/// file where a directory is): the client's path, not the store, is at fault.
+fn path_collision(e: &datafusion::object_store::Error) -> bool {
+    use std::io::ErrorKind;
+    let mut source: Option<&(dyn std::error::Error + 'static)> = Some(e);
+    while let Some(err) = source {
+        if let Some(io) = err.downcast_ref::<std::io::Error>()
+            && matches!(
+                io.kind(),
+                ErrorKind::NotADirectory | ErrorKind::IsADirectory
+            )
+        {
+            return true;
+        }
+        source = err.source();
+    }
+    false
 }

@@ -84,9 +84,10 @@ pub fn status(class: ErrorClass) -> StatusCode {
     }
 }
 
-impl IntoResponse for ApiError {
-    fn into_response(self) -> Response {
-        let status = self.status();
+impl ApiError {
+    /// The response with `status` in place of the code's (405 for a known path asked with
+    /// another method); logged only as a server failure when `status` is one.
+    pub fn into_response_with(self, status: StatusCode) -> Response {
         if status.is_server_error() {
             tracing::warn!(code = self.code.as_str(), message = %self.message, "HTTP request failed");
         }
@@ -95,6 +96,13 @@ impl IntoResponse for ApiError {
             "message": self.message,
         });
         (status, Json(body)).into_response()
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let status = self.status();
+        self.into_response_with(status)
     }
 }
 

@@ -169,21 +169,7 @@ impl Startup {
 
     /// client-first-message: returns server-first-message.
     async fn client_first(&self, user: &str, data: &[u8]) -> PgWireResult<(String, Exchange)> {
-        let text = std::str::from_utf8(data).map_err(|_| protocol("SCRAM message is not UTF-8"))?;
-        // gs2-header: "n,," (no channel binding) or "y,," (client could, server can't);
-        // "p=…" asks for channel binding, which runbase does not offer.
-        let bare = match text.split_once(",,") {
-            Some(("n" | "y", bare)) => bare,
-            Some((h, _)) if h.starts_with("p=") => {
-                return Err(protocol("SCRAM channel binding is not supported"));
-            }
-            _ => return Err(protocol("malformed SCRAM client-first-message")),
-        };
-        let client_nonce = bare
-            .split(',')
-            .find_map(|a| a.strip_prefix("r="))
-            .filter(|n| !n.is_empty())
-            .ok_or_else(|| protocol("SCRAM client-first-message has no nonce"))?;
+        let (bare, client_nonce) = client_first_nonce(data)?;
         let stored = self
             .db
             .users()
@@ -225,6 +211,26 @@ impl Startup {
     }
 }
 
+/// Reads client-first-message: its bare part (after the gs2-header) and the client's nonce.
+pub(crate) fn client_first_nonce(data: &[u8]) -> PgWireResult<(&str, &str)> {
+    let text = std::str::from_utf8(data).map_err(|_| protocol("SCRAM message is not UTF-8"))?;
+    // gs2-header: "n,," (no channel binding) or "y,," (client could, server can't);
+    // "p=…" asks for channel binding, which runbase does not offer.
+    let bare = match text.split_once(",,") {
+        Some(("n" | "y", bare)) => bare,
+        Some((h, _)) if h.starts_with("p=") => {
+            return Err(protocol("SCRAM channel binding is not supported"));
+        }
+        _ => return Err(protocol("malformed SCRAM client-first-message")),
+    };
+    let client_nonce = bare
+        .split(',')
+        .find_map(|a| a.strip_prefix("r="))
+        .filter(|n| !n.is_empty())
+        .ok_or_else(|| protocol("SCRAM client-first-message has no nonce"))?;
+    Ok((bare, client_nonce))
+}
+
 /// Runs CPU-bound start-up work (SCRAM's hashing) on the blocking pool, so that a burst of
 /// logins does not stall the async workers serving other connections.
 async fn blocking<T: Send + 'static>(work: impl FnOnce() -> T + Send + 'static) -> PgWireResult<T> {
@@ -237,7 +243,7 @@ async fn blocking<T: Send + 'static>(work: impl FnOnce() -> T + Send + 'static) 
 }
 
 /// Checks client-final-message; returns the server signature for server-final-message.
-fn client_final(
+pub(crate) fn client_final(
     data: &[u8],
     verifier: &Verifier,
     auth_prefix: &str,

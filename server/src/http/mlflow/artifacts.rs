@@ -64,7 +64,7 @@ pub(super) async fn list(
     _caller: Caller,
     fields: Fields,
 ) -> Result<Json<Value>, MlflowError> {
-    let path = fields.text("path").unwrap_or_default();
+    let path = fields.text("path")?.unwrap_or_default();
     let entries = state.db.tracking().list_mlflow_artifacts(&path).await?;
     if entries.is_empty() {
         return Ok(Json(json!({})));

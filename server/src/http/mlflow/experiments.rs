@@ -97,8 +97,8 @@ pub(super) async fn search(
             "Invalid value {max} for parameter 'max_results': between 1 and 50000"
         )));
     }
-    let offset = super::runs::page_offset(fields.text("page_token").as_deref())?;
-    let clauses = parse_filter(fields.text("filter").as_deref().unwrap_or(""))?;
+    let offset = super::runs::page_offset(fields.text("page_token")?.as_deref())?;
+    let clauses = parse_filter(fields.text("filter")?.as_deref().unwrap_or(""))?;
     blocking(&state, move |t| {
         t.default_experiment()?;
         let mut all: Vec<Experiment> = t
@@ -130,7 +130,7 @@ pub(super) async fn set_tag(
     caller.writer()?;
     let id = fields.required("experiment_id")?;
     let key = fields.required("key")?;
-    let value = fields.text("value").unwrap_or_default();
+    let value = fields.text("value")?.unwrap_or_default();
     blocking(&state, move |t| {
         let e = experiment_by_id(t, &id)?;
         t.set_experiment_tag(&e.name, &key, &value)?;
@@ -148,9 +148,10 @@ pub(super) fn tag_pairs(list: &[Value]) -> Result<Vec<(String, String)>, MlflowE
                 .and_then(Value::as_str)
                 .ok_or_else(|| MlflowError::invalid(format!("a tag needs a key: {tag}")))?;
             let value = match tag.get("value") {
-                Some(Value::String(s)) => s.clone(),
                 None | Some(Value::Null) => String::new(),
-                Some(other) => other.to_string(),
+                Some(v) => super::scalar_text(v).ok_or_else(|| {
+                    MlflowError::invalid(format!("a tag's value must be a string: {tag}"))
+                })?,
             };
             Ok((key.to_string(), value))
         })

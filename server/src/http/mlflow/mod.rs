@@ -210,18 +210,20 @@ fn hex_digit(b: u8) -> Option<u8> {
 }
 
 impl Fields {
-    /// Field `key` as text, if present and not null (numbers as their text).
-    fn text(&self, key: &str) -> Option<String> {
-        match self.0.get(key)? {
-            Value::String(s) => Some(s.clone()),
-            Value::Null => None,
-            other => Some(other.to_string()),
+    /// Field `key` as text, if present and not null (numbers as their text, as int64s
+    /// come); an object, array or boolean is a 400.
+    fn text(&self, key: &str) -> Result<Option<String>, MlflowError> {
+        match self.0.get(key) {
+            None | Some(Value::Null) => Ok(None),
+            Some(v) => scalar_text(v).map(Some).ok_or_else(|| {
+                MlflowError::invalid(format!("parameter '{key}' must be a string, got {v}"))
+            }),
         }
     }
 
     /// Field `key` as text; a 400 when it is missing, as MLflow words it.
     fn required(&self, key: &str) -> Result<String, MlflowError> {
-        self.text(key).ok_or_else(|| {
+        self.text(key)?.ok_or_else(|| {
             MlflowError::invalid(format!("Missing value for required parameter '{key}'."))
         })
     }
@@ -239,9 +241,9 @@ impl Fields {
     /// The run the request names, as `run_id` or `run_uuid`.
     fn run(&self) -> Result<Uuid, MlflowError> {
         let id = self
-            .text("run_id")
+            .text("run_id")?
             .filter(|s| !s.is_empty())
-            .or_else(|| self.text("run_uuid"))
+            .or(self.text("run_uuid")?)
             .ok_or_else(|| {
                 MlflowError::invalid("Missing value for required parameter 'run_id'.")
             })?;
@@ -250,11 +252,14 @@ impl Fields {
 
     /// Field `key` as a list of texts (numbers as their text; absent: empty).
     fn texts(&self, key: &str) -> Result<Vec<String>, MlflowError> {
-        Ok(self
-            .list(key)?
+        self.list(key)?
             .iter()
-            .map(|v| v.as_str().map_or_else(|| v.to_string(), str::to_string))
-            .collect())
+            .map(|v| {
+                scalar_text(v).ok_or_else(|| {
+                    MlflowError::invalid(format!("parameter '{key}' must list strings, got {v}"))
+                })
+            })
+            .collect()
     }
 
     /// Field `key` as an array (absent: empty).
@@ -266,6 +271,16 @@ impl Fields {
                 "parameter '{key}' must be a list, got {v}"
             ))),
         }
+    }
+}
+
+/// A string field's value: a string, or a number (int64s and ids come either way); `None`
+/// for an object, array, boolean or null, which MLflow refuses.
+pub(super) fn scalar_text(v: &Value) -> Option<String> {
+    match v {
+        Value::String(s) => Some(s.clone()),
+        Value::Number(n) => Some(n.to_string()),
+        _ => None,
     }
 }
 

@@ -115,9 +115,9 @@ pub(super) async fn create_logged(
 ) -> Result<Json<Value>, MlflowError> {
     caller.writer()?;
     let experiment = fields.required("experiment_id")?;
-    let name = fields.text("name").filter(|n| !n.is_empty());
-    let model_type = fields.text("model_type");
-    let run = match fields.text("source_run_id").filter(|r| !r.is_empty()) {
+    let name = fields.text("name")?.filter(|n| !n.is_empty());
+    let model_type = fields.text("model_type")?;
+    let run = match fields.text("source_run_id")?.filter(|r| !r.is_empty()) {
         Some(r) => Some(parse_run(&r)?),
         None => None,
     };
@@ -248,12 +248,12 @@ pub(super) async fn search_logged(
 ) -> Result<Json<Value>, MlflowError> {
     let experiments = fields.texts("experiment_ids")?;
     let clauses = parse_clauses(
-        fields.text("filter").as_deref().unwrap_or(""),
+        fields.text("filter")?.as_deref().unwrap_or(""),
         &["name", "source_run_id", "status", "model_type"],
     )?;
     let max =
         usize::try_from(fields.int("max_results")?.unwrap_or(100).clamp(1, 1000)).unwrap_or(100);
-    let offset = super::runs::page_offset(fields.text("page_token").as_deref())?;
+    let offset = super::runs::page_offset(fields.text("page_token")?.as_deref())?;
     blocking(&state, move |t| {
         let mut docs: Vec<Value> = t
             .mlflow_records("logged_model/")?
@@ -365,7 +365,7 @@ pub(super) async fn create_registered(
     let name = fields.required("name")?;
     check_name(&name)?;
     let tags = tag_map(tag_pairs(&fields.list("tags")?)?);
-    let description = fields.text("description");
+    let description = fields.text("description")?;
     blocking(&state, move |t| {
         t.with_registry_lock(|| -> Result<_, MlflowError> {
             if t.mlflow_record(&registered_key(&name))?.is_some() {
@@ -415,10 +415,10 @@ pub(super) async fn search_registered(
     _caller: Caller,
     fields: Fields,
 ) -> Result<Json<Value>, MlflowError> {
-    let clauses = parse_clauses(fields.text("filter").as_deref().unwrap_or(""), &["name"])?;
+    let clauses = parse_clauses(fields.text("filter")?.as_deref().unwrap_or(""), &["name"])?;
     let max =
         usize::try_from(fields.int("max_results")?.unwrap_or(100).clamp(1, 1000)).unwrap_or(100);
-    let offset = super::runs::page_offset(fields.text("page_token").as_deref())?;
+    let offset = super::runs::page_offset(fields.text("page_token")?.as_deref())?;
     blocking(&state, move |t| {
         let docs: Vec<Value> = t
             .mlflow_records("registered/")?
@@ -449,10 +449,10 @@ pub(super) async fn create_version(
     caller.writer()?;
     let name = fields.required("name")?;
     let source = fields.required("source")?;
-    let run_id = fields.text("run_id").filter(|r| !r.is_empty());
-    let model_id = fields.text("model_id").filter(|r| !r.is_empty());
+    let run_id = fields.text("run_id")?.filter(|r| !r.is_empty());
+    let model_id = fields.text("model_id")?.filter(|r| !r.is_empty());
     let tags = tag_map(tag_pairs(&fields.list("tags")?)?);
-    let description = fields.text("description");
+    let description = fields.text("description")?;
     let creator = caller.user.clone();
     blocking(&state, move |t| {
         let doc = t.with_registry_lock(|| -> Result<_, MlflowError> {
@@ -529,7 +529,7 @@ pub(super) async fn search_versions(
     fields: Fields,
 ) -> Result<Json<Value>, MlflowError> {
     let clauses = parse_clauses(
-        fields.text("filter").as_deref().unwrap_or(""),
+        fields.text("filter")?.as_deref().unwrap_or(""),
         &["name", "run_id", "source", "version", "model_id"],
     )?;
     let max = usize::try_from(
@@ -592,7 +592,7 @@ pub(super) async fn set_version_tag(
     let name = fields.required("name")?;
     let version = version_number(&fields)?;
     let key = fields.required("key")?;
-    let value = fields.text("value").unwrap_or_default();
+    let value = fields.text("value")?.unwrap_or_default();
     blocking(&state, move |t| {
         t.with_registry_lock(|| -> Result<_, MlflowError> {
             let mut doc = version_doc(t, &name, version)?;

@@ -61,7 +61,7 @@ pub(super) async fn create(
     fields: Fields,
 ) -> Result<Json<Value>, MlflowError> {
     caller.writer()?;
-    let experiment = fields.text("experiment_id").unwrap_or_else(|| "0".into());
+    let experiment = fields.text("experiment_id")?.unwrap_or_else(|| "0".into());
     let mut tags = tag_pairs(&fields.list("tags")?)?;
     let start = fields.int("start_time")?;
     let tag = |k: &str| {
@@ -70,14 +70,15 @@ pub(super) async fn create(
             .map(|(_, v)| v.clone())
     };
     let name = fields
-        .text("run_name")
+        .text("run_name")?
         .filter(|n| !n.is_empty())
         .or_else(|| tag("mlflow.runName"));
     let parent = tag("mlflow.parentRunId").and_then(|p| Uuid::try_parse(p.trim()).ok());
+    let user_id = fields.text("user_id")?.filter(|u| !u.is_empty());
     let user = caller
         .user
         .clone()
-        .or_else(|| fields.text("user_id").filter(|u| !u.is_empty()))
+        .or(user_id)
         .or_else(|| tag("mlflow.user"));
     for (_, v) in &mut tags {
         truncate(v, runbase_engine::tracking::MAX_VALUE_LEN);
@@ -136,7 +137,7 @@ pub(super) async fn update(
 ) -> Result<Json<Value>, MlflowError> {
     caller.writer()?;
     let run = fields.run()?;
-    let status = match fields.text("status") {
+    let status = match fields.text("status")? {
         Some(s) if s.eq_ignore_ascii_case("SCHEDULED") => Some(RunStatus::Running),
         Some(s) => Some(RunStatus::parse(&s)?),
         None => None,
@@ -144,7 +145,7 @@ pub(super) async fn update(
     let update = RunUpdate {
         status,
         ended_at_us: fields.int("end_time")?.map(|e| e.saturating_mul(1000)),
-        name: fields.text("run_name"),
+        name: fields.text("run_name")?,
     };
     blocking(&state, move |t| {
         existing_run(t, &run)?;
@@ -320,7 +321,7 @@ pub(super) async fn log_parameter(
     caller.writer()?;
     let run = fields.run()?;
     let key = fields.required("key")?;
-    let mut value = fields.text("value").unwrap_or_default();
+    let mut value = fields.text("value")?.unwrap_or_default();
     truncate(&mut value, MAX_PARAM_CHARS);
     blocking(&state, move |t| {
         existing_run(t, &run)?;
@@ -339,7 +340,7 @@ pub(super) async fn set_tag(
     caller.writer()?;
     let run = fields.run()?;
     let key = fields.required("key")?;
-    let value = fields.text("value").unwrap_or_default();
+    let value = fields.text("value")?.unwrap_or_default();
     blocking(&state, move |t| {
         set_tags(t, &run, vec![(key, value)])?;
         Ok(empty())
@@ -443,10 +444,19 @@ pub(super) async fn log_outputs(
     let run = fields.run()?;
     let mut changes = Vec::new();
     for m in fields.list("models")? {
-        let Some(id) = m.get("model_id").and_then(Value::as_str) else {
+        let Some(id) = m
+            .get("model_id")
+            .and_then(Value::as_str)
+            .filter(|id| !id.is_empty())
+        else {
             return Err(MlflowError::invalid("a model output needs a model_id"));
         };
-        let step = m.get("step").and_then(int_of).unwrap_or(0);
+        let step = match m.get("step") {
+            None | Some(Value::Null) => 0,
+            Some(v) => int_of(v).ok_or_else(|| {
+                MlflowError::invalid(format!("a model output's step must be an integer, got {v}"))
+            })?,
+        };
         changes.push((
             format!("{}{id}", output_prefix(&run)),
             Some(json!({ "model_id": id, "step": step })),
@@ -478,7 +488,7 @@ pub(super) async fn history(
             )));
         }
     };
-    let after = match fields.text("page_token").filter(|t| !t.is_empty()) {
+    let after = match fields.text("page_token")?.filter(|t| !t.is_empty()) {
         None => None,
         Some(token) => Some(
             unhex(&token)
@@ -557,7 +567,7 @@ pub(super) async fn search(
     fields: Fields,
 ) -> Result<Json<Value>, MlflowError> {
     let experiments = fields.texts("experiment_ids")?;
-    let view = match fields.text("run_view_type").as_deref() {
+    let view = match fields.text("run_view_type")?.as_deref() {
         None | Some("ACTIVE_ONLY") | Some("1") => ViewType::Active,
         Some("DELETED_ONLY") | Some("2") => ViewType::Deleted,
         Some("ALL") | Some("3") => ViewType::All,
@@ -573,8 +583,8 @@ pub(super) async fn search(
             "Invalid value {max} for parameter 'max_results' supplied. It must be at most 50000"
         )));
     }
-    let offset = page_offset(fields.text("page_token").as_deref())?;
-    let filter = fields.text("filter").filter(|f| !f.trim().is_empty());
+    let offset = page_offset(fields.text("page_token")?.as_deref())?;
+    let filter = fields.text("filter")?.filter(|f| !f.trim().is_empty());
     let mut columns = RunColumns::default();
     if let Some(f) = &filter {
         let checked = check_filter(f)?;

@@ -1,0 +1,8 @@
+//! `COPY … FROM STDIN` data in the text format, into a table of every column type.
+#![no_main]
+
+use runbase_engine::fuzzing::{CopyKind, copy};
+
+libfuzzer_sys::fuzz_target!(|data: &[u8]| {
+    let _ = copy(CopyKind::Text, data);
+});
