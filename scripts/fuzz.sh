@@ -38,15 +38,15 @@ case "$cmd" in
     for t in "${TARGETS[@]}"; do
       mkdir -p "fuzz/corpus/$t" "fuzz/seeds/$t"
       echo "== $t: ${secs}s"
-      fuzz run "${common[@]}" "$t" "fuzz/corpus/$t" "fuzz/seeds/$t" -- \
+      fuzz run "${common[@]}" "$t" "corpus/$t" "seeds/$t" -- \
         -max_total_time="$secs" -max_len=65536 -timeout=20 -rss_limit_mb=8192 -print_final_stats=1 \
-        2>&1 | tail -n 25
+        2>&1 | tail -n 25 || echo "== $t: stopped on a crash, its input is in fuzz/artifacts/$t"
     done
     ;;
   cmin)
     [ "$#" -gt 0 ] && TARGETS=("$@")
     for t in "${TARGETS[@]}"; do
-      fuzz cmin "${common[@]}" "$t" "fuzz/corpus/$t"
+      fuzz cmin "${common[@]}" "$t" "corpus/$t"
     done
     ;;
   *)

@@ -28,6 +28,8 @@ const SMALL_MESSAGE: usize = 10_000;
 const READ_CHUNK: usize = 16 * 1024;
 /// SSLRequest and GSSENCRequest codes: the client may send its startup packet after them.
 const NEGOTIATION_CODES: [i32; 2] = [80_877_103, 80_877_104];
+/// CancelRequest's code (its body is a process id and a secret, read by length).
+const CANCEL_CODE: i32 = 80_877_102;
 
 /// Why a frontend message was refused.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -120,7 +122,11 @@ impl<S> Guarded<S> {
                     self.pending[6],
                     self.pending[7],
                 ]);
-                self.untagged = len == 8 && NEGOTIATION_CODES.contains(&code);
+                let negotiation = len == 8 && NEGOTIATION_CODES.contains(&code);
+                if !negotiation && code != CANCEL_CODE {
+                    check_startup(&self.pending[8..len])?;
+                }
+                self.untagged = negotiation;
                 self.ready.extend_from_slice(&self.pending.split_to(len));
                 continue;
             }
@@ -267,6 +273,33 @@ pub fn check_body(tag: u8, body: &[u8]) -> Result<(), Malformed> {
         }
     }
     end(b, tag)
+}
+
+/// Checks a startup packet's parameters (after its length and protocol version): name and
+/// value strings, ended by an empty name at exactly the declared end. pgwire reads them up
+/// to the empty name, whatever the length says: bytes left after it would be decoded as
+/// messages the guard never checked, and parameters running past it would eat the next
+/// message.
+pub fn check_startup(params: &[u8]) -> Result<(), Malformed> {
+    let b = &mut &params[..];
+    loop {
+        let at = b.iter().position(|c| *c == 0).ok_or_else(|| {
+            bad("invalid startup packet layout: expected terminator as last byte")
+        })?;
+        if at == 0 {
+            b.advance(1);
+            break;
+        }
+        b.advance(at + 1);
+        cstr(b, "a startup parameter's value")?;
+    }
+    if b.is_empty() {
+        Ok(())
+    } else {
+        Err(bad(
+            "invalid startup packet layout: expected terminator as last byte",
+        ))
+    }
 }
 
 /// Checks a SASLInitialResponse body (mechanism, then a length-prefixed response) before
@@ -549,6 +582,30 @@ mod tests {
         let (out, refused) = through(&stream, 2).await;
         assert_eq!(refused, None);
         assert_eq!(out, stream);
+    }
+
+    /// Found by the pg_frontend fuzz target: pgwire reads a startup packet's parameters up
+    /// to the empty name, so a packet declaring more bytes hid a Parse message from the
+    /// guard inside itself, which then panicked pgwire's decoder.
+    #[tokio::test]
+    async fn a_startup_packet_must_end_at_its_terminator() {
+        assert!(check_startup(b"user\x00u\x00\x00").is_ok());
+        assert!(check_startup(b"\x00").is_ok());
+        for bad in [
+            &b"user\x00u\x00\x00P\x00\x00\x00\x04"[..],
+            b"user\x00u\x00",
+            b"user\x00u",
+            b"",
+        ] {
+            assert!(check_startup(bad).is_err(), "{bad:x?}");
+        }
+        let mut smuggled = b"\x00\x03\x00\x00user\x00u\x00\x00".to_vec();
+        smuggled.extend(frame(b'P', b"s\x00"));
+        let mut stream = ((smuggled.len() + 4) as i32).to_be_bytes().to_vec();
+        stream.extend(smuggled);
+        let (out, refused) = through(&stream, 3).await;
+        assert!(out.is_empty());
+        assert!(refused.expect("refused").contains("startup packet"));
     }
 
     #[test]

@@ -1,0 +1,52 @@
+#!/usr/bin/env bash
+# sqlsmith (Debian's package) against a fresh runbase server: random queries over user tables
+# and runbase's tracking tables; the server must not exit, panic or answer XX000.
+#
+#   scripts/sqlsmith.sh [QUERIES] [SEED]      # default 10000 queries, seed 1
+#
+# Writes its output to $SQLSMITH_OUT (default target dir/sqlsmith): the server's log,
+# sqlsmith's report, queries.jsonl (every query and its error) and summary.txt. Exits non-zero
+# if the server died, logged a panic, or answered any query with XX000. sqlsmith's four
+# catalog queries go through scripts/sqlsmith/proxy.py (see there and docs/reliability.md).
+set -euo pipefail
+cd "$(dirname "${BASH_SOURCE[0]}")/.."
+# shellcheck source=env.sh
+source scripts/env.sh
+queries="${1:-10000}"
+seed="${2:-1}"
+out="${SQLSMITH_OUT:-$CARGO_TARGET_DIR/sqlsmith}"
+rm -rf "$out" && mkdir -p "$out"
+export SQLSMITH_OUT="$out"
+command -v sqlsmith >/dev/null || { echo "sqlsmith is missing: apt-get install sqlsmith" >&2; exit 2; }
+bin="${RUNBASE_BIN:-$CARGO_TARGET_DIR/debug/runbase}"
+pg=16543 http=16580 proxy=16544
+"$bin" serve --data-dir "$out/data" --pg-listen "127.0.0.1:$pg" --http-listen "127.0.0.1:$http" \
+  >"$out/server.log" 2>&1 &
+server=$!
+python3 scripts/sqlsmith/proxy.py "$proxy" "$pg" --drop-void >"$out/proxy.out" 2>&1 &
+proxy_pid=$!
+trap 'kill $proxy_pid 2>/dev/null || true; kill $server 2>/dev/null || true' EXIT
+for _ in $(seq 50); do
+  psql -h 127.0.0.1 -p "$pg" -U runbase runbase -c 'SELECT 1' >/dev/null 2>&1 && break
+  sleep 0.2
+done
+psql -q -h 127.0.0.1 -p "$pg" -U runbase runbase >/dev/null <<'SQL'
+CREATE TABLE t (a int, b text, c float8);
+INSERT INTO t VALUES (1, 'x', 1.5), (2, NULL, -0.5);
+CREATE TABLE u (id bigint, name text, flag boolean, ts timestamp, v float8[]);
+INSERT INTO u VALUES (1, 'a', true, '2024-01-01', ARRAY[1.0, 2.0]), (2, NULL, false, NULL, NULL);
+SELECT start_run('e1', 'r1');
+SELECT log_metric(run_id, 'loss', 0.5, 1), log_param(run_id, 'lr', '0.1') FROM runbase.runs;
+SQL
+start=$(date +%s)
+sqlsmith --target="host=127.0.0.1 port=$proxy user=runbase dbname=runbase sslmode=disable" \
+  --exclude-catalog --max-queries="$queries" --seed="$seed" --verbose >"$out/sqlsmith.out" 2>"$out/sqlsmith.err" || true
+echo "sqlsmith: $queries queries in $(( $(date +%s) - start )) s" | tee "$out/summary.txt"
+python3 scripts/sqlsmith/summarize.py "$out/queries.jsonl" | tee -a "$out/summary.txt"
+status=0
+if ! kill -0 "$server" 2>/dev/null; then echo "the server exited" | tee -a "$out/summary.txt"; status=1; fi
+panics=$(grep -c panicked "$out/server.log" || true)
+internal=$(grep -c '"C": "XX000"' "$out/queries.jsonl" || true)
+echo "panics: $panics, XX000 answers: $internal" | tee -a "$out/summary.txt"
+[ "$panics" = 0 ] && [ "$internal" = 0 ] || status=1
+exit $status
