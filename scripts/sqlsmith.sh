@@ -23,7 +23,7 @@ pg=16543 http=16580 proxy=16544
 "$bin" serve --data-dir "$out/data" --pg-listen "127.0.0.1:$pg" --http-listen "127.0.0.1:$http" \
   >"$out/server.log" 2>&1 &
 server=$!
-python3 scripts/sqlsmith/proxy.py "$proxy" "$pg" --drop-void >"$out/proxy.out" 2>&1 &
+python3 scripts/sqlsmith/proxy.py "$proxy" "$pg" >"$out/proxy.out" 2>&1 &
 proxy_pid=$!
 trap 'kill $proxy_pid 2>/dev/null || true; kill $server 2>/dev/null || true' EXIT
 for _ in $(seq 50); do

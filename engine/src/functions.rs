@@ -73,6 +73,53 @@ impl FunctionDoc {
     fn returns_set(&self) -> bool {
         self.result.starts_with("TABLE")
     }
+
+    /// `pg_proc.prorettype`: the result's type oid (`record` for a table function).
+    fn result_oid(&self) -> i32 {
+        if self.returns_set() {
+            RECORD_OID
+        } else {
+            type_oid(&self.result)
+        }
+    }
+
+    /// `pg_proc.proargtypes`: the arguments' type oids, space-separated as `oidvector`
+    /// prints.
+    fn argument_oids(&self) -> String {
+        self.args
+            .iter()
+            .map(|(_, t)| type_oid(t).to_string())
+            .collect::<Vec<_>>()
+            .join(" ")
+    }
+}
+
+/// `record`'s oid.
+const RECORD_OID: i32 = 2249;
+
+/// The oid of the PostgreSQL type `name` as functions are documented (`anyelement`, 2283,
+/// for a type without one).
+fn type_oid(name: &str) -> i32 {
+    match name {
+        "boolean" => 16,
+        "bytea" => 17,
+        "bigint" => 20,
+        "smallint" => 21,
+        "integer" => 23,
+        "text" => 25,
+        "json" => 114,
+        "real" => 700,
+        "double precision" => 701,
+        "text[]" => 1009,
+        "bigint[]" => 1016,
+        "double precision[]" => 1022,
+        "date" => 1082,
+        "timestamp without time zone" => 1114,
+        "timestamp with time zone" => 1184,
+        "void" => 2278,
+        "jsonb" => 3802,
+        _ => 2283,
+    }
 }
 
 /// The PostgreSQL name of an Arrow type, for documenting functions.
@@ -154,6 +201,18 @@ impl FunctionDocs {
                         docs.iter()
                             .map(|(_, d)| i16::try_from(d.args.len()).unwrap_or(i16::MAX)),
                     ))),
+                    ("prorettype", DataType::Int32) => Some(Arc::new(
+                        Int32Array::from_iter_values(docs.iter().map(|(_, d)| d.result_oid())),
+                    )),
+                    ("proargtypes", DataType::Utf8) => Some(Arc::new(
+                        StringArray::from_iter_values(docs.iter().map(|(_, d)| d.argument_oids())),
+                    )),
+                    ("pronargdefaults", DataType::Int16) => Some(Arc::new(
+                        Int16Array::from_iter_values(docs.iter().map(|(_, d)| {
+                            i16::try_from(d.args.len().saturating_sub(d.required))
+                                .unwrap_or(i16::MAX)
+                        })),
+                    )),
                     ("provolatile", DataType::Utf8) => Some(Arc::new(
                         StringArray::from_iter_values(docs.iter().map(|_| "v")),
                     )),
@@ -210,5 +269,7 @@ mod tests {
         assert_eq!(all[0].1.name, "end_run");
         assert_eq!(docs.by_oid(i64::from(FIRST_OID) + 1), Some(d));
         assert_eq!(docs.by_oid(5), None);
+        assert_eq!(all[1].1.result_oid(), 20);
+        assert_eq!(all[1].1.argument_oids(), "25 25 701 20");
     }
 }

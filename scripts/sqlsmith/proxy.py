@@ -1,10 +1,10 @@
 #!/usr/bin/env python3
 """A PostgreSQL wire proxy for sqlsmith runs (scripts/sqlsmith.sh).
 
-sqlsmith reads the catalog with four queries runbase cannot answer yet (docs/reliability.md:
-information_schema.tables.is_insertable_into, typnamespace::regnamespace for a namespace
-pg_namespace lacks, a correlated select-list subquery over pg_proc, unnest of proargtypes).
-This proxy rewrites those four, and only those, into equivalent queries runbase answers;
+sqlsmith reads the catalog with queries runbase cannot answer yet (docs/reliability.md:
+information_schema.tables.is_insertable_into, a correlated select-list subquery over pg_proc,
+unnest of proargtypes, an oidvector). This proxy rewrites those, and only those, into
+equivalent queries runbase answers;
 every generated query passes through unchanged and is logged with its outcome to
 $SQLSMITH_LOG (JSON lines: query, seconds, error fields). Usage:
   proxy.py LISTEN_PORT UPSTREAM_PORT [--drop-void]
@@ -17,11 +17,6 @@ import os
 OUT = os.environ.get("SQLSMITH_OUT", ".")
 LOG = open(os.path.join(OUT, "proxy.log"), "a")
 
-TYPES_PREFIX = "select case typnamespace when 'pg_catalog'::regnamespace"
-TYPES_NEW = ("select case when t.typnamespace = 11 then quote_ident(t.typname) "
-             "else quote_ident(coalesce(n.nspname, 'information_schema')) || '.' || quote_ident(t.typname) end, "
-             "t.oid, t.typdelim, t.typrelid, t.typelem, t.typarray, t.typtype "
-             "from pg_type t left join pg_namespace n on n.oid = t.typnamespace")
 TABLES_PREFIX = "select table_name, table_schema, is_insertable_into, table_type from information_schema.tables"
 TABLES_NEW = ("select table_name, table_schema, case when table_type = 'BASE TABLE' then 'YES' else 'NO' end, "
               "table_type from information_schema.tables")
@@ -33,8 +28,6 @@ ARGS_RE = re.compile(r"^select unnest\(proargtypes\) from pg_proc\s+where oid = 
 
 def rewrite(q: str) -> str:
     s = q.strip()
-    if s.startswith(TYPES_PREFIX):
-        return TYPES_NEW
     if s.startswith(TABLES_PREFIX):
         return TABLES_NEW
     if s.startswith(PROC_OLD):

@@ -210,6 +210,8 @@ pub(crate) struct PgCatalogWithViews {
     functions: crate::functions::SharedFunctionDocs,
     /// The library's `pg_proc` rows (static) and the oid of `public`, read once.
     builtin_procs: tokio::sync::OnceCell<(SchemaRef, Vec<RecordBatch>, i32)>,
+    /// The library's `pg_type` rows (static) in `pg_catalog`, read once.
+    builtin_types: tokio::sync::OnceCell<Arc<dyn TableProvider>>,
 }
 
 impl PgCatalogWithViews {
@@ -223,6 +225,7 @@ impl PgCatalogWithViews {
             user,
             functions,
             builtin_procs: tokio::sync::OnceCell::new(),
+            builtin_types: tokio::sync::OnceCell::new(),
         }
     }
 
@@ -230,6 +233,22 @@ impl PgCatalogWithViews {
     /// [`Self::pg_proc`]. Run at open: reading tables while a statement is being planned
     /// can stall (some planners call `table` where spawned tasks cannot run).
     pub(crate) async fn warm(&self) -> DfResult<()> {
+        if let Some(types) = self.inner.table("pg_type").await? {
+            self.builtin_types
+                .get_or_try_init(|| async {
+                    let ctx = datafusion::prelude::SessionContext::new();
+                    let schema = types.schema();
+                    let batches = in_pg_catalog(
+                        ctx.read_table(types.clone())?.collect().await?,
+                        "typnamespace",
+                    )?;
+                    Ok::<_, datafusion::error::DataFusionError>(Arc::new(
+                        datafusion::datasource::MemTable::try_new(schema, vec![batches])?,
+                    )
+                        as Arc<dyn TableProvider>)
+                })
+                .await?;
+        }
         let Some(builtin) = self.inner.table("pg_proc").await? else {
             return Ok(());
         };
@@ -237,7 +256,10 @@ impl PgCatalogWithViews {
             .get_or_try_init(|| async {
                 let ctx = datafusion::prelude::SessionContext::new();
                 let schema = builtin.schema();
-                let batches = ctx.read_table(builtin.clone())?.collect().await?;
+                let batches = in_pg_catalog(
+                    ctx.read_table(builtin.clone())?.collect().await?,
+                    "pronamespace",
+                )?;
                 let public = match self.inner.table("pg_namespace").await? {
                     Some(ns) => namespace_oid(&ctx, ns, "public").await?,
                     None => None,
@@ -293,6 +315,31 @@ impl PgCatalogWithViews {
             vec![vec![batch]],
         )?))
     }
+}
+
+/// The rows of `batches` whose `column` is `pg_catalog`'s oid (11). The library's static
+/// `pg_type` and `pg_proc` also hold PostgreSQL's `information_schema` types and functions
+/// (namespace 13283), which runbase has neither of nor a `pg_namespace` row for: clients
+/// that list types or functions by namespace (sqlsmith) would name them by a bare oid.
+fn in_pg_catalog(batches: Vec<RecordBatch>, column: &str) -> DfResult<Vec<RecordBatch>> {
+    use datafusion::arrow::array::{Array, BooleanArray, Int32Array};
+    batches
+        .into_iter()
+        .map(|batch| {
+            let Some(oids) = batch
+                .column_by_name(column)
+                .and_then(|c| c.as_any().downcast_ref::<Int32Array>())
+            else {
+                return Ok(batch);
+            };
+            let keep: BooleanArray = (0..oids.len())
+                .map(|i| Some(!oids.is_null(i) && oids.value(i) == 11))
+                .collect();
+            Ok(datafusion::arrow::compute::filter_record_batch(
+                &batch, &keep,
+            )?)
+        })
+        .collect()
 }
 
 /// The oid of namespace `name` in the `pg_namespace` table `ns`.
@@ -362,6 +409,11 @@ impl SchemaProvider for PgCatalogWithViews {
         }
         if name == "pg_proc" {
             return self.pg_proc().await;
+        }
+        if name == "pg_type"
+            && let Some(types) = self.builtin_types.get()
+        {
+            return Ok(Some(types.clone()));
         }
         self.inner.table(name).await
     }
