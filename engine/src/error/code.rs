@@ -67,6 +67,8 @@ pub enum ErrorCode {
     NumericOverflow,
     /// A value or column of the wrong type for its use.
     DatatypeMismatch,
+    /// A subquery used as a value returned more than one row.
+    CardinalityViolation,
     /// An object of another kind than the statement takes (`DROP VIEW` of a table).
     WrongObjectType,
 
@@ -174,7 +176,7 @@ impl ErrorCode {
             Syntax | InvalidStatement | AmbiguousColumn | InvalidArgument | InvalidText
             | InvalidBinary | ValueTooLong | TooComplex | BadCopyData | NullValue
             | NotNullViolation | DivisionByZero | NumericOverflow | DatatypeMismatch
-            | WrongObjectType | ProtocolViolation => C::InvalidInput,
+            | CardinalityViolation | WrongObjectType | ProtocolViolation => C::InvalidInput,
             AuthenticationFailed => C::Unauthenticated,
             PermissionDenied | AuthorizationRejected => C::PermissionDenied,
             Unsupported => C::Unsupported,
@@ -215,6 +217,7 @@ impl ErrorCode {
             DivisionByZero => "division_by_zero",
             NumericOverflow => "numeric_overflow",
             DatatypeMismatch => "datatype_mismatch",
+            CardinalityViolation => "cardinality_violation",
             WrongObjectType => "wrong_object_type",
             PermissionDenied => "permission_denied",
             AuthenticationFailed => "authentication_failed",
@@ -270,6 +273,11 @@ pub(crate) fn datafusion_code(e: &DataFusionError) -> ErrorCode {
         // malformed input, for example the user passed invalid arguments to a function"
         // (`sqrt(-1)`, `substr(s, 1, -1)`, `date_trunc('fortnight', …)`); its bugs are
         // `Internal`.
+        DataFusionError::Execution(msg)
+            if msg.starts_with("Scalar subquery returned more than one row") =>
+        {
+            ErrorCode::CardinalityViolation
+        }
         DataFusionError::Execution(_) => ErrorCode::InvalidArgument,
         DataFusionError::ResourcesExhausted(_) => ErrorCode::ResourceExhausted,
         DataFusionError::ParquetError(_)

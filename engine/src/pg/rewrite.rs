@@ -11,14 +11,18 @@
 //! - `oid::regtype::text` is the type's name, as `format_type` spells it (asyncpg's
 //!   introspection, tools that show column types), not the oid's digits;
 //! - an unqualified `pg_indexes` is `pg_catalog.pg_indexes`, as on PostgreSQL's search
-//!   path (DuckDB's postgres extension reads it while attaching).
+//!   path (DuckDB's postgres extension reads it while attaching);
+//! - a `VALUES` list holding a subquery is the same rows as `SELECT … UNION ALL SELECT …`:
+//!   DataFusion evaluates VALUES before any subquery runs and fails with XX000
+//!   (`INSERT INTO t VALUES ((SELECT max(a) FROM t) + 1)`, found by sqlsmith).
 
 use std::ops::ControlFlow;
 
 use datafusion::sql::sqlparser::ast::{
     BinaryOperator, DataType as SqlType, Expr as SqlExpr, GroupByExpr, Ident, LimitClause,
     ObjectNamePart, OrderByKind, Query, Select, SelectItem, SetExpr, SetOperator, SetQuantifier,
-    Statement, TableAliasColumnDef, TableFactor, Value, visit_expressions_mut, visit_relations_mut,
+    Statement, TableAliasColumnDef, TableFactor, Value, Visit, VisitMut, Visitor, VisitorMut,
+    visit_expressions_mut, visit_relations_mut,
 };
 use datafusion::sql::sqlparser::dialect::PostgreSqlDialect;
 use datafusion::sql::sqlparser::parser::Parser;
@@ -28,6 +32,7 @@ use crate::error::{Error, Result};
 /// Applies every rewrite to `statement`.
 pub(crate) fn compatibility(statement: &mut Statement) -> Result<()> {
     qualify_catalog_relations(statement);
+    let _ = statement.visit(&mut ValuesWithSubqueries);
     let flow = visit_expressions_mut(statement, |e| {
         let step = decode_bytea_literal(e)
             .and_then(|()| rewrite_like_escape(e))
@@ -44,6 +49,69 @@ pub(crate) fn compatibility(statement: &mut Statement) -> Result<()> {
     match flow {
         ControlFlow::Break(err) => Err(err),
         ControlFlow::Continue(()) => Ok(()),
+    }
+}
+
+/// Turns each `VALUES` list holding a subquery into `SELECT … AS column1, … UNION ALL …`.
+struct ValuesWithSubqueries;
+
+impl VisitorMut for ValuesWithSubqueries {
+    type Break = ();
+
+    fn post_visit_query(&mut self, query: &mut Query) -> ControlFlow<()> {
+        values_as_selects(&mut query.body);
+        ControlFlow::Continue(())
+    }
+}
+
+/// Rewrites `body` (or the sides of its set operations) if it is a `VALUES` list with a
+/// subquery in it.
+fn values_as_selects(body: &mut SetExpr) {
+    match body {
+        SetExpr::SetOperation { left, right, .. } => {
+            values_as_selects(left);
+            values_as_selects(right);
+        }
+        SetExpr::Values(values) => {
+            let has_subquery = values.rows.iter().flat_map(|r| &r.content).any(|e| {
+                struct Finds;
+                impl Visitor for Finds {
+                    type Break = ();
+                    fn pre_visit_query(&mut self, _: &Query) -> ControlFlow<()> {
+                        ControlFlow::Break(())
+                    }
+                }
+                e.visit(&mut Finds).is_break()
+            });
+            // `DEFAULT` in a row is INSERT's, which only VALUES spells.
+            let has_default = values.rows.iter().flat_map(|r| &r.content).any(
+                |e| matches!(e, SqlExpr::Identifier(id) if id.quote_style.is_none() && id.value.eq_ignore_ascii_case("default")),
+            );
+            if !has_subquery || has_default || values.rows.is_empty() {
+                return;
+            }
+            let selects = values
+                .rows
+                .iter()
+                .map(|row| {
+                    let items = row
+                        .content
+                        .iter()
+                        .enumerate()
+                        .map(|(i, e)| format!("{e} AS column{}", i + 1))
+                        .collect::<Vec<_>>();
+                    format!("SELECT {}", items.join(", "))
+                })
+                .collect::<Vec<_>>()
+                .join(" UNION ALL ");
+            // The rows came from the parser, so they parse again; if not, VALUES stays.
+            if let Ok(mut parsed) = Parser::parse_sql(&PostgreSqlDialect {}, &selects)
+                && let Some(Statement::Query(q)) = parsed.pop()
+            {
+                *body = *q.body;
+            }
+        }
+        _ => {}
     }
 }
 
@@ -505,6 +573,27 @@ mod tests {
         let mut statement = statements.remove(0);
         compatibility(&mut statement).expect("rewrite");
         statement.to_string()
+    }
+
+    #[test]
+    fn values_with_a_subquery_become_selects() {
+        assert_eq!(
+            rewritten("INSERT INTO t VALUES ((SELECT max(a) FROM t) + 1, 'x'), (2, 'y')"),
+            "INSERT INTO t SELECT (SELECT max(a) FROM t) + 1 AS column1, 'x' AS column2 \
+             UNION ALL SELECT 2 AS column1, 'y' AS column2"
+        );
+        // Without a subquery, or with INSERT's DEFAULT, VALUES stays.
+        for sql in [
+            "INSERT INTO t VALUES (1, 'x')",
+            "INSERT INTO t VALUES (DEFAULT, (SELECT 1))",
+            "SELECT * FROM (VALUES (1)) AS v (a)",
+        ] {
+            assert_eq!(rewritten(sql), sql);
+        }
+        assert_eq!(
+            rewritten("SELECT * FROM (VALUES ((SELECT 5))) AS v (a)"),
+            "SELECT * FROM (SELECT (SELECT 5) AS column1) AS v (a)"
+        );
     }
 
     #[test]
