@@ -6,8 +6,9 @@
 #
 # Writes its output to $SQLSMITH_OUT (default target dir/sqlsmith): the server's log,
 # sqlsmith's report, queries.jsonl (every query and its error) and summary.txt. Exits non-zero
-# if the server died, logged a panic, or answered any query with XX000. sqlsmith's four
-# catalog queries go through scripts/sqlsmith/proxy.py (see there and docs/reliability.md).
+# if the server died, logged a panic, or answered any query with XX000. sqlsmith talks to the
+# server through scripts/sqlsmith/proxy.py, which passes everything through and logs each
+# query with its outcome.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 # shellcheck source=env.sh
@@ -39,11 +40,13 @@ SELECT start_run('e1', 'r1');
 SELECT log_metric(run_id, 'loss', 0.5, 1), log_param(run_id, 'lr', '0.1') FROM runbase.runs;
 SQL
 start=$(date +%s)
+smith=0
 sqlsmith --target="host=127.0.0.1 port=$proxy user=runbase dbname=runbase sslmode=disable" \
-  --exclude-catalog --max-queries="$queries" --seed="$seed" --verbose >"$out/sqlsmith.out" 2>"$out/sqlsmith.err" || true
-echo "sqlsmith: $queries queries in $(( $(date +%s) - start )) s" | tee "$out/summary.txt"
+  --exclude-catalog --max-queries="$queries" --seed="$seed" --verbose >"$out/sqlsmith.out" 2>"$out/sqlsmith.err" || smith=$?
+echo "sqlsmith: $queries queries in $(( $(date +%s) - start )) s, exit status $smith" | tee "$out/summary.txt"
 python3 scripts/sqlsmith/summarize.py "$out/queries.jsonl" | tee -a "$out/summary.txt"
 status=0
+if [ "$smith" != 0 ]; then tail -n 3 "$out/sqlsmith.err" | tee -a "$out/summary.txt"; status=1; fi
 if ! kill -0 "$server" 2>/dev/null; then echo "the server exited" | tee -a "$out/summary.txt"; status=1; fi
 panics=$(grep -c panicked "$out/server.log" || true)
 internal=$(grep -c '"C": "XX000"' "$out/queries.jsonl" || true)

@@ -258,7 +258,7 @@ impl Database {
         // The static rows `pg_proc` extends are read here, not while a statement is
         // planned (where reading a table can stall).
         if let Some(pg) = pg_catalog {
-            pg.warm().await.map_err(Error::DataFusion)?;
+            pg.warm(&template).await.map_err(Error::DataFusion)?;
         }
         let ctx = SessionContext::new_with_state(template);
         for f in functions::all(&tracking, &user, &Caller::default()) {

@@ -69,6 +69,8 @@ pub enum ErrorCode {
     DatatypeMismatch,
     /// A subquery used as a value returned more than one row.
     CardinalityViolation,
+    /// A regular expression that does not compile.
+    InvalidRegex,
     /// An object of another kind than the statement takes (`DROP VIEW` of a table).
     WrongObjectType,
 
@@ -176,7 +178,9 @@ impl ErrorCode {
             Syntax | InvalidStatement | AmbiguousColumn | InvalidArgument | InvalidText
             | InvalidBinary | ValueTooLong | TooComplex | BadCopyData | NullValue
             | NotNullViolation | DivisionByZero | NumericOverflow | DatatypeMismatch
-            | CardinalityViolation | WrongObjectType | ProtocolViolation => C::InvalidInput,
+            | CardinalityViolation | InvalidRegex | WrongObjectType | ProtocolViolation => {
+                C::InvalidInput
+            }
             AuthenticationFailed => C::Unauthenticated,
             PermissionDenied | AuthorizationRejected => C::PermissionDenied,
             Unsupported => C::Unsupported,
@@ -218,6 +222,7 @@ impl ErrorCode {
             NumericOverflow => "numeric_overflow",
             DatatypeMismatch => "datatype_mismatch",
             CardinalityViolation => "cardinality_violation",
+            InvalidRegex => "invalid_regular_expression",
             WrongObjectType => "wrong_object_type",
             PermissionDenied => "permission_denied",
             AuthenticationFailed => "authentication_failed",
@@ -278,7 +283,14 @@ pub(crate) fn datafusion_code(e: &DataFusionError) -> ErrorCode {
         {
             ErrorCode::CardinalityViolation
         }
+        DataFusionError::Execution(msg) if is_regex_error(msg) => ErrorCode::InvalidRegex,
         DataFusionError::Execution(_) => ErrorCode::InvalidArgument,
+        // DataFusion re-checks argument types after planning and calls a mismatch found
+        // there internal; to the user it is a function with no such signature, as at
+        // planning time.
+        DataFusionError::Internal(msg) if msg.contains("failed to match any signature") => {
+            ErrorCode::FunctionNotFound
+        }
         DataFusionError::ResourcesExhausted(_) => ErrorCode::ResourceExhausted,
         DataFusionError::ParquetError(_)
         | DataFusionError::ObjectStore(_)
@@ -334,9 +346,20 @@ pub(crate) fn external_code(inner: &(dyn std::error::Error + Send + Sync + 'stat
         delta_code(delta)
     } else if let Some(coded) = inner.downcast_ref::<CodedError>() {
         coded.code
+    } else if is_regex_error(&inner.to_string()) {
+        // The regex crate's own error (a pattern given to `~` that does not compile).
+        ErrorCode::InvalidRegex
     } else {
         ErrorCode::Internal
     }
+}
+
+/// Whether `message` is a regular expression's compile error, as the regex crate and
+/// arrow's regexp kernels word it.
+fn is_regex_error(message: &str) -> bool {
+    message.starts_with("regex parse error")
+        || message.starts_with("Regular expression did not compile")
+        || message.starts_with("Compiled regex exceeds size limit")
 }
 
 /// The code of an Arrow error.
@@ -345,6 +368,7 @@ pub(crate) fn arrow_code(e: &ArrowError) -> ErrorCode {
         ArrowError::CastError(_) | ArrowError::ParseError(_) => ErrorCode::InvalidText,
         ArrowError::DivideByZero => ErrorCode::DivisionByZero,
         ArrowError::ArithmeticOverflow(_) => ErrorCode::NumericOverflow,
+        ArrowError::ComputeError(msg) if is_regex_error(msg) => ErrorCode::InvalidRegex,
         ArrowError::InvalidArgumentError(_) | ArrowError::ComputeError(_) => {
             ErrorCode::InvalidArgument
         }

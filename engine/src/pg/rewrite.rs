@@ -12,6 +12,11 @@
 //!   introspection, tools that show column types), not the oid's digits;
 //! - an unqualified `pg_indexes` is `pg_catalog.pg_indexes`, as on PostgreSQL's search
 //!   path (DuckDB's postgres extension reads it while attaching);
+//! - `information_schema.tables.is_insertable_into`, which DataFusion's `information_schema`
+//!   lacks, is spelled out: `YES` for user tables, `NO` for views and system tables
+//!   (sqlsmith picks INSERT targets by it);
+//! - `unnest(proargtypes)` unnests the argument type oids (`proargtypes` is their text, as an
+//!   `oidvector` prints; sqlsmith reads functions' signatures so);
 //! - a `VALUES` list holding a subquery is the same rows as `SELECT … UNION ALL SELECT …`:
 //!   DataFusion evaluates VALUES before any subquery runs and fails with XX000
 //!   (`INSERT INTO t VALUES ((SELECT max(a) FROM t) + 1)`, found by sqlsmith).
@@ -19,10 +24,11 @@
 use std::ops::ControlFlow;
 
 use datafusion::sql::sqlparser::ast::{
-    BinaryOperator, DataType as SqlType, Expr as SqlExpr, GroupByExpr, Ident, LimitClause,
-    ObjectNamePart, OrderByKind, Query, Select, SelectItem, SetExpr, SetOperator, SetQuantifier,
-    Statement, TableAliasColumnDef, TableFactor, Value, Visit, VisitMut, Visitor, VisitorMut,
-    visit_expressions_mut, visit_relations_mut,
+    BinaryOperator, DataType as SqlType, Expr as SqlExpr, FunctionArg, FunctionArgExpr,
+    FunctionArguments, GroupByExpr, Ident, LimitClause, ObjectName, ObjectNamePart, OrderByKind,
+    Query, Select, SelectItem, SetExpr, SetOperator, SetQuantifier, Statement, TableAliasColumnDef,
+    TableFactor, Value, Visit, VisitMut, Visitor, VisitorMut, visit_expressions_mut,
+    visit_relations_mut,
 };
 use datafusion::sql::sqlparser::dialect::PostgreSqlDialect;
 use datafusion::sql::sqlparser::parser::Parser;
@@ -33,7 +39,12 @@ use crate::error::{Error, Result};
 pub(crate) fn compatibility(statement: &mut Statement) -> Result<()> {
     qualify_catalog_relations(statement);
     let _ = statement.visit(&mut ValuesWithSubqueries);
+    let info_tables = reads_information_schema_tables(statement);
     let flow = visit_expressions_mut(statement, |e| {
+        if info_tables {
+            spell_is_insertable_into(e);
+        }
+        unnest_argument_types(e);
         let step = decode_bytea_literal(e)
             .and_then(|()| rewrite_like_escape(e))
             .and_then(|()| regtype_names(e))
@@ -49,6 +60,89 @@ pub(crate) fn compatibility(statement: &mut Statement) -> Result<()> {
     match flow {
         ControlFlow::Break(err) => Err(err),
         ControlFlow::Continue(()) => Ok(()),
+    }
+}
+
+/// Whether `statement` reads `information_schema.tables`.
+fn reads_information_schema_tables(statement: &Statement) -> bool {
+    struct Find;
+    impl Visitor for Find {
+        type Break = ();
+        fn pre_visit_relation(&mut self, name: &ObjectName) -> ControlFlow<()> {
+            let parts: Vec<String> = name
+                .0
+                .iter()
+                .filter_map(|p| p.as_ident().map(|i| i.value.to_ascii_lowercase()))
+                .collect();
+            if parts.ends_with(&["information_schema".to_string(), "tables".to_string()]) {
+                ControlFlow::Break(())
+            } else {
+                ControlFlow::Continue(())
+            }
+        }
+    }
+    statement.visit(&mut Find).is_break()
+}
+
+/// Spells `[q.]is_insertable_into` of `information_schema.tables` out from its other
+/// columns: only a user table (a `BASE TABLE` outside `runbase` and the catalogs) takes
+/// INSERT.
+fn spell_is_insertable_into(e: &mut SqlExpr) {
+    let qualifier = match e {
+        SqlExpr::Identifier(id) if id.value.eq_ignore_ascii_case("is_insertable_into") => {
+            String::new()
+        }
+        SqlExpr::CompoundIdentifier(ids)
+            if ids.len() >= 2
+                && ids
+                    .last()
+                    .is_some_and(|id| id.value.eq_ignore_ascii_case("is_insertable_into")) =>
+        {
+            ids[..ids.len() - 1]
+                .iter()
+                .map(|i| format!("{i}."))
+                .collect::<String>()
+        }
+        _ => return,
+    };
+    let sql = format!(
+        "CASE WHEN {qualifier}table_type = 'BASE TABLE' AND {qualifier}table_schema NOT IN \
+         ('runbase', 'pg_catalog', 'information_schema') THEN 'YES' ELSE 'NO' END"
+    );
+    if let Ok(spelled) = parse_expr(&sql) {
+        *e = spelled;
+    }
+}
+
+/// `unnest([q.]proargtypes)`: the text of the oids, split and cast to `oid[]` (no
+/// arguments: no rows).
+fn unnest_argument_types(e: &mut SqlExpr) {
+    let SqlExpr::Function(f) = e else {
+        return;
+    };
+    if !f.name.to_string().eq_ignore_ascii_case("unnest") {
+        return;
+    }
+    let FunctionArguments::List(list) = &mut f.args else {
+        return;
+    };
+    let [FunctionArg::Unnamed(FunctionArgExpr::Expr(arg))] = list.args.as_mut_slice() else {
+        return;
+    };
+    let is_argtypes = match &*arg {
+        SqlExpr::Identifier(id) => id.value.eq_ignore_ascii_case("proargtypes"),
+        SqlExpr::CompoundIdentifier(ids) => ids
+            .last()
+            .is_some_and(|id| id.value.eq_ignore_ascii_case("proargtypes")),
+        _ => false,
+    };
+    if !is_argtypes {
+        return;
+    }
+    if let Ok(split) = parse_expr(&format!(
+        "CAST(string_to_array(nullif({arg}, ''), ' ') AS oid[])"
+    )) {
+        *arg = split;
     }
 }
 
@@ -554,6 +648,12 @@ fn aggregate_catalog_subquery(e: &mut SqlExpr) {
     let Ok(wrapped) = parse_expr(&format!("first_value({expr})")) else {
         return;
     };
+    // The output keeps the column's name, as PostgreSQL names a subquery's value.
+    let alias = alias.or_else(|| match &expr {
+        SqlExpr::Identifier(id) => Some(id.clone()),
+        SqlExpr::CompoundIdentifier(ids) => ids.last().cloned(),
+        _ => None,
+    });
     select.projection[0] = match alias {
         Some(alias) => SelectItem::ExprWithAlias {
             expr: wrapped,
@@ -573,6 +673,26 @@ mod tests {
         let mut statement = statements.remove(0);
         compatibility(&mut statement).expect("rewrite");
         statement.to_string()
+    }
+
+    #[test]
+    fn is_insertable_into_and_unnest_of_proargtypes_are_spelled_out() {
+        let out = rewritten(
+            "select table_name, table_schema, is_insertable_into, table_type from information_schema.tables",
+        );
+        assert!(
+            out.contains("CASE WHEN table_type = 'BASE TABLE' AND table_schema NOT IN ('runbase', 'pg_catalog', 'information_schema') THEN 'YES' ELSE 'NO' END"),
+            "{out}"
+        );
+        let out = rewritten("SELECT t.is_insertable_into FROM information_schema.tables AS t");
+        assert!(out.contains("WHEN t.table_type = 'BASE TABLE'"), "{out}");
+        // Another relation's column of that name is its own.
+        let sql = "SELECT is_insertable_into FROM information_schema.views";
+        assert_eq!(rewritten(sql), sql);
+        assert_eq!(
+            rewritten("select unnest(proargtypes) from pg_proc where oid = 5"),
+            "SELECT unnest(CAST(string_to_array(nullif(proargtypes, ''), ' ') AS oid[])) FROM pg_proc WHERE oid = 5"
+        );
     }
 
     #[test]

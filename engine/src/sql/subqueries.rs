@@ -11,7 +11,8 @@
 use std::ops::ControlFlow;
 
 use datafusion::sql::sqlparser::ast::{
-    Expr, ObjectName, Query, SelectItem, SetExpr, Statement, Visit, Visitor,
+    BinaryOperator, Expr, GroupByExpr, ObjectName, Query, SelectItem, SetExpr, Statement,
+    TableFactor, Visit, Visitor,
 };
 use datafusion::sql::sqlparser::dialect::PostgreSqlDialect;
 use datafusion::sql::sqlparser::parser::Parser;
@@ -41,7 +42,9 @@ pub(super) fn keep_user_subqueries(sql: &str, rewritten: Vec<Statement>) -> Vec<
         .into_iter()
         .zip(rewritten)
         .map(|(plain, rewritten)| {
-            if has_select_list_subquery(&plain) && !reads_catalog(&plain) {
+            if has_select_list_subquery(&plain)
+                && (!reads_catalog(&plain) || catalog_lookups_only(&plain))
+            {
                 compatibility_rewrites(plain)
             } else {
                 rewritten
@@ -95,6 +98,106 @@ fn has_select_list_subquery(statement: &Statement) -> bool {
     statement.visit(&mut Find).is_break()
 }
 
+/// Whether every select-list subquery of `statement` is a catalog lookup: one value read
+/// from `pg_*` tables, without LIMIT, grouping or subqueries of its own. runbase aggregates
+/// such a lookup with `first_value` (`crate::pg::rewrite`), which DataFusion decorrelates;
+/// the compatibility rule would answer it as NULL when its correlation is qualified, or cap
+/// it with a LIMIT that DataFusion cannot plan when it is not (sqlsmith's
+/// `(select nspname from pg_namespace where oid = pronamespace)`).
+fn catalog_lookups_only(statement: &Statement) -> bool {
+    struct Find;
+    impl Visitor for Find {
+        type Break = ();
+        fn pre_visit_query(&mut self, query: &Query) -> ControlFlow<()> {
+            let SetExpr::Select(select) = query.body.as_ref() else {
+                return ControlFlow::Continue(());
+            };
+            for item in &select.projection {
+                let (SelectItem::UnnamedExpr(Expr::Subquery(sub))
+                | SelectItem::ExprWithAlias {
+                    expr: Expr::Subquery(sub),
+                    ..
+                }) = item
+                else {
+                    continue;
+                };
+                if !is_catalog_lookup(sub) {
+                    return ControlFlow::Break(());
+                }
+            }
+            ControlFlow::Continue(())
+        }
+    }
+    statement.visit(&mut Find).is_continue()
+}
+
+/// Whether `query` is one value read from `pg_*` tables, as [`catalog_lookups_only`] takes.
+fn is_catalog_lookup(query: &Query) -> bool {
+    let SetExpr::Select(select) = query.body.as_ref() else {
+        return false;
+    };
+    let no_group = matches!(&select.group_by, GroupByExpr::Expressions(v, _) if v.is_empty());
+    let catalog_tables = !select.from.is_empty()
+        && select.from.iter().all(|t| {
+            t.joins.is_empty()
+                && matches!(&t.relation, TableFactor::Table { name, .. }
+                if name.0.last().and_then(|p| p.as_ident()).is_some_and(|i| {
+                    i.value.to_ascii_lowercase().starts_with("pg_")
+                }))
+        });
+    let nested = {
+        struct Nested;
+        impl Visitor for Nested {
+            type Break = ();
+            fn pre_visit_expr(&mut self, e: &Expr) -> ControlFlow<()> {
+                if matches!(
+                    e,
+                    Expr::Subquery(_) | Expr::Exists { .. } | Expr::InSubquery { .. }
+                ) {
+                    ControlFlow::Break(())
+                } else {
+                    ControlFlow::Continue(())
+                }
+            }
+        }
+        select.visit(&mut Nested).is_break()
+    };
+    query.limit_clause.is_none()
+        && query.with.is_none()
+        && no_group
+        && select.projection.len() == 1
+        && catalog_tables
+        && !nested
+        && select.selection.as_ref().is_none_or(equalities_only)
+}
+
+/// Whether `e` is a conjunction of equalities between columns and constants: the
+/// correlation DataFusion decorrelates (psql's `\d` has lookups correlated by `<>` and by a
+/// bare boolean column, which stay with the compatibility rule).
+fn equalities_only(e: &Expr) -> bool {
+    fn operand(e: &Expr) -> bool {
+        match e {
+            Expr::Identifier(_) | Expr::CompoundIdentifier(_) | Expr::Value(_) => true,
+            Expr::Cast { expr, .. } | Expr::Nested(expr) => operand(expr),
+            _ => false,
+        }
+    }
+    match e {
+        Expr::Nested(inner) => equalities_only(inner),
+        Expr::BinaryOp {
+            left,
+            op: BinaryOperator::And,
+            right,
+        } => equalities_only(left) && equalities_only(right),
+        Expr::BinaryOp {
+            left,
+            op: BinaryOperator::Eq,
+            right,
+        } => operand(left) && operand(right),
+        _ => false,
+    }
+}
+
 /// Whether `statement` names a catalog relation (`pg_catalog.*`, `information_schema.*`,
 /// `pg_*`): what clients' introspection queries read.
 fn reads_catalog(statement: &Statement) -> bool {
@@ -143,8 +246,22 @@ mod tests {
     }
 
     #[test]
-    fn catalog_queries_keep_the_compatibility_rewrite() {
+    fn catalog_lookups_are_kept_and_other_catalog_subqueries_rewritten() {
         let sql = "SELECT c.relname, (SELECT n.nspname FROM pg_catalog.pg_namespace n WHERE n.oid = c.relnamespace) FROM pg_catalog.pg_class c";
+        assert!(
+            parse(sql).contains("n.oid = c.relnamespace"),
+            "{}",
+            parse(sql)
+        );
+        let sql = "SELECT a.attname, (SELECT d.adbin FROM pg_catalog.pg_attrdef d WHERE d.adrelid = a.attrelid AND a.atthasdef) FROM pg_catalog.pg_attribute a";
+        assert!(
+            !parse(sql).contains("d.adrelid = a.attrelid"),
+            "{}",
+            parse(sql)
+        );
+        let sql = "SELECT c.relname, (SELECT count(*) FROM t WHERE t.a = c.oid) FROM pg_catalog.pg_class c";
+        assert!(!parse(sql).contains("t.a = c.oid"), "{}", parse(sql));
+        let sql = "SELECT c.relname, (SELECT n.nspname FROM pg_namespace n WHERE n.oid = c.relnamespace LIMIT 1) FROM pg_class c";
         assert!(
             !parse(sql).contains("n.oid = c.relnamespace"),
             "{}",

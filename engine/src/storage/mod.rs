@@ -21,6 +21,8 @@
 //! - `stream`: streamed writes (rows to Parquet as they arrive, one commit at the end).
 //! - `table`: [`StoredTable`], one table's cached Delta state and its writes.
 //! - [`schema`]: the DataFusion catalog and schemas (`public`, `runbase`) over the tables.
+//! - `pg_rows`: which of the catalog library's `pg_type`, `pg_proc` and `pg_operator` rows
+//!   `pg_catalog` lists (what runbase has).
 //! - [`provider`]: table providers for scans, `INSERT` and `table_at(name, version)`.
 
 mod delta;
@@ -28,6 +30,7 @@ mod dml;
 mod faulty;
 mod metered;
 mod object_store;
+mod pg_rows;
 pub mod provider;
 mod s3;
 pub mod schema;

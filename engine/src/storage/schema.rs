@@ -209,9 +209,11 @@ pub(crate) struct PgCatalogWithViews {
     user: Arc<UserSchema>,
     functions: crate::functions::SharedFunctionDocs,
     /// The library's `pg_proc` rows (static) and the oid of `public`, read once.
-    builtin_procs: tokio::sync::OnceCell<(SchemaRef, Vec<RecordBatch>, i32)>,
-    /// The library's `pg_type` rows (static) in `pg_catalog`, read once.
-    builtin_types: tokio::sync::OnceCell<Arc<dyn TableProvider>>,
+    builtin_procs: std::sync::OnceLock<(SchemaRef, Vec<RecordBatch>, i32)>,
+    /// The library's `pg_type` rows (static) of the types runbase has, read once.
+    builtin_types: std::sync::OnceLock<Arc<dyn TableProvider>>,
+    /// The library's `pg_operator` rows (static) of the operators runbase has, read once.
+    builtin_operators: std::sync::OnceLock<Arc<dyn TableProvider>>,
 }
 
 impl PgCatalogWithViews {
@@ -224,53 +226,54 @@ impl PgCatalogWithViews {
             inner,
             user,
             functions,
-            builtin_procs: tokio::sync::OnceCell::new(),
-            builtin_types: tokio::sync::OnceCell::new(),
+            builtin_procs: std::sync::OnceLock::new(),
+            builtin_types: std::sync::OnceLock::new(),
+            builtin_operators: std::sync::OnceLock::new(),
         }
     }
 
-    /// Reads the library's `pg_proc` rows and the oid of `public` once, for
-    /// [`Self::pg_proc`]. Run at open: reading tables while a statement is being planned
-    /// can stall (some planners call `table` where spawned tasks cannot run).
-    pub(crate) async fn warm(&self) -> DfResult<()> {
-        if let Some(types) = self.inner.table("pg_type").await? {
-            self.builtin_types
-                .get_or_try_init(|| async {
-                    let ctx = datafusion::prelude::SessionContext::new();
-                    let schema = types.schema();
-                    let batches = in_pg_catalog(
-                        ctx.read_table(types.clone())?.collect().await?,
-                        "typnamespace",
-                    )?;
-                    Ok::<_, datafusion::error::DataFusionError>(Arc::new(
-                        datafusion::datasource::MemTable::try_new(schema, vec![batches])?,
-                    )
-                        as Arc<dyn TableProvider>)
-                })
-                .await?;
-        }
-        let Some(builtin) = self.inner.table("pg_proc").await? else {
+    /// Reads the library's static `pg_type`, `pg_proc` and `pg_operator` rows once, keeping
+    /// what runbase has (`super::pg_rows`; `state` says which types cast and which functions
+    /// exist), and the oid of `public`. Run at open: reading tables while a statement is
+    /// being planned can stall (some planners call `table` where spawned tasks cannot run).
+    pub(crate) async fn warm(&self, state: &datafusion::execution::SessionState) -> DfResult<()> {
+        let ctx = datafusion::prelude::SessionContext::new();
+        let (Some(types), Some(procs)) = (
+            self.inner.table("pg_type").await?,
+            self.inner.table("pg_proc").await?,
+        ) else {
             return Ok(());
         };
-        self.builtin_procs
-            .get_or_try_init(|| async {
-                let ctx = datafusion::prelude::SessionContext::new();
-                let schema = builtin.schema();
-                let batches = in_pg_catalog(
-                    ctx.read_table(builtin.clone())?.collect().await?,
-                    "pronamespace",
-                )?;
-                let public = match self.inner.table("pg_namespace").await? {
-                    Some(ns) => namespace_oid(&ctx, ns, "public").await?,
-                    None => None,
-                };
-                Ok::<_, datafusion::error::DataFusionError>((
-                    schema,
-                    batches,
-                    public.unwrap_or(2200),
-                ))
-            })
-            .await?;
+        let (type_rows, kept) =
+            super::pg_rows::types(state, ctx.read_table(types.clone())?.collect().await?).await?;
+        let memory = |schema, rows| -> DfResult<Arc<dyn TableProvider>> {
+            Ok(Arc::new(datafusion::datasource::MemTable::try_new(
+                schema,
+                vec![rows],
+            )?))
+        };
+        let _ = self.builtin_types.set(memory(types.schema(), type_rows)?);
+        if let Some(operators) = self.inner.table("pg_operator").await? {
+            let rows = super::pg_rows::operators(
+                ctx.read_table(operators.clone())?.collect().await?,
+                &kept,
+            )?;
+            let _ = self
+                .builtin_operators
+                .set(memory(operators.schema(), rows)?);
+        }
+        let proc_rows = super::pg_rows::functions(
+            state,
+            ctx.read_table(procs.clone())?.collect().await?,
+            &kept,
+        )?;
+        let public = match self.inner.table("pg_namespace").await? {
+            Some(ns) => namespace_oid(&ctx, ns, "public").await?,
+            None => None,
+        };
+        let _ = self
+            .builtin_procs
+            .set((procs.schema(), proc_rows, public.unwrap_or(2200)));
         Ok(())
     }
 
@@ -315,31 +318,6 @@ impl PgCatalogWithViews {
             vec![vec![batch]],
         )?))
     }
-}
-
-/// The rows of `batches` whose `column` is `pg_catalog`'s oid (11). The library's static
-/// `pg_type` and `pg_proc` also hold PostgreSQL's `information_schema` types and functions
-/// (namespace 13283), which runbase has neither of nor a `pg_namespace` row for: clients
-/// that list types or functions by namespace (sqlsmith) would name them by a bare oid.
-fn in_pg_catalog(batches: Vec<RecordBatch>, column: &str) -> DfResult<Vec<RecordBatch>> {
-    use datafusion::arrow::array::{Array, BooleanArray, Int32Array};
-    batches
-        .into_iter()
-        .map(|batch| {
-            let Some(oids) = batch
-                .column_by_name(column)
-                .and_then(|c| c.as_any().downcast_ref::<Int32Array>())
-            else {
-                return Ok(batch);
-            };
-            let keep: BooleanArray = (0..oids.len())
-                .map(|i| Some(!oids.is_null(i) && oids.value(i) == 11))
-                .collect();
-            Ok(datafusion::arrow::compute::filter_record_batch(
-                &batch, &keep,
-            )?)
-        })
-        .collect()
 }
 
 /// The oid of namespace `name` in the `pg_namespace` table `ns`.
@@ -410,10 +388,13 @@ impl SchemaProvider for PgCatalogWithViews {
         if name == "pg_proc" {
             return self.pg_proc().await;
         }
-        if name == "pg_type"
-            && let Some(types) = self.builtin_types.get()
-        {
-            return Ok(Some(types.clone()));
+        let kept = match name {
+            "pg_type" => self.builtin_types.get(),
+            "pg_operator" => self.builtin_operators.get(),
+            _ => None,
+        };
+        if let Some(rows) = kept {
+            return Ok(Some(rows.clone()));
         }
         self.inner.table(name).await
     }

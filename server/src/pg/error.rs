@@ -81,6 +81,7 @@ pub fn sqlstate(code: ErrorCode) -> &'static str {
         C::NumericOverflow => "22003",
         C::DatatypeMismatch => "42804",
         C::CardinalityViolation => "21000",
+        C::InvalidRegex => "2201B",
         C::PermissionDenied => "42501",
         C::AuthenticationFailed => "28P01",
         C::AuthorizationRejected => "28000",

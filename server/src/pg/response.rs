@@ -27,7 +27,7 @@ pub(super) fn pg_fields(
     schema: &datafusion::arrow::datatypes::Schema,
     format: &Format,
 ) -> PgWireResult<Vec<FieldInfo>> {
-    let mut fields = arrow_schema_to_pg_fields(schema, format, None)?;
+    let mut fields = arrow_schema_to_pg_fields(schema, format, None).map_err(unsupported_type)?;
     for (i, field) in schema.fields().iter().enumerate() {
         let data_type = field.data_type();
         let corrected = if is_oid_array(data_type) {
@@ -37,7 +37,7 @@ pub(super) fn pg_fields(
                 .metadata()
                 .contains_key(arrow_pg::datatypes::PG_OID_ALIAS_KEY)
         {
-            into_pg_type(data_type)?
+            into_pg_type(data_type).map_err(unsupported_type)?
         } else {
             continue;
         };
@@ -50,6 +50,27 @@ pub(super) fn pg_fields(
         );
     }
     Ok(fields)
+}
+
+/// arrow-pg's refusal of a column type it has no PostgreSQL type for (an array of arrays):
+/// XX000 there, but a limit of what runbase sends, not a bug, so 0A000 as PostgreSQL says of
+/// what it does not support.
+fn unsupported_type(e: pgwire::error::PgWireError) -> pgwire::error::PgWireError {
+    match e {
+        pgwire::error::PgWireError::UserError(info)
+            if info.code == "XX000" && info.message.starts_with("Unsupported") =>
+        {
+            super::error::PgError::new(
+                ErrorCode::Unsupported,
+                format!(
+                    "{} (a result column of this type cannot be sent to PostgreSQL clients)",
+                    info.message
+                ),
+            )
+            .into()
+        }
+        other => other,
+    }
 }
 
 /// Turns one statement's output into a pgwire response.
