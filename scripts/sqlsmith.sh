@@ -43,7 +43,12 @@ SQL
 start=$(date +%s)
 smith=0
 sqlsmith --target="host=127.0.0.1 port=$proxy user=runbase dbname=runbase sslmode=disable" \
-  --exclude-catalog --max-queries="$queries" --seed="$seed" --verbose >"$out/sqlsmith.out" 2>"$out/sqlsmith.err" || smith=$?
+  --exclude-catalog --max-queries="$queries" --seed="$seed" --verbose >"$out/sqlsmith.out" 2>"$out/sqlsmith.err" &
+smith_pid=$!
+# sqlsmith reconnects forever to a server that is gone: stop it if the server exits.
+( while kill -0 "$server" 2>/dev/null && kill -0 "$smith_pid" 2>/dev/null; do sleep 1; done
+  kill "$smith_pid" 2>/dev/null || true ) &
+wait "$smith_pid" || smith=$?
 echo "sqlsmith: $queries queries in $(( $(date +%s) - start )) s, exit status $smith" | tee "$out/summary.txt"
 python3 scripts/sqlsmith/summarize.py "$out/queries.jsonl" | tee -a "$out/summary.txt"
 status=0
