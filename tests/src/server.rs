@@ -50,6 +50,43 @@ pub fn free_ports<const N: usize>() -> [u16; N] {
     })
 }
 
+/// One HTTP/1.1 request to `addr` on a fresh connection (`Connection: close`): `headers` are
+/// extra header lines, each ending in CRLF. Answers the status and the body (lossily UTF-8).
+pub fn http_request(
+    addr: std::net::SocketAddr,
+    method: &str,
+    path: &str,
+    headers: &str,
+    body: &str,
+) -> (u16, String) {
+    use std::io::{Read, Write};
+    let mut stream = std::net::TcpStream::connect(addr).expect("connect to the HTTP front end");
+    // A bound on a request that hangs; generous, as a first scoring request loads a model.
+    stream
+        .set_read_timeout(Some(Duration::from_secs(120)))
+        .expect("read timeout");
+    write!(
+        stream,
+        "{method} {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n{headers}\
+         Content-Length: {}\r\n\r\n{body}",
+        body.len()
+    )
+    .expect("send the request");
+    let mut raw = Vec::new();
+    let _ = stream.read_to_end(&mut raw);
+    let text = String::from_utf8_lossy(&raw).into_owned();
+    let status = text
+        .split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| panic!("no status line in {text:?}"));
+    let body = text
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_string())
+        .unwrap_or_default();
+    (status, body)
+}
+
 /// Whether `extra` sets the PostgreSQL address itself.
 fn sets_pg_listen(extra: &[&str]) -> bool {
     extra.iter().any(|a| {

@@ -7,13 +7,11 @@
 //!   content type and body match the document.
 
 use std::collections::BTreeSet;
-use std::io::{Read, Write};
-use std::net::{SocketAddr, TcpStream};
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::Command;
-use std::time::Duration;
 
-use runbase_tests::server::TestServer;
+use runbase_tests::server::{TestServer, http_request as request};
 
 fn repo() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
@@ -158,34 +156,6 @@ fn every_route_in_the_source_is_described_by_the_openapi_document() {
     assert!(stale.is_empty(), "described paths with no route: {stale:?}");
 }
 
-/// One request over a fresh connection; the status and body.
-fn request(addr: SocketAddr, method: &str, path: &str, headers: &str, body: &str) -> (u16, String) {
-    let mut stream = TcpStream::connect(addr).expect("connect to the HTTP front end");
-    stream
-        .set_read_timeout(Some(Duration::from_secs(30)))
-        .expect("read timeout");
-    write!(
-        stream,
-        "{method} {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n{headers}\
-         Content-Length: {}\r\n\r\n{body}",
-        body.len()
-    )
-    .expect("send the request");
-    let mut raw = Vec::new();
-    let _ = stream.read_to_end(&mut raw);
-    let text = String::from_utf8_lossy(&raw).into_owned();
-    let status = text
-        .split_whitespace()
-        .nth(1)
-        .and_then(|s| s.parse().ok())
-        .unwrap_or_else(|| panic!("no status line in {text:?}"));
-    let body = text
-        .split_once("\r\n\r\n")
-        .map(|(_, b)| b.to_string())
-        .unwrap_or_default();
-    (status, body)
-}
-
 fn csrf_token(addr: SocketAddr) -> String {
     let (status, body) = request(addr, "GET", "/api/v1/whoami", "", "");
     assert_eq!(status, 200, "{body}");
@@ -282,6 +252,8 @@ async fn every_described_operation_is_served_and_schemathesis_finds_no_server_er
     // no 5xx, and status codes, content types and bodies as described.
     let examples = std::env::var("RUNBASE_SCHEMATHESIS_EXAMPLES").unwrap_or_else(|_| "8".into());
     let out = Command::new(schemathesis())
+        // Its cache (`.schemathesis/`) goes where its working directory is.
+        .current_dir(dir.path())
         .args(["run", &format!("http://{addr}/api/v1/openapi.yaml")])
         .args(["--url", &format!("http://{addr}")])
         .args([

@@ -506,26 +506,13 @@ async fn python_imports_and_exports_models_through_psycopg() {
 
 /// `POST path` with `body` as `content_type` to the server's HTTP port; (status, body).
 fn http_post(server: &TestServer, path: &str, content_type: &str, body: &str) -> (u16, String) {
-    use std::io::{Read, Write};
-    let mut stream = std::net::TcpStream::connect(server.http_addr()).expect("connect");
-    write!(
-        stream,
-        "POST {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: {content_type}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
-        body.len()
+    runbase_tests::server::http_request(
+        server.http_addr(),
+        "POST",
+        path,
+        &format!("Content-Type: {content_type}\r\n"),
+        body,
     )
-    .expect("send");
-    let mut response = String::new();
-    stream.read_to_string(&mut response).expect("read");
-    let status = response
-        .split_whitespace()
-        .nth(1)
-        .and_then(|s| s.parse().ok())
-        .expect("status");
-    let body = response
-        .split_once("\r\n\r\n")
-        .map(|(_, b)| b.to_string())
-        .unwrap_or_default();
-    (status, body)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
