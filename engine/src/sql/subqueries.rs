@@ -74,19 +74,21 @@ fn compatibility_rewrites(statement: Statement) -> Statement {
         .fold(statement, |statement, rule| rule.rewrite(statement))
 }
 
-/// Whether some SELECT of `statement` has a subquery as a select-list item.
-fn has_select_list_subquery(statement: &Statement) -> bool {
-    struct Find;
-    impl Visitor for Find {
+/// Whether some select-list item of some SELECT of `statement` is a subquery for which
+/// `holds` is true.
+fn any_select_list_subquery(statement: &Statement, holds: impl FnMut(&Query) -> bool) -> bool {
+    struct Find<F>(F);
+    impl<F: FnMut(&Query) -> bool> Visitor for Find<F> {
         type Break = ();
         fn pre_visit_query(&mut self, query: &Query) -> ControlFlow<()> {
             if let SetExpr::Select(select) = query.body.as_ref() {
                 for item in &select.projection {
-                    if let SelectItem::UnnamedExpr(Expr::Subquery(_))
+                    if let SelectItem::UnnamedExpr(Expr::Subquery(sub))
                     | SelectItem::ExprWithAlias {
-                        expr: Expr::Subquery(_),
+                        expr: Expr::Subquery(sub),
                         ..
                     } = item
+                        && (self.0)(sub)
                     {
                         return ControlFlow::Break(());
                     }
@@ -95,7 +97,12 @@ fn has_select_list_subquery(statement: &Statement) -> bool {
             ControlFlow::Continue(())
         }
     }
-    statement.visit(&mut Find).is_break()
+    statement.visit(&mut Find(holds)).is_break()
+}
+
+/// Whether some SELECT of `statement` has a subquery as a select-list item.
+fn has_select_list_subquery(statement: &Statement) -> bool {
+    any_select_list_subquery(statement, |_| true)
 }
 
 /// Whether every select-list subquery of `statement` is a catalog lookup: one value read
@@ -105,30 +112,7 @@ fn has_select_list_subquery(statement: &Statement) -> bool {
 /// it with a LIMIT that DataFusion cannot plan when it is not (sqlsmith's
 /// `(select nspname from pg_namespace where oid = pronamespace)`).
 fn catalog_lookups_only(statement: &Statement) -> bool {
-    struct Find;
-    impl Visitor for Find {
-        type Break = ();
-        fn pre_visit_query(&mut self, query: &Query) -> ControlFlow<()> {
-            let SetExpr::Select(select) = query.body.as_ref() else {
-                return ControlFlow::Continue(());
-            };
-            for item in &select.projection {
-                let (SelectItem::UnnamedExpr(Expr::Subquery(sub))
-                | SelectItem::ExprWithAlias {
-                    expr: Expr::Subquery(sub),
-                    ..
-                }) = item
-                else {
-                    continue;
-                };
-                if !is_catalog_lookup(sub) {
-                    return ControlFlow::Break(());
-                }
-            }
-            ControlFlow::Continue(())
-        }
-    }
-    statement.visit(&mut Find).is_continue()
+    !any_select_list_subquery(statement, |sub| !is_catalog_lookup(sub))
 }
 
 /// Whether `query` is one value read from `pg_*` tables, as [`catalog_lookups_only`] takes.
