@@ -109,7 +109,7 @@ if [ ! -x "$newest/bin/python3" ] || [ -n "$(find "$newest" -maxdepth 0 -mtime +
   echo "setup: installing the newest Python clients into $newest" >&2
   python3 -m venv "$newest"
   "$newest/bin/pip" install -q --disable-pip-version-check --upgrade \
-    'psycopg[binary]' psycopg2-binary asyncpg sqlalchemy pandas \
+    'psycopg[binary]' psycopg2-binary asyncpg sqlalchemy pandas pgcli \
     'duckdb==1.5.5' 'duckdb-extension-postgres-scanner==1.5.5'
   touch "$newest"
 fi

@@ -61,6 +61,15 @@ pub fn shutdown_channel() -> (ShutdownTrigger, Shutdown) {
     (ShutdownTrigger { tx: Arc::new(tx) }, Shutdown { rx })
 }
 
+/// Writes `text` to `path` whole: into a sibling file first, then renamed over `path`, so
+/// that a reader never sees half of it.
+async fn write_ready_file(path: &std::path::Path, text: &str) -> std::io::Result<()> {
+    let mut staged = path.as_os_str().to_owned();
+    staged.push(".tmp");
+    tokio::fs::write(&staged, text).await?;
+    tokio::fs::rename(&staged, path).await
+}
+
 /// Binds `addr` for the front end `name`, or says which front end could not listen.
 pub async fn bind(name: &str, addr: SocketAddr) -> Result<TcpListener, BoxError> {
     TcpListener::bind(addr)
@@ -95,6 +104,15 @@ pub async fn run(args: ServeArgs) -> Result<(), BoxError> {
     match &http {
         Some(listener) => info!(addr = %listener.local_addr()?, "listening for HTTP clients"),
         None => info!("HTTP front end off (--no-http)"),
+    }
+    if let Some(path) = &args.ready_file {
+        let mut text = format!("postgres={}\n", pg.local_addr()?);
+        if let Some(listener) = &http {
+            text.push_str(&format!("http={}\n", listener.local_addr()?));
+        }
+        write_ready_file(path, &text)
+            .await
+            .map_err(|e| format!("cannot write the ready file {}: {e}", path.display()))?;
     }
 
     let (trigger, shutdown) = shutdown_channel();

@@ -1,6 +1,6 @@
 """The client matrix, Python side: one real driver per run, each with its normal settings.
 
-usage: python_clients.py psycopg|psycopg2|asyncpg|sqlalchemy|pandas CONNINFO_PORT
+usage: python_clients.py psycopg|psycopg2|asyncpg|sqlalchemy|pandas|duckdb|pgcli CONNINFO_PORT
 
 Every driver does the same checklist against a running runbase (the Rust test starts it):
 create and fill a table with parameterized inserts (the extended protocol), read it back
@@ -321,7 +321,58 @@ def duckdb_():
     assert TABLE in tables and "runs" in tables, tables
 
 
+def pgcli_():
+    """pgcli (newest venv only): starts, loads its completions, completes table and column
+    names, and runs a query."""
+    import os
+    import subprocess
+    import tempfile
+
+    import psycopg
+    from pgcli.completion_refresher import CompletionRefresher
+    from pgcli.pgcompleter import PGCompleter
+    from pgcli.pgexecute import PGExecute
+    from prompt_toolkit.document import Document
+
+    with psycopg.connect(host="127.0.0.1", port=PORT, user="matrix", dbname="runbase", autocommit=True) as conn:
+        conn.execute(f"DROP TABLE IF EXISTS {TABLE}")
+        conn.execute(f"CREATE TABLE {TABLE} (id bigint, label text)")
+        conn.execute(f"INSERT INTO {TABLE} VALUES (7, 'seven')")
+
+    # The command line as a user runs it (its config goes to a throwaway HOME). On start-up
+    # it sets the session's time zone (`SET TIME ZONE "Etc/UTC"`) and reads the catalog.
+    with tempfile.TemporaryDirectory() as home:
+        env = dict(os.environ, HOME=home, XDG_CONFIG_HOME=home, PAGER="cat")
+        pgcli = os.path.join(os.path.dirname(sys.executable), "pgcli")
+        out = subprocess.run(
+            [pgcli, "-h", "127.0.0.1", "-p", str(PORT), "-U", "matrix", "-w", "runbase",
+             "--less-chatty", "-c", f"SELECT id, label FROM {TABLE}"],
+            env=env, capture_output=True, text=True, timeout=120,
+        )
+        assert out.returncode == 0, (out.returncode, out.stdout, out.stderr)
+        assert "seven" in out.stdout and "SELECT 1" in out.stdout, out.stdout
+
+    # Completion: every metadata query pgcli refreshes with must run (a failing one leaves
+    # its completions empty without a word), then names complete.
+    executor = PGExecute(database="runbase", user="matrix", password=None, host="127.0.0.1", port=PORT, dsn=None)
+    completer = PGCompleter(smart_completion=True)
+    for name, refresh in CompletionRefresher.refreshers.items():
+        try:
+            refresh(completer, executor)
+        except Exception as e:  # noqa: BLE001 (report which one)
+            raise AssertionError(f"pgcli's {name} refresher failed: {e}") from e
+
+    def complete(text):
+        return [c.text for c in completer.get_completions(Document(text, len(text)), None)]
+
+    assert TABLE in complete("SELECT * FROM matrix_pg"), complete("SELECT * FROM matrix_pg")
+    assert "metrics" in complete("SELECT * FROM runbase."), complete("SELECT * FROM runbase.")
+    assert "label" in complete(f"SELECT * FROM {TABLE} WHERE "), complete(f"SELECT * FROM {TABLE} WHERE ")
+    assert any(f.lower().startswith("log_metric(") for f in complete("SELECT log_m")), complete("SELECT log_m")
+
+
 DRIVERS = {
+    "pgcli": pgcli_,
     "duckdb": duckdb_,
     "psycopg": psycopg3,
     "psycopg2": psycopg2_,

@@ -175,7 +175,13 @@ impl TestServer {
 
     /// [`TestServer::start_with`] with environment variables `env` set (`AWS_*`, …).
     pub fn start_with_env(data_dir: &Path, extra: &[&str], env: &[(&str, &str)]) -> Self {
-        let [port, http_port] = free_ports::<2>();
+        // Both front ends bind port 0 and the server names the ports it got in its ready
+        // file: ports picked here and bound later could be taken by a server of a test
+        // running alongside in the meantime. `http_port` stays a free port under
+        // `--no-http`, where nothing listens.
+        let [http_port] = free_ports::<1>();
+        let ready = tempfile::tempdir().expect("tempdir for the ready file");
+        let ready_file = ready.path().join("ready");
         let bin = runbase_bin();
         assert!(
             bin.exists(),
@@ -185,10 +191,11 @@ impl TestServer {
         let mut cmd = Command::new(&bin);
         cmd.arg("serve")
             .arg("--listen")
-            .arg(format!("127.0.0.1:{port}"));
+            .arg("127.0.0.1:0")
+            .arg("--ready-file")
+            .arg(&ready_file);
         if !sets_http_listen(extra) {
-            cmd.arg("--http-listen")
-                .arg(format!("127.0.0.1:{http_port}"));
+            cmd.arg("--http-listen").arg("127.0.0.1:0");
         }
         let child = cmd
             .arg("--data-dir")
@@ -202,20 +209,33 @@ impl TestServer {
             .expect("spawn runbase");
         let mut server = Self {
             child: Some(child),
-            port,
+            port: 0,
             http_port,
             data_dir: data_dir.to_path_buf(),
         };
-        server.wait_ready();
+        server.wait_ready(&ready_file);
         server
     }
 
-    /// Waits for the PostgreSQL port (the server binds every front end before it, so the
-    /// HTTP port is bound by then too).
-    fn wait_ready(&mut self) {
+    /// Waits for the server's ready file (written once every front end listens) and takes
+    /// its ports from it.
+    fn wait_ready(&mut self, ready_file: &Path) {
         let deadline = Instant::now() + Duration::from_secs(60);
         while Instant::now() < deadline {
-            if std::net::TcpStream::connect(("127.0.0.1", self.port)).is_ok() {
+            if let Ok(text) = std::fs::read_to_string(ready_file) {
+                for line in text.lines() {
+                    let port = |addr: &str| {
+                        addr.parse::<std::net::SocketAddr>()
+                            .map(|a| a.port())
+                            .unwrap_or_else(|e| panic!("ready file line {line:?}: {e}"))
+                    };
+                    if let Some(addr) = line.strip_prefix("postgres=") {
+                        self.port = port(addr);
+                    } else if let Some(addr) = line.strip_prefix("http=") {
+                        self.http_port = port(addr);
+                    }
+                }
+                assert_ne!(self.port, 0, "ready file without a postgres line: {text:?}");
                 return;
             }
             if let Some(status) = self
@@ -227,7 +247,7 @@ impl TestServer {
             }
             std::thread::sleep(Duration::from_millis(50));
         }
-        panic!("runbase did not listen on port {} within 60 s", self.port);
+        panic!("runbase did not write its ready file within 60 s (its stderr is above)");
     }
 
     /// The server's process id.

@@ -73,10 +73,16 @@ fn duckdb_postgres_extension_attaches_and_reads_user_and_tracking_tables() {
 }
 
 #[test]
-fn newest_psycopg_psycopg2_asyncpg_and_pandas() {
-    // SQLAlchemy 2.1's inspect().get_columns() still fails (json_build_object and
-    // pg_sequence in its column query): docs/clients.md.
-    for driver in ["psycopg", "psycopg2", "asyncpg", "pandas", "duckdb"] {
+fn newest_python_clients_and_pgcli() {
+    for driver in [
+        "psycopg",
+        "psycopg2",
+        "asyncpg",
+        "sqlalchemy",
+        "pandas",
+        "duckdb",
+        "pgcli",
+    ] {
         newest_python_client(driver);
     }
 }

@@ -252,10 +252,10 @@ fn ready_metrics_and_runbase_stats_agree_and_prometheus_scrapes_them() {
         Some(1.0),
         "{text}"
     );
-    // The three psql runs, and the harness's readiness probe (a bare TCP connect).
+    // The three psql runs (the harness waits for the server's ready file, not a connect).
     assert_eq!(
         count("runbase_connections_accepted_total", r#"front_end="pg""#),
-        Some(4.0),
+        Some(3.0),
         "{text}"
     );
 

@@ -11,6 +11,12 @@
 //!   `\df`), NULL for others.
 //! - `pg_get_serial_sequence(table, column)`: NULL — runbase has no sequences
 //!   (SQLAlchemy 2.1's `inspect().get_columns()` asks for each column).
+//! - `pg_collation_is_visible(oid)`: true, as for the other `*_is_visible`.
+//! - `oidvector_type_names(oidvector)`: the names of the types an `oidvector` (`proargtypes`,
+//!   kept as its text, `25 701`) lists, as `proargtypes::regtype[]::text[]` gives them
+//!   (pgcli's function completion); the rewrite in `super::rewrite` calls it.
+//! - `json_build_object(key, value, …)`: a JSON object as `json` text (SQLAlchemy 2.1's
+//!   column query builds its identity and collation details with it).
 
 use std::sync::Arc;
 
@@ -153,6 +159,193 @@ fn pg_get_expr() -> ScalarUDF {
     })
 }
 
+/// `json_build_object(key, value, …)`: the pairs as one JSON object, in argument order,
+/// as PostgreSQL builds it: keys are text and never NULL, values keep their JSON type
+/// (numbers, booleans, `null`), everything else is a JSON string of its text.
+#[derive(Debug, PartialEq, Eq, Hash)]
+struct JsonBuildObject {
+    signature: datafusion::logical_expr::Signature,
+}
+
+impl JsonBuildObject {
+    fn new() -> Self {
+        Self {
+            signature: datafusion::logical_expr::Signature::variadic_any(Volatility::Immutable),
+        }
+    }
+}
+
+impl datafusion::logical_expr::ScalarUDFImpl for JsonBuildObject {
+    fn name(&self) -> &str {
+        "json_build_object"
+    }
+    fn signature(&self) -> &datafusion::logical_expr::Signature {
+        &self.signature
+    }
+    fn return_type(&self, args: &[DataType]) -> datafusion::error::Result<DataType> {
+        if !args.len().is_multiple_of(2) {
+            return Err(datafusion::error::DataFusionError::Plan(
+                "json_build_object: argument list must have an even number of elements".into(),
+            ));
+        }
+        Ok(DataType::Utf8)
+    }
+    fn invoke_with_args(
+        &self,
+        args: datafusion::logical_expr::ScalarFunctionArgs,
+    ) -> datafusion::error::Result<ColumnarValue> {
+        use datafusion::common::ScalarValue;
+        let rows = args.number_rows;
+        let arrays = ColumnarValue::values_to_arrays(&args.args)?;
+        let mut out = datafusion::arrow::array::StringBuilder::with_capacity(rows, rows * 16);
+        for row in 0..rows {
+            let mut object = serde_json::Map::new();
+            for pair in arrays.chunks(2) {
+                let key = ScalarValue::try_from_array(&pair[0], row)?;
+                if key.is_null() {
+                    return Err(datafusion::error::DataFusionError::Execution(
+                        "json_build_object: a key must not be null".into(),
+                    ));
+                }
+                let key = match key {
+                    ScalarValue::Utf8(Some(s))
+                    | ScalarValue::LargeUtf8(Some(s))
+                    | ScalarValue::Utf8View(Some(s)) => s,
+                    other => other.to_string(),
+                };
+                let value = json_value(ScalarValue::try_from_array(&pair[1], row)?);
+                object.insert(key, value);
+            }
+            out.append_value(serde_json::Value::Object(object).to_string());
+        }
+        let out: ArrayRef = Arc::new(out.finish());
+        Ok(ColumnarValue::Array(out))
+    }
+}
+
+/// One SQL value as the JSON value PostgreSQL's `to_json` gives it.
+fn json_value(value: datafusion::common::ScalarValue) -> serde_json::Value {
+    use datafusion::common::ScalarValue as S;
+    use serde_json::Value as J;
+    if value.is_null() {
+        return J::Null;
+    }
+    match value {
+        S::Boolean(Some(b)) => J::Bool(b),
+        S::Int8(Some(v)) => J::from(v),
+        S::Int16(Some(v)) => J::from(v),
+        S::Int32(Some(v)) => J::from(v),
+        S::Int64(Some(v)) => J::from(v),
+        S::UInt8(Some(v)) => J::from(v),
+        S::UInt16(Some(v)) => J::from(v),
+        S::UInt32(Some(v)) => J::from(v),
+        S::UInt64(Some(v)) => J::from(v),
+        // NaN and the infinities are not JSON numbers: PostgreSQL writes them as strings.
+        S::Float32(Some(v)) => float_json(f64::from(v)),
+        S::Float64(Some(v)) => float_json(v),
+        S::Utf8(Some(s)) | S::LargeUtf8(Some(s)) | S::Utf8View(Some(s)) => J::String(s),
+        other => J::String(other.to_string()),
+    }
+}
+
+fn float_json(v: f64) -> serde_json::Value {
+    match serde_json::Number::from_f64(v) {
+        Some(n) => serde_json::Value::Number(n),
+        None if v.is_nan() => serde_json::Value::String("NaN".into()),
+        None if v > 0.0 => serde_json::Value::String("Infinity".into()),
+        None => serde_json::Value::String("-Infinity".into()),
+    }
+}
+
+/// `oidvector_type_names(text)`: each oid of an `oidvector`'s text, named as `format_type`
+/// names it (the catalog library's function, so both spell types alike).
+#[derive(Debug)]
+struct OidvectorTypeNames {
+    signature: datafusion::logical_expr::Signature,
+    format_type: ScalarUDF,
+}
+
+impl PartialEq for OidvectorTypeNames {
+    fn eq(&self, other: &Self) -> bool {
+        self.signature == other.signature
+    }
+}
+impl Eq for OidvectorTypeNames {}
+impl std::hash::Hash for OidvectorTypeNames {
+    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+        self.signature.hash(state);
+    }
+}
+
+impl datafusion::logical_expr::ScalarUDFImpl for OidvectorTypeNames {
+    fn name(&self) -> &str {
+        "oidvector_type_names"
+    }
+    fn signature(&self) -> &datafusion::logical_expr::Signature {
+        &self.signature
+    }
+    fn return_type(&self, _: &[DataType]) -> datafusion::error::Result<DataType> {
+        Ok(DataType::List(Arc::new(
+            datafusion::arrow::datatypes::Field::new_list_field(DataType::Utf8, true),
+        )))
+    }
+    fn invoke_with_args(
+        &self,
+        args: datafusion::logical_expr::ScalarFunctionArgs,
+    ) -> datafusion::error::Result<ColumnarValue> {
+        use datafusion::arrow::array::{ListArray, OffsetBufferBuilder};
+        use datafusion::arrow::datatypes::Field;
+        let arrays = ColumnarValue::values_to_arrays(&args.args)?;
+        let vectors: &StringArray = as_string_array(&arrays[0])?;
+        let mut oids: Vec<i32> = Vec::new();
+        let mut offsets = OffsetBufferBuilder::<i32>::new(vectors.len());
+        for vector in vectors.iter() {
+            let before = oids.len();
+            // `25 701` as an oidvector prints; the catalog library keeps `proallargtypes`
+            // as `[25, 701]`.
+            let elements = vector
+                .unwrap_or_default()
+                .split(|c: char| c.is_ascii_whitespace() || "[]{},".contains(c))
+                .filter(|e| !e.is_empty());
+            for oid in elements {
+                oids.push(oid.parse().map_err(|_| {
+                    datafusion::error::DataFusionError::Execution(format!(
+                        "invalid oidvector element {oid:?}"
+                    ))
+                })?);
+            }
+            offsets.push_length(oids.len() - before);
+        }
+        let count = oids.len();
+        let oid_array: ArrayRef = Arc::new(Int32Array::from(oids));
+        let typmods: ArrayRef = Arc::new(Int32Array::new_null(count));
+        let names = self
+            .format_type
+            .invoke_with_args(datafusion::logical_expr::ScalarFunctionArgs {
+                args: vec![
+                    ColumnarValue::Array(oid_array),
+                    ColumnarValue::Array(typmods),
+                ],
+                arg_fields: vec![
+                    Arc::new(Field::new("oid", DataType::Int32, true)),
+                    Arc::new(Field::new("typmod", DataType::Int32, true)),
+                ],
+                number_rows: count,
+                return_field: Arc::new(Field::new("name", DataType::Utf8, true)),
+                config_options: args.config_options.clone(),
+            })?
+            .into_array(count)?;
+        let list = ListArray::try_new(
+            Arc::new(Field::new_list_field(DataType::Utf8, true)),
+            offsets.finish(),
+            names,
+            vectors.nulls().cloned(),
+        )?;
+        let out: ArrayRef = Arc::new(list);
+        Ok(ColumnarValue::Array(out))
+    }
+}
+
 /// Registers the functions in `ctx`; `docs` answers `pg_get_function_*` for runbase's
 /// own functions.
 pub(crate) fn register(ctx: &SessionContext, docs: crate::functions::SharedFunctionDocs) {
@@ -160,7 +353,19 @@ pub(crate) fn register(ctx: &SessionContext, docs: crate::functions::SharedFunct
     ctx.register_udf(pg_get_expr());
     ctx.register_udf(pg_get_serial_sequence());
     ctx.register_udf(super::format::format_function());
-    for name in ["pg_function_is_visible", "pg_type_is_visible"] {
+    ctx.register_udf(ScalarUDF::new_from_impl(JsonBuildObject::new()));
+    ctx.register_udf(ScalarUDF::new_from_impl(OidvectorTypeNames {
+        signature: datafusion::logical_expr::Signature::exact(
+            vec![DataType::Utf8],
+            Volatility::Immutable,
+        ),
+        format_type: datafusion_pg_catalog::pg_catalog::format_type::create_format_type_udf(),
+    }));
+    for name in [
+        "pg_function_is_visible",
+        "pg_type_is_visible",
+        "pg_collation_is_visible",
+    ] {
         ctx.register_udf(always_visible(name));
     }
     ctx.register_udf(function_text("pg_get_function_result", docs.clone(), |d| {

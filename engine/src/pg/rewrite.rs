@@ -17,6 +17,8 @@
 //!   (sqlsmith picks INSERT targets by it);
 //! - `unnest(proargtypes)` unnests the argument type oids (`proargtypes` is their text, as an
 //!   `oidvector` prints; sqlsmith reads functions' signatures so);
+//! - `SET TIME ZONE x` is `SET timezone = x` (pgcli sends `SET TIME ZONE "Etc/UTC"` on
+//!   start-up); `LOCAL` and `DEFAULT` are the default, UTC;
 //! - a `VALUES` list holding a subquery is the same rows as `SELECT … UNION ALL SELECT …`:
 //!   DataFusion evaluates VALUES before any subquery runs and fails with XX000
 //!   (`INSERT INTO t VALUES ((SELECT max(a) FROM t) + 1)`, found by sqlsmith).
@@ -37,6 +39,7 @@ use crate::error::{Error, Result};
 
 /// Applies every rewrite to `statement`.
 pub(crate) fn compatibility(statement: &mut Statement) -> Result<()> {
+    set_time_zone_as_assignment(statement);
     qualify_catalog_relations(statement);
     let _ = statement.visit(&mut ValuesWithSubqueries);
     let info_tables = reads_information_schema_tables(statement);
@@ -45,6 +48,7 @@ pub(crate) fn compatibility(statement: &mut Statement) -> Result<()> {
             spell_is_insertable_into(e);
         }
         unnest_argument_types(e);
+        argument_type_names(e);
         let step = decode_bytea_literal(e)
             .and_then(|()| rewrite_like_escape(e))
             .and_then(|()| regtype_names(e))
@@ -143,6 +147,43 @@ fn unnest_argument_types(e: &mut SqlExpr) {
         "CAST(string_to_array(nullif({arg}, ''), ' ') AS oid[])"
     )) {
         *arg = split;
+    }
+}
+
+/// Rewrites `proargtypes::regtype[]` (and `proallargtypes`) into
+/// `oidvector_type_names(proargtypes)`: the argument types' names, as PostgreSQL shows a
+/// `regtype[]` (pgcli lists functions with `proargtypes::regtype[]::text[]`).
+fn argument_type_names(e: &mut SqlExpr) {
+    let SqlExpr::Cast {
+        expr, data_type, ..
+    } = e
+    else {
+        return;
+    };
+    let SqlType::Array(
+        datafusion::sql::sqlparser::ast::ArrayElemTypeDef::SquareBracket(element, _)
+        | datafusion::sql::sqlparser::ast::ArrayElemTypeDef::AngleBracket(element),
+    ) = data_type
+    else {
+        return;
+    };
+    let is_regtype = matches!(element.as_ref(), SqlType::Custom(name, args)
+        if args.is_empty()
+            && name.0.last().is_some_and(|p| p.to_string().eq_ignore_ascii_case("regtype")));
+    let column = match expr.as_ref() {
+        SqlExpr::Identifier(id) => Some(id),
+        SqlExpr::CompoundIdentifier(ids) => ids.last(),
+        _ => None,
+    };
+    let is_argtypes = column.is_some_and(|c| {
+        c.value.eq_ignore_ascii_case("proargtypes")
+            || c.value.eq_ignore_ascii_case("proallargtypes")
+    });
+    if is_regtype
+        && is_argtypes
+        && let Ok(names) = parse_expr(&format!("oidvector_type_names({expr})"))
+    {
+        *e = names;
     }
 }
 
@@ -596,6 +637,35 @@ fn decorrelate_recursive_subquery(e: &mut SqlExpr) {
     query.limit_clause = None;
 }
 
+/// Spells `SET [LOCAL] TIME ZONE value` as the assignment to `timezone` it stands for
+/// (DataFusion plans only the assignment).
+fn set_time_zone_as_assignment(statement: &mut Statement) {
+    use datafusion::sql::sqlparser::ast::{ContextModifier, Set};
+    let Statement::Set(Set::SetTimeZone { local, value }) = statement else {
+        return;
+    };
+    let zone = match value {
+        SqlExpr::Identifier(id)
+            if id.quote_style.is_none()
+                && ["local", "default"].contains(&id.value.to_ascii_lowercase().as_str()) =>
+        {
+            "UTC".to_string()
+        }
+        SqlExpr::Identifier(id) => id.value.clone(),
+        SqlExpr::Value(v) => match &v.value {
+            Value::SingleQuotedString(s) | Value::DoubleQuotedString(s) => s.clone(),
+            other => other.to_string(),
+        },
+        other => other.to_string(),
+    };
+    *statement = Statement::Set(Set::SingleAssignment {
+        scope: local.then_some(ContextModifier::Local),
+        hivevar: false,
+        variable: ObjectName::from(vec![Ident::new("timezone")]),
+        values: vec![SqlExpr::Value(Value::SingleQuotedString(zone).into())],
+    });
+}
+
 /// Wraps the one output of a scalar subquery over `pg_catalog` tables in `first_value(…)`
 /// when it has no aggregate: DataFusion only runs correlated scalar subqueries that are
 /// aggregated, and the catalog queries drivers send (SQLAlchemy's column listing) have
@@ -692,6 +762,29 @@ mod tests {
         assert_eq!(
             rewritten("select unnest(proargtypes) from pg_proc where oid = 5"),
             "SELECT unnest(CAST(string_to_array(nullif(proargtypes, ''), ' ') AS oid[])) FROM pg_proc WHERE oid = 5"
+        );
+    }
+
+    #[test]
+    fn set_time_zone_is_an_assignment_to_timezone() {
+        assert_eq!(
+            rewritten("SET TIME ZONE \"Etc/UTC\""),
+            "SET timezone = 'Etc/UTC'"
+        );
+        assert_eq!(
+            rewritten("SET TIME ZONE 'Europe/Paris'"),
+            "SET timezone = 'Europe/Paris'"
+        );
+        assert_eq!(rewritten("SET TIME ZONE LOCAL"), "SET timezone = 'UTC'");
+    }
+
+    #[test]
+    fn argument_types_as_regtype_arrays_are_their_names() {
+        assert_eq!(
+            rewritten(
+                "SELECT COALESCE(proallargtypes::regtype[], p.proargtypes::regtype[])::text[] FROM pg_proc p"
+            ),
+            "SELECT COALESCE(oidvector_type_names(proallargtypes), oidvector_type_names(p.proargtypes))::TEXT[] FROM pg_proc p"
         );
     }
 

@@ -32,6 +32,39 @@ pub(super) fn placeholder_cast_types(plan: &LogicalPlan) -> Result<Vec<(String, 
     Ok(found)
 }
 
+/// For each `array_has($n, x)` in `plan` (how `x = ANY($n)` is planned) with an untyped
+/// `$n`: `$n` and the list type of `x`'s type.
+fn any_array_placeholder_types(plan: &LogicalPlan) -> Result<Vec<(String, DataType)>> {
+    use datafusion::common::DFSchema;
+    use datafusion::common::tree_node::{TreeNode, TreeNodeRecursion};
+    use datafusion::logical_expr::{Expr, ExprSchemable};
+    let mut found = Vec::new();
+    plan.apply_with_subqueries(|node| {
+        let mut schema = DFSchema::empty();
+        for input in node.inputs() {
+            schema.merge(input.schema());
+        }
+        node.apply_expressions(|expr| {
+            expr.apply(|e| {
+                if let Expr::ScalarFunction(f) = e
+                    && f.name() == "array_has"
+                    && let [Expr::Placeholder(p), element] = f.args.as_slice()
+                    && p.field.is_none()
+                    && let Ok(t) = element.get_type(&schema)
+                    && !matches!(t, DataType::Null)
+                {
+                    found.push((
+                        p.id.clone(),
+                        DataType::List(Arc::new(Field::new_list_field(t, true))),
+                    ));
+                }
+                Ok(TreeNodeRecursion::Continue)
+            })
+        })
+    })?;
+    Ok(found)
+}
+
 /// The number of `$n` parameters of `statement` if any of them is an argument of a table
 /// function in a `FROM` clause; `None` otherwise.
 pub(super) fn table_function_parameters(statement: &AstStatement) -> Option<usize> {
@@ -135,6 +168,13 @@ impl Session {
         let mut casts: HashMap<String, DataType> =
             placeholder_cast_types(&plan)?.into_iter().collect();
         let untyped = plan.get_parameter_types()?;
+        // `x = ANY($1)` (planned as `array_has($1, x)`): $1 is an array of x's type. Clients
+        // send a list without a type (psycopg's `list[str]`, pgcli's `relkind = ANY(%s)`).
+        for (id, t) in any_array_placeholder_types(&plan)? {
+            if untyped.get(&id).is_some_and(Option::is_none) {
+                casts.entry(id).or_insert(t);
+            }
+        }
         if untyped
             .iter()
             .any(|(id, t)| t.is_none() && !casts.contains_key(id))

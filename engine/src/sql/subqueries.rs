@@ -7,12 +7,17 @@
 //! first instead of an error. For statements that read no catalog table, runbase applies
 //! the parser's other rewrites but not that one. DataFusion then plans the subquery, or
 //! refuses it with an error.
+//!
+//! The parser's rule only looks at subqueries that are select-list items themselves. In a
+//! catalog query, a correlated subquery nested in an item (SQLAlchemy 2.1's column listing
+//! has them inside `CASE`) that is not a lookup DataFusion decorrelates is answered as the
+//! rule answers a top-level one, `NULL`; catalog lookups stay and plan.
 
 use std::ops::ControlFlow;
 
 use datafusion::sql::sqlparser::ast::{
     BinaryOperator, Expr, GroupByExpr, ObjectName, Query, SelectItem, SetExpr, Statement,
-    TableFactor, Visit, Visitor,
+    TableFactor, Value, Visit, VisitMut, Visitor, VisitorMut,
 };
 use datafusion::sql::sqlparser::dialect::PostgreSqlDialect;
 use datafusion::sql::sqlparser::parser::Parser;
@@ -42,15 +47,95 @@ pub(super) fn keep_user_subqueries(sql: &str, rewritten: Vec<Statement>) -> Vec<
         .into_iter()
         .zip(rewritten)
         .map(|(plain, rewritten)| {
-            if has_select_list_subquery(&plain)
-                && (!reads_catalog(&plain) || catalog_lookups_only(&plain))
-            {
-                compatibility_rewrites(plain)
-            } else {
-                rewritten
+            let catalog = reads_catalog(&plain);
+            let mut statement =
+                if has_select_list_subquery(&plain) && (!catalog || catalog_lookups_only(&plain)) {
+                    compatibility_rewrites(plain)
+                } else {
+                    rewritten
+                };
+            if catalog {
+                null_nested_correlated_subqueries(&mut statement);
             }
+            statement
         })
         .collect()
+}
+
+/// Replaces each correlated subquery nested inside a select-list item of `statement` (not
+/// the item itself, which the compatibility rule has seen) by `NULL`, unless it is a
+/// catalog lookup ([`is_catalog_lookup`]).
+fn null_nested_correlated_subqueries(statement: &mut Statement) {
+    struct Items;
+    impl VisitorMut for Items {
+        type Break = ();
+        fn pre_visit_query(&mut self, query: &mut Query) -> ControlFlow<()> {
+            if let SetExpr::Select(select) = query.body.as_mut() {
+                for item in &mut select.projection {
+                    let expr = match item {
+                        SelectItem::UnnamedExpr(e) | SelectItem::ExprWithAlias { expr: e, .. } => e,
+                        _ => continue,
+                    };
+                    if !matches!(expr, Expr::Subquery(_)) {
+                        let _ = expr.visit(&mut Nested);
+                    }
+                }
+            }
+            ControlFlow::Continue(())
+        }
+    }
+    struct Nested;
+    impl VisitorMut for Nested {
+        type Break = ();
+        fn post_visit_expr(&mut self, e: &mut Expr) -> ControlFlow<()> {
+            if let Expr::Subquery(query) = e
+                && !is_catalog_lookup(query)
+                && is_correlated(query)
+            {
+                *e = Expr::Value(Value::Null.into());
+            }
+            ControlFlow::Continue(())
+        }
+    }
+    let _ = statement.visit(&mut Items);
+}
+
+/// Whether `query` names a column qualified by a relation it does not read itself: a
+/// reference to an outer query. (Unqualified names are taken as its own.)
+fn is_correlated(query: &Query) -> bool {
+    struct Names(Vec<String>);
+    impl Visitor for Names {
+        type Break = ();
+        fn pre_visit_table_factor(&mut self, t: &TableFactor) -> ControlFlow<()> {
+            if let TableFactor::Table { name, alias, .. } = t {
+                if let Some(last) = name.0.last().and_then(|p| p.as_ident()) {
+                    self.0.push(last.value.to_ascii_lowercase());
+                }
+                if let Some(alias) = alias {
+                    self.0.push(alias.name.value.to_ascii_lowercase());
+                }
+            }
+            ControlFlow::Continue(())
+        }
+    }
+    struct Outer<'a>(&'a [String]);
+    impl Visitor for Outer<'_> {
+        type Break = ();
+        fn pre_visit_expr(&mut self, e: &Expr) -> ControlFlow<()> {
+            if let Expr::CompoundIdentifier(parts) = e
+                && parts.len() >= 2
+                && !self
+                    .0
+                    .contains(&parts[parts.len() - 2].value.to_ascii_lowercase())
+            {
+                return ControlFlow::Break(());
+            }
+            ControlFlow::Continue(())
+        }
+    }
+    let mut names = Names(Vec::new());
+    let _ = query.visit(&mut names);
+    query.visit(&mut Outer(&names.0)).is_break()
 }
 
 /// The compatibility parser's rewrites, in its order, but for the one that drops
@@ -251,5 +336,27 @@ mod tests {
             "{}",
             parse(sql)
         );
+    }
+
+    #[test]
+    fn correlated_catalog_subqueries_nested_in_an_item_are_null_unless_lookups() {
+        // SQLAlchemy 2.1's column listing, cut down: subqueries inside CASE, fully qualified.
+        let sql = "SELECT pg_catalog.pg_attribute.attname, \
+            CASE WHEN pg_catalog.pg_attribute.attidentity != '' THEN (SELECT json_build_object('start', pg_catalog.pg_sequence.seqstart) FROM pg_catalog.pg_sequence WHERE pg_catalog.pg_attribute.attidentity != '' AND pg_catalog.pg_sequence.seqrelid = pg_catalog.pg_attribute.attrelid) ELSE NULL END AS identity_options, \
+            CASE WHEN (SELECT pg_catalog.pg_type.typcollation FROM pg_catalog.pg_type WHERE pg_catalog.pg_type.oid = pg_catalog.pg_attribute.atttypid) != pg_catalog.pg_attribute.attcollation THEN (SELECT pg_catalog.pg_collation.collname FROM pg_catalog.pg_collation JOIN pg_catalog.pg_namespace ON pg_catalog.pg_namespace.oid = pg_catalog.pg_collation.collnamespace WHERE pg_catalog.pg_collation.oid = pg_catalog.pg_attribute.attcollation) ELSE NULL END AS collation, \
+            coalesce((SELECT 1 FROM pg_catalog.pg_type WHERE typname = 'x'), 0) \
+            FROM pg_catalog.pg_attribute";
+        let out = parse(sql);
+        assert!(!out.contains("pg_sequence"), "{out}");
+        assert!(!out.contains("pg_collation"), "{out}");
+        assert!(
+            out.contains("pg_catalog.pg_type.oid = pg_catalog.pg_attribute.atttypid"),
+            "the lookup stays: {out}"
+        );
+        assert!(out.contains("typname = 'x'"), "uncorrelated stays: {out}");
+        // Subqueries over user tables are never touched.
+        let sql =
+            "SELECT a, CASE WHEN a > 0 THEN (SELECT max(b) FROM t t2 WHERE t2.a < t.a) END FROM t";
+        assert!(parse(sql).contains("t2.a < t.a"), "{}", parse(sql));
     }
 }

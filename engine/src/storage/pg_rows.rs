@@ -7,7 +7,8 @@
 //! features) would learn wrong. Kept, read once at open:
 //! - types: those a `CAST` plans to, the arrays of those, and the pseudo types runbase's
 //!   own functions are documented with (`record`, `anyelement`, `void`) and that clients
-//!   look up by name (`anyarray`, `internal`);
+//!   look up by name (`anyarray`, `internal`, `trigger`: pgcli leaves out functions whose
+//!   result is `'trigger'::regtype`, which is NULL, and so every function, without it);
 //! - functions: those DataFusion has by that name, over kept types;
 //! - operators: those DataFusion runs, over kept types;
 //! - all of it in `pg_catalog` only: PostgreSQL's `information_schema` types and
@@ -23,8 +24,9 @@ use datafusion::execution::SessionState;
 const PG_CATALOG: i32 = 11;
 
 /// Pseudo types runbase documents its functions with (`record`, `void`, `anyelement`),
-/// and those every PostgreSQL has that clients look up by name (`anyarray`, `internal`).
-const PSEUDO_TYPES: [i32; 5] = [2249, 2277, 2278, 2281, 2283];
+/// and those every PostgreSQL has that clients look up by name (`anyarray`, `internal`,
+/// `trigger`).
+const PSEUDO_TYPES: [i32; 6] = [2249, 2277, 2278, 2279, 2281, 2283];
 
 /// Binary operators DataFusion runs as PostgreSQL does (comparison, arithmetic,
 /// concatenation, pattern matching, bitwise, array containment).

@@ -141,6 +141,12 @@ pub struct ServeArgs {
     #[arg(long, env = "RUNBASE_SHUTDOWN_GRACE_SECS", default_value_t = 10)]
     pub shutdown_grace_secs: u64,
 
+    /// Once every front end listens, write their addresses to this file, one per line
+    /// (`postgres=127.0.0.1:5433`, `http=127.0.0.1:5480`), whole (by rename): how a script
+    /// that starts runbase on port 0 learns its ports and knows it is ready.
+    #[arg(long, env = "RUNBASE_READY_FILE")]
+    pub ready_file: Option<PathBuf>,
+
     /// Options shared by every subcommand.
     #[command(flatten)]
     pub common: CommonArgs,
