@@ -37,8 +37,19 @@ pub struct MotoServer {
 }
 
 impl MotoServer {
-    /// Starts moto on a free loopback port and waits until it answers.
+    /// Starts moto on a free loopback port and waits until it answers as S3 does. The port
+    /// is picked before moto binds it, so a server of a test running alongside may take it
+    /// first: then moto exits (or another server answers), and it starts again on another.
     pub fn start() -> Self {
+        for _ in 0..5 {
+            if let Some(server) = Self::try_start() {
+                return server;
+            }
+        }
+        panic!("moto_server did not start on any of 5 ports");
+    }
+
+    fn try_start() -> Option<Self> {
         let port = TcpListener::bind("127.0.0.1:0")
             .and_then(|l| l.local_addr())
             .map(|a| a.port())
@@ -52,16 +63,19 @@ impl MotoServer {
         let mut server = Self { child, port };
         let deadline = Instant::now() + Duration::from_secs(60);
         loop {
-            if server.request("GET", "/", &[]).is_ok() {
-                return server;
+            // moto's answer to ListBuckets, not whatever else may listen there.
+            if let Ok((200, body)) = server.request("GET", "/", &[])
+                && body.contains("ListAllMyBucketsResult")
+            {
+                return Some(server);
             }
-            if let Ok(Some(status)) = server.child.try_wait() {
-                panic!("moto_server exited with {status} before listening");
+            if let Ok(Some(_)) = server.child.try_wait() {
+                return None;
             }
-            assert!(
-                Instant::now() < deadline,
-                "moto_server did not answer within 60 s"
-            );
+            if Instant::now() > deadline {
+                // Dropping the server kills its child.
+                return None;
+            }
             std::thread::sleep(Duration::from_millis(100));
         }
     }

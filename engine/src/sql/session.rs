@@ -541,6 +541,18 @@ impl Session {
             LogicalPlan::Copy(_) => return Err(Error::NotSupported("COPY … TO".into())),
             LogicalPlan::Statement(PlanStatement::SetVariable(set)) => {
                 let name = set.variable.to_lowercase();
+                if name == "datafusion.execution.time_zone"
+                    && set
+                        .value
+                        .parse::<datafusion::arrow::array::timezone::Tz>()
+                        .is_err()
+                {
+                    return Err(Error::InvalidArgument(format!(
+                        "invalid value for parameter \"TimeZone\": \"{}\"",
+                        set.value
+                    )));
+                }
+                let value = set.value.clone();
                 if name.starts_with("datafusion.") {
                     self.ctx.execute_logical_plan(plan).await.map_err(|e| {
                         Error::InvalidArgument(format!(
@@ -548,6 +560,11 @@ impl Session {
                             Error::DataFusion(e).client_message()
                         ))
                     })?;
+                    // DataFusion takes `SET timezone` as its own time zone; `SHOW timezone`
+                    // answers from the session's settings.
+                    if name == "datafusion.execution.time_zone" {
+                        self.variables.set("timezone".into(), value);
+                    }
                 } else {
                     if super::settings::is_duration(&name)
                         && super::settings::parse_duration(&set.value).is_none()
