@@ -259,22 +259,10 @@ fn float_json(v: f64) -> serde_json::Value {
 
 /// `oidvector_type_names(text)`: each oid of an `oidvector`'s text, named as `format_type`
 /// names it (the catalog library's function, so both spell types alike).
-#[derive(Debug)]
+#[derive(Debug, PartialEq, Eq, Hash)]
 struct OidvectorTypeNames {
     signature: datafusion::logical_expr::Signature,
     format_type: ScalarUDF,
-}
-
-impl PartialEq for OidvectorTypeNames {
-    fn eq(&self, other: &Self) -> bool {
-        self.signature == other.signature
-    }
-}
-impl Eq for OidvectorTypeNames {}
-impl std::hash::Hash for OidvectorTypeNames {
-    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
-        self.signature.hash(state);
-    }
 }
 
 impl datafusion::logical_expr::ScalarUDFImpl for OidvectorTypeNames {

@@ -133,14 +133,7 @@ fn unnest_argument_types(e: &mut SqlExpr) {
     let [FunctionArg::Unnamed(FunctionArgExpr::Expr(arg))] = list.args.as_mut_slice() else {
         return;
     };
-    let is_argtypes = match &*arg {
-        SqlExpr::Identifier(id) => id.value.eq_ignore_ascii_case("proargtypes"),
-        SqlExpr::CompoundIdentifier(ids) => ids
-            .last()
-            .is_some_and(|id| id.value.eq_ignore_ascii_case("proargtypes")),
-        _ => false,
-    };
-    if !is_argtypes {
+    if !is_column_named(arg, &["proargtypes"]) {
         return;
     }
     if let Ok(split) = parse_expr(&format!(
@@ -148,6 +141,23 @@ fn unnest_argument_types(e: &mut SqlExpr) {
     )) {
         *arg = split;
     }
+}
+
+/// Whether `e` is a column (qualified or not) with one of `names`.
+fn is_column_named(e: &SqlExpr, names: &[&str]) -> bool {
+    let column = match e {
+        SqlExpr::Identifier(id) => Some(id),
+        SqlExpr::CompoundIdentifier(ids) => ids.last(),
+        _ => None,
+    };
+    column.is_some_and(|c| names.iter().any(|n| c.value.eq_ignore_ascii_case(n)))
+}
+
+/// Whether `t` is `regtype` (or `pg_catalog.regtype`).
+fn is_regtype(t: &SqlType) -> bool {
+    matches!(t, SqlType::Custom(name, args)
+        if args.is_empty()
+            && name.0.last().is_some_and(|p| p.to_string().eq_ignore_ascii_case("regtype")))
 }
 
 /// Rewrites `proargtypes::regtype[]` (and `proallargtypes`) into
@@ -167,20 +177,8 @@ fn argument_type_names(e: &mut SqlExpr) {
     else {
         return;
     };
-    let is_regtype = matches!(element.as_ref(), SqlType::Custom(name, args)
-        if args.is_empty()
-            && name.0.last().is_some_and(|p| p.to_string().eq_ignore_ascii_case("regtype")));
-    let column = match expr.as_ref() {
-        SqlExpr::Identifier(id) => Some(id),
-        SqlExpr::CompoundIdentifier(ids) => ids.last(),
-        _ => None,
-    };
-    let is_argtypes = column.is_some_and(|c| {
-        c.value.eq_ignore_ascii_case("proargtypes")
-            || c.value.eq_ignore_ascii_case("proallargtypes")
-    });
-    if is_regtype
-        && is_argtypes
+    if is_regtype(element)
+        && is_column_named(expr, &["proargtypes", "proallargtypes"])
         && let Ok(names) = parse_expr(&format!("oidvector_type_names({expr})"))
     {
         *e = names;
@@ -365,18 +363,13 @@ fn regtype_names(e: &mut SqlExpr) -> Result<()> {
     }
     let SqlExpr::Cast {
         expr: oid,
-        data_type: SqlType::Custom(name, args),
+        data_type,
         ..
     } = outer_arg.as_ref()
     else {
         return Ok(());
     };
-    let is_regtype = args.is_empty()
-        && name
-            .0
-            .last()
-            .is_some_and(|p| p.to_string().eq_ignore_ascii_case("regtype"));
-    if !is_regtype {
+    if !is_regtype(data_type) {
         return Ok(());
     }
     // (A name, 'int4'::regtype::text, never gets here: datafusion-pg-catalog's parser has
@@ -649,7 +642,7 @@ fn set_time_zone_as_assignment(statement: &mut Statement) {
             if id.quote_style.is_none()
                 && ["local", "default"].contains(&id.value.to_ascii_lowercase().as_str()) =>
         {
-            "UTC".to_string()
+            crate::database::DEFAULT_TIME_ZONE.to_string()
         }
         SqlExpr::Identifier(id) => id.value.clone(),
         SqlExpr::Value(v) => match &v.value {

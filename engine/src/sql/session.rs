@@ -552,7 +552,6 @@ impl Session {
                         set.value
                     )));
                 }
-                let value = set.value.clone();
                 if name.starts_with("datafusion.") {
                     self.ctx.execute_logical_plan(plan).await.map_err(|e| {
                         Error::InvalidArgument(format!(
@@ -560,11 +559,6 @@ impl Session {
                             Error::DataFusion(e).client_message()
                         ))
                     })?;
-                    // DataFusion takes `SET timezone` as its own time zone; `SHOW timezone`
-                    // answers from the session's settings.
-                    if name == "datafusion.execution.time_zone" {
-                        self.variables.set("timezone".into(), value);
-                    }
                 } else {
                     if super::settings::is_duration(&name)
                         && super::settings::parse_duration(&set.value).is_none()

@@ -19,7 +19,7 @@ pub(super) fn default_variable(name: &str) -> Option<String> {
             "server_encoding" | "client_encoding" => "UTF8",
             "datestyle" => "ISO, MDY",
             "intervalstyle" => "postgres",
-            "timezone" | "time zone" => "UTC",
+            "timezone" | "time zone" => crate::database::DEFAULT_TIME_ZONE,
             "standard_conforming_strings" | "integer_datetimes" => "on",
             "transaction_isolation" | "default_transaction_isolation" => "read committed",
             "transaction_read_only" | "default_transaction_read_only" => "off",
@@ -71,6 +71,20 @@ impl Session {
     /// The value of setting `name` (lower case) in this session: what `SET` gave it, else
     /// its default; None for a setting runbase does not have.
     pub(super) fn setting(&self, name: &str) -> Option<String> {
+        // DataFusion keeps the session's time zone: `SET timezone` sets it, now() and
+        // timestamptz values answer in it.
+        if matches!(name, "timezone" | "time zone")
+            && let Some(zone) = self
+                .ctx
+                .state_ref()
+                .read()
+                .config_options()
+                .execution
+                .time_zone
+                .clone()
+        {
+            return Some(zone);
+        }
         self.variables.get(name).or_else(|| default_variable(name))
     }
 
