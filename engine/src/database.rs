@@ -37,9 +37,6 @@ use crate::users::Users;
 /// Name of the one database (DataFusion catalog) a runbase instance serves.
 pub const DATABASE_NAME: &str = "runbase";
 
-/// A session's time zone until it sets one (`SET TIME ZONE LOCAL`/`DEFAULT` return to it).
-pub(crate) const DEFAULT_TIME_ZONE: &str = "UTC";
-
 /// What `SELECT version()` answers. Starts with "PostgreSQL" because client libraries parse it.
 pub fn version_string() -> String {
     format!(
@@ -557,7 +554,7 @@ fn template_state(
     options.sql_parser.dialect = datafusion::config::Dialect::PostgreSQL;
     // `timestamptz` and now() carry a zone, as in PostgreSQL (whose sessions default to
     // one); without it they would be zone-less timestamps and reach clients as `timestamp`.
-    options.execution.time_zone = Some(DEFAULT_TIME_ZONE.into());
+    options.execution.time_zone = Some(crate::pg::DEFAULT_TIME_ZONE.into());
     options.sql_parser.map_string_types_to_utf8view = false;
     options.execution.parquet.schema_force_view_types = false;
 

@@ -13,3 +13,6 @@ pub mod copy;
 mod format;
 pub mod oid_array;
 pub(crate) mod rewrite;
+
+/// A session's time zone until it sets one (`SET TIME ZONE LOCAL`/`DEFAULT` return to it).
+pub(crate) const DEFAULT_TIME_ZONE: &str = "UTC";

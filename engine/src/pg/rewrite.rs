@@ -642,7 +642,7 @@ fn set_time_zone_as_assignment(statement: &mut Statement) {
             if id.quote_style.is_none()
                 && ["local", "default"].contains(&id.value.to_ascii_lowercase().as_str()) =>
         {
-            crate::database::DEFAULT_TIME_ZONE.to_string()
+            super::DEFAULT_TIME_ZONE.to_string()
         }
         SqlExpr::Identifier(id) => id.value.clone(),
         SqlExpr::Value(v) => match &v.value {

@@ -19,7 +19,7 @@ pub(super) fn default_variable(name: &str) -> Option<String> {
             "server_encoding" | "client_encoding" => "UTF8",
             "datestyle" => "ISO, MDY",
             "intervalstyle" => "postgres",
-            "timezone" | "time zone" => crate::database::DEFAULT_TIME_ZONE,
+            "timezone" | "time zone" => crate::pg::DEFAULT_TIME_ZONE,
             "standard_conforming_strings" | "integer_datetimes" => "on",
             "transaction_isolation" | "default_transaction_isolation" => "read committed",
             "transaction_read_only" | "default_transaction_read_only" => "off",
